@@ -1,0 +1,71 @@
+"""The ``varformer`` command line.
+
+Each subcommand lives in ``varformer/commands/<name>.py`` and provides ``add_arguments(parser)`` and
+``run(args) -> int``; this file only dispatches, and imports a subcommand (and torch) only when it runs, so
+``varformer --help`` answers instantly.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from varformer.errors import VarformerError
+
+# name -> (one-line help, the issue that builds it)
+SUBCOMMANDS = {
+    "demo": ("build the offline demo benchmark, train a small model on it and print the results table", "training"),
+    "evaluate": ("evaluate a restorer on benchmarks (paper / full protocols, peer presets)", "data and evaluation"),
+    "restore": ("restore images or folders of any size with seamless tiling", "restore"),
+    "train": ("train stage 1 (Adapter) or stage 2 (restorer); torchrun-ready", "training"),
+    "convert": ("convert the official BasicSR checkpoint into this project's layout", "model"),
+    "benchmark": ("measure speed, FLOPs and memory of the backbone or the whole model", "restore / backbone"),
+    "data": ("inspect benchmark folders: 'varformer data check ROOT'", "data and evaluation"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="varformer",
+        description="VarFormer: image restoration with VAR's distribution-alignment prior.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="subcommands:\n" + "\n".join(f"  {k:<10} {v[0]}" for k, v in SUBCOMMANDS.items())
+        + "\n\n'varformer SUBCOMMAND --help' shows a subcommand's options.",
+    )
+    p.add_argument("command", choices=list(SUBCOMMANDS), metavar="SUBCOMMAND", help="one of: " + ", ".join(SUBCOMMANDS))
+    p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv:
+        top.print_help()
+        return 2
+    ns = top.parse_args(argv[:1])
+    name = ns.command
+    module_name = f"varformer.commands.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        print(f"varformer {name}: not built yet (part of the {SUBCOMMANDS[name][1]} work)", file=sys.stderr)
+        return 2
+    sub = argparse.ArgumentParser(prog=f"varformer {name}", description=SUBCOMMANDS[name][0])
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"varformer {name}: interrupted", file=sys.stderr)
+        return 130
+    except VarformerError as e:
+        print(f"varformer {name}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Typed configuration: OmegaConf structured dataclasses, YAML files merged over them, ``key.sub=value`` overrides.
+
+A misspelled key stops start-up with the key's full name and the closest valid one; a value of the wrong type
+names the key and the expected type. ``load_config`` is the one entry point; every run saves what it resolved
+with ``save_config`` as ``config.yaml`` in its output folder, so a run can always be reproduced from its folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+
+from varformer.errors import ConfigError  # noqa: E402  (re-exported: varformer.config.ConfigError)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class ModelConfig:
+    stage: int = 2                      # 1: Adapter model (VarFormerStage1); 2: full restorer (VarFormer)
+    depth: int = 16                     # VAR depth: 16 (released weights), 20 (official training), 24, 30
+    vae_ch: int = 160                   # VQVAE / U-Net base width (official: 160; tests use 32)
+    n_cross: int = 8                    # cross-attention blocks = depth // div_part (test 8, stage-2 train 6, stage-1 20)
+    dec_adjust: bool = False            # deformable decoder alignment (official stage-2 training layout: True)
+    cfg: float = 0.5                    # CFG strength of the greedy VAR rollout (official forward default since 07/2025)
+    head_layout: str = "official"       # cross-attention head layout: "official" (re-cut, released weights) or "standard"
+    vae_path: Optional[str] = None      # vae_ch160v4096z32.pth; None: checkpoints/ then the Hugging Face cache
+    var_path: Optional[str] = None      # var_d{depth}.pth; None: checkpoints/ then the Hugging Face cache
+    weights: Optional[str] = None       # a VarFormer checkpoint (ours or official BasicSR) to start from
+    local_files_only: bool = False      # never reach the hub, only its local cache
+    random_init_backbone: bool = False  # tests/demo only: build the frozen VAR backbone with random weights, explicitly
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = None          # training data root (official layouts); None with demo=True
+    demo: bool = False                  # train on the built-in demo set (built from scikit-image photographs)
+    demo_cache: Optional[str] = None    # where the demo set is built; None: the user's cache directory
+    tasks: List[str] = field(default_factory=lambda: ["blur", "lowlight", "realnoise", "rain", "noise", "haze"])
+    task_weights: List[float] = field(default_factory=list)  # empty: equal probabilities (official intent, spec 10.1)
+    crop_size: int = 256
+    flip: bool = False                  # official stage 2: no flips, no rotations
+    rot90: bool = False
+    batch_size: int = 16                # per process
+    num_workers: int = 4
+    pin_memory: bool = True
+    persistent_workers: bool = True
+
+
+@dataclass
+class LossConfig:
+    formulation: str = "official"       # "official" (spec 8) or "paper" (-PSNR + squared-L2 VGG, frozen VAR)
+    pixel_l1: float = 1.0
+    psnr: float = 0.5
+    perceptual: float = 1.0             # 0 disables the VGG19 term (logged loudly)
+    perceptual_layer: str = "relu5_4"
+    perceptual_criterion: str = "l1"    # official: l1; paper: l2
+    token_ce: float = 0.1
+    feature_l2: float = 0.5
+    vgg_path: Optional[str] = None      # vgg19-dcbb9e9d.pth; None: torch hub cache
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/varformer"
+    total_iters: int = 700_000
+    lr: float = 1e-4
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.0
+    milestones: List[int] = field(default_factory=lambda: [400_000, 450_000])
+    gamma: float = 0.5
+    ema_decay: float = 0.998
+    seed: int = 114514
+    precision: str = "bf16"             # "bf16" (autocast where the spec allows) or "fp32"
+    grad_checkpointing: bool = False
+    grad_clip: float = 0.0              # 0: off (official)
+    save_every: int = 10_000
+    keep_last: int = 3
+    resume: str = "auto"                # "auto" (latest valid checkpoint in output_dir), "none", or a path
+    log_every: int = 100
+    val_every: int = 5_000
+    val_images: int = 16
+    device: str = "auto"                # "auto", "cpu", "cuda"
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+@dataclass
+class EvalConfig:
+    protocol: str = "paper"             # "paper", "full" or a preset: varformer-code, restormer, diffuir, airnet, restorevar
+    benchmarks: List[str] = field(default_factory=list)
+    root: Optional[str] = None
+    tile: int = 256
+    overlap: int = 32
+    batch_size: int = 4
+    precision: str = "fp32"
+    lpips: bool = False
+    save_images: bool = False
+    output_dir: str = "outputs/eval"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading and validation
+# ---------------------------------------------------------------------------------------------------------------
+def _field_types(cls: type) -> dict:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _check_keys(data: Any, cls: type, prefix: str, source: str) -> None:
+    """Walk a plain dict against the dataclass tree; unknown keys raise with the closest valid name."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{prefix or '<root>'}' must be a mapping of keys, got {type(data).__name__}")
+    fields = _field_types(cls)
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
+            valid = ", ".join(sorted(fields))
+            raise ConfigError(f"{source}: unknown config key '{full}'{hint} (valid keys here: {valid})")
+        sub = fields[key].type
+        sub_cls = _SECTIONS.get(sub if isinstance(sub, str) else getattr(sub, "__name__", ""))
+        if sub_cls is not None and value is not None:
+            _check_keys(value, sub_cls, full, source)
+
+
+_SECTIONS = {c.__name__: c for c in (ModelConfig, DataConfig, LossConfig, TrainConfig, EvalConfig, Config)}
+
+
+def _expected_type(full_key: str) -> str:
+    cls: type = Config
+    parts = full_key.split(".")
+    for i, part in enumerate(parts):
+        f = _field_types(cls).get(part)
+        if f is None:
+            return "?"
+        t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if i == len(parts) - 1:
+            return t
+        cls = _SECTIONS.get(t, Config)
+    return "?"
+
+
+def _merge(base: DictConfig, data: dict, source: str) -> DictConfig:
+    _check_keys(data, Config, "", source)
+    try:
+        return OmegaConf.merge(base, OmegaConf.create(data))
+    except ValidationError as e:
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"{source}: config key '{key}' expects {_expected_type(key)}, "
+                          f"got {getattr(e, 'msg', str(e)).splitlines()[0]}") from None
+    except ConfigKeyError as e:  # pragma: no cover - _check_keys catches these first
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _parse_overrides(overrides: Sequence[str]) -> dict:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"cannot parse overrides {list(overrides)}: {e}") from None
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Defaults <- YAML file (if any) <- ``key.sub=value`` overrides; validated against the dataclasses."""
+    cfg = OmegaConf.structured(Config)
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file not found: {path} (the shipped recipes are in configs/)")
+        try:
+            data = OmegaConf.to_container(OmegaConf.load(path)) or {}
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{path}: not valid YAML for a config: {e}") from None
+        cfg = _merge(cfg, data, path)
+    if overrides:
+        cfg = _merge(cfg, _parse_overrides(overrides), "command line")
+    OmegaConf.set_readonly(cfg, False)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)
+
+
+def save_config(cfg: DictConfig, out_dir: str) -> str:
+    """Write ``config.yaml`` into ``out_dir`` (atomically) and return its path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "config.yaml")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(to_yaml(cfg))
+    os.replace(tmp, path)
+    return path
