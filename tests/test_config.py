@@ -1,0 +1,80 @@
+import pytest
+from omegaconf import OmegaConf
+
+from varformer.config import Config, load_config, save_config
+from varformer.errors import ConfigError, VarformerError
+
+
+def _write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults_are_the_official_recipe():
+    cfg = load_config()
+    assert cfg.model.depth == 16 and cfg.model.cfg == 0.5
+    assert cfg.train.lr == 1e-4 and list(cfg.train.betas) == [0.9, 0.99]
+    assert cfg.train.loss.psnr == 0.5 and cfg.train.loss.token_ce == 0.1
+
+
+def test_yaml_then_overrides_merge_in_order(tmp_path):
+    path = _write(tmp_path, "model:\n  depth: 20\ntrain:\n  lr: 2.0e-4\n  loss:\n    perceptual: 0.0\n")
+    cfg = load_config(path, ["train.lr=3e-4", "data.tasks=[rain,haze]"])
+    assert cfg.model.depth == 20
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.train.loss.perceptual == 0.0
+    assert list(cfg.data.tasks) == ["rain", "haze"]
+
+
+def test_unknown_key_names_key_and_closest_valid_one(tmp_path):
+    path = _write(tmp_path, "train:\n  learning_rate: 1.0\n  totl_iters: 5\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert "train.learning_rate" in msg and path in msg
+
+
+def test_unknown_nested_key_suggests_closest(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.loss\.perceptul.*did you mean 'train\.loss\.perceptual'"):
+        load_config(None, ["train.loss.perceptul=0"])
+    with pytest.raises(ConfigError, match=r"'modle'.*did you mean 'model'"):
+        load_config(None, ["modle.depth=20"])
+
+
+def test_wrong_type_names_key_and_expected_type():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["model.depth=sixteen"])
+    assert "model.depth" in str(e.value) and "int" in str(e.value)
+    with pytest.raises(ConfigError, match=r"train\.lr.*float"):
+        load_config(None, ["train.lr=fast"])
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_malformed_override_rejected():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(None, ["train.lr"])
+
+
+def test_config_errors_are_user_facing():
+    assert issubclass(ConfigError, VarformerError)
+
+
+def test_save_config_round_trips(tmp_path):
+    cfg = load_config(None, ["model.depth=20", "train.output_dir=x"])
+    path = save_config(cfg, str(tmp_path / "run"))
+    again = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    assert again == cfg
+
+
+def test_shipped_configs_load():
+    import glob
+    import os
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = sorted(glob.glob(os.path.join(here, "configs", "*.yaml")))
+    for f in files:
+        load_config(f)
