@@ -1,0 +1,320 @@
+"""Full-reference image metrics: PSNR, SSIM (BasicSR / MATLAB convention by default) and LPIPS.
+
+Inputs (both arguments of the same kind):
+
+* uint8 numpy arrays, RGB, ``(H, W, 3)`` for one image or ``(B, H, W, 3)`` for a batch (``C = 1`` is accepted too);
+* torch tensors ``(B, 3, H, W)``: float in [0, 1] (quantised to 8 bits first, see ``quantize``) or uint8.
+
+Return: a Python ``float`` for a single ``(H, W, C)`` numpy image, a float64 numpy array ``(B,)`` for a numpy batch,
+a float64 tensor ``(B,)`` on the input's device for tensors. All forms give the same numbers for the same pixels.
+
+Default convention (what BasicSR's ``calculate_psnr`` / ``calculate_ssim`` and Wang et al.'s MATLAB ``ssim_index``
+compute, and what the official VarFormer validation uses):
+
+* ``quantize=True``: float inputs are clamped to [0, 1], scaled by 255 and rounded (half to even, as numpy/BasicSR's
+  ``tensor2img``) -- the numbers a saved 8-bit PNG would give. ``quantize=False`` measures the float values as
+  given (clamped to [0, 1], so the peak is still 1.0 = 255), which is the AirNet/PromptIR "PSNR on float outputs".
+* PSNR on the 0-255 scale, MSE over all channels of an image in float64; identical images give ``inf``
+  (returned as ``math.inf``, never a division warning or an arbitrary cap such as 100 dB).
+* SSIM: 11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, "valid" region only (no padding), the SSIM
+  map averaged per channel, then averaged over channels. Identical images give exactly 1.
+* ``y_channel=True`` with ``luma='matlab'``: Y of MATLAB's ``rgb2ycbcr`` (ITU-R BT.601 limited range,
+  Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 on the 0-255 scale), not rounded.
+* ``crop_border=n`` drops n pixels from every edge before measuring.
+
+Other conventions in use (shared/spec/benchmarks.md section 3), as explicit options:
+
+* ``luma='full_range'``: Y = 0.299 R + 0.587 G + 0.114 B (YIQ / BT.601 full range; pyiqa's default, PIL's YCbCr).
+  PSNR on it is about 20*log10(255/219) = 1.32 dB lower than on MATLAB's Y.
+* ``ssim_mode='replicate'``: the Gaussian filter with replicate-padded borders, SSIM averaged over the whole map
+  (DiffUIR and the BasicSR fork shipped by Restormer). On one channel (Y) a 2-D 11x11 Gaussian; on RGB the fork's
+  3-D 11x11x11 Gaussian over (H, W, C), replicate-padded along all three axes.
+* ``ssim_mode='skimage_default'``: scikit-image's ``structural_similarity`` defaults (7x7 uniform window, sample
+  covariance N/(N-1), valid region, per-channel mean) -- AirNet, PromptIR, AdaIR, RestoreVAR.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from varformer.errors import CheckpointMismatchError, VarformerError, WeightsNotFoundError
+
+ImageInput = Union[np.ndarray, torch.Tensor]
+Luma = Literal["matlab", "full_range"]
+SsimMode = Literal["basicsr", "replicate", "skimage_default"]
+
+LUMA_OPTIONS = ("matlab", "full_range")
+SSIM_MODES = ("basicsr", "replicate", "skimage_default")
+
+# Y coefficients for R, G, B on the 0-255 scale, and the offset.
+_LUMA_COEFFS = {
+    "matlab": ((65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0), 16.0),
+    "full_range": ((0.299, 0.587, 0.114), 0.0),
+}
+_PEAK = 255.0
+_GAUSS_SIZE, _GAUSS_SIGMA = 11, 1.5
+_UNIFORM_SIZE = 7
+
+
+class MetricInputError(VarformerError, ValueError):
+    """Metric inputs that cannot be compared: different shapes, wrong dtype or layout, non-finite values."""
+
+
+# ----------------------------------------------------------------------------------------------------- input handling
+def _to_float255_BCHW(x: ImageInput, name: str, quantize: bool) -> torch.Tensor:
+    """Any accepted input -> float64 tensor (B, C, H, W) on the 0-255 scale."""
+    if isinstance(x, np.ndarray):
+        if x.dtype != np.uint8:
+            raise MetricInputError(
+                f"{name}: numpy images must be uint8 (0-255) HWC, got dtype {x.dtype} shape {x.shape}; "
+                "pass float images as a (B,3,H,W) torch tensor in [0, 1]")
+        if x.ndim == 2:
+            x = x[:, :, None]
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise MetricInputError(f"{name}: expected a uint8 array (H,W,3) or (B,H,W,3), got shape {x.shape}")
+        return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).to(torch.float64)
+    if isinstance(x, torch.Tensor):
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise MetricInputError(
+                f"{name}: expected a tensor (B,3,H,W), got shape {tuple(x.shape)}"
+                + (" (add a batch dimension with x[None])" if x.ndim == 3 else ""))
+        x = x.detach()
+        if x.dtype == torch.uint8:
+            return x.to(torch.float64)
+        if not x.is_floating_point():
+            raise MetricInputError(f"{name}: tensor must be float in [0, 1] or uint8, got {x.dtype}")
+        if not bool(torch.isfinite(x).all()):
+            raise MetricInputError(f"{name}: tensor contains NaN or inf values")
+        x = x.to(torch.float64).clamp(0.0, 1.0) * _PEAK
+        return torch.round(x) if quantize else x
+    raise MetricInputError(f"{name}: expected a numpy uint8 array or a torch tensor, got {type(x).__name__}")
+
+
+def _prepare(pred: ImageInput, target: ImageInput, *, crop_border: int, y_channel: bool, luma: str,
+             quantize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checks, converts, crops and (optionally) takes luma. Returns two float64 (B, C, H, W) tensors, 0-255."""
+    if isinstance(pred, np.ndarray) != isinstance(target, np.ndarray):
+        raise MetricInputError(
+            f"pred and target must both be numpy arrays or both tensors, got {type(pred).__name__} "
+            f"and {type(target).__name__}")
+    if tuple(pred.shape) != tuple(target.shape):
+        raise MetricInputError(
+            f"pred and target differ in shape: pred {tuple(pred.shape)} vs target {tuple(target.shape)}")
+    if luma not in LUMA_OPTIONS:
+        raise MetricInputError(f"luma must be one of {LUMA_OPTIONS}, got {luma!r}")
+    if not isinstance(crop_border, (int, np.integer)) or crop_border < 0:
+        raise MetricInputError(f"crop_border must be a non-negative int, got {crop_border!r}")
+    a = _to_float255_BCHW(pred, "pred", quantize)
+    b = _to_float255_BCHW(target, "target", quantize)
+    if b.device != a.device:
+        b = b.to(a.device)
+    H, W = a.shape[-2:]
+    if 2 * crop_border >= min(H, W):
+        raise MetricInputError(f"crop_border={crop_border} leaves nothing of an image of size {H}x{W}")
+    if crop_border:
+        a = a[..., crop_border:-crop_border, crop_border:-crop_border]
+        b = b[..., crop_border:-crop_border, crop_border:-crop_border]
+    if y_channel:
+        if a.shape[1] != 3:
+            raise MetricInputError(f"y_channel=True needs RGB images, got {a.shape[1]} channel(s)")
+        a, b = rgb_to_luma(a, luma), rgb_to_luma(b, luma)
+    return a, b
+
+
+def _finish(values_B: torch.Tensor, like: ImageInput):
+    """Return type rule: float for one HWC numpy image, numpy (B,) for a numpy batch, tensor (B,) otherwise."""
+    if isinstance(like, np.ndarray):
+        arr = values_B.cpu().numpy()
+        return float(arr[0]) if like.ndim in (2, 3) else arr
+    return values_B
+
+
+def rgb_to_luma(x_B3HW: torch.Tensor, luma: str = "matlab") -> torch.Tensor:
+    """RGB on the 0-255 scale -> luma (B, 1, H, W) on the 0-255 scale, not rounded. See the module docstring."""
+    (cr, cg, cb), offset = _LUMA_COEFFS[luma]
+    return offset + cr * x_B3HW[:, 0:1] + cg * x_B3HW[:, 1:2] + cb * x_B3HW[:, 2:3]
+
+
+# --------------------------------------------------------------------------------------------------------------- PSNR
+def psnr(pred: ImageInput, target: ImageInput, *, crop_border: int = 0, y_channel: bool = False,
+         luma: Luma = "matlab", quantize: bool = True):
+    """Peak signal-to-noise ratio in dB on the 0-255 scale (module docstring: inputs, return type, conventions).
+
+    Identical images (MSE = 0) give ``math.inf``; averaging code should decide explicitly how to treat it.
+    """
+    a, b = _prepare(pred, target, crop_border=crop_border, y_channel=y_channel, luma=luma, quantize=quantize)
+    mse_B = (a - b).pow(2).mean(dim=(1, 2, 3))
+    psnr_B = 10.0 * torch.log10(_PEAK ** 2 / mse_B.clamp_min(1e-300))
+    psnr_B = torch.where(mse_B == 0, torch.full_like(psnr_B, math.inf), psnr_B)
+    return _finish(psnr_B, pred)
+
+
+# --------------------------------------------------------------------------------------------------------------- SSIM
+@lru_cache(maxsize=8)
+def _gaussian_taps(size: int, sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian (what cv2.getGaussianKernel(11, 1.5) gives); the 2-D window is its outer product."""
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def _correlate_valid(x: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.Tensor:
+    """'Valid' 1-D correlation of x with taps along dim, as a sum of shifted slices.
+
+    On CPU this is ~10x faster than a depthwise float64 conv2d, and as exact (float64 accumulation).
+    """
+    k = taps.numel()
+    n = x.shape[dim] - k + 1
+    out = x.narrow(dim, 0, n) * float(taps[0])
+    for i in range(1, k):
+        out.add_(x.narrow(dim, i, n), alpha=float(taps[i]))
+    return out
+
+
+def _separable_filter(x: torch.Tensor, taps: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """'Valid' correlation with the separable window taps x taps (x taps) over the given dims."""
+    for dim in dims:
+        x = _correlate_valid(x, taps, dim)
+    return x
+
+
+def _ssim_from_moments(mu_a, mu_b, m_aa, m_bb, m_ab, *, cov_norm: float = 1.0) -> torch.Tensor:
+    """The SSIM map from local means and second moments (Wang et al. 2004, exponents 1, C3 = C2/2)."""
+    c1, c2 = (0.01 * _PEAK) ** 2, (0.03 * _PEAK) ** 2
+    var_a = cov_norm * (m_aa - mu_a * mu_a)
+    var_b = cov_norm * (m_bb - mu_b * mu_b)
+    cov_ab = cov_norm * (m_ab - mu_a * mu_b)
+    num = (2 * mu_a * mu_b + c1) * (2 * cov_ab + c2)
+    den = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
+    return num / den
+
+
+def _ssim_per_image(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
+    """a, b: float64 (B, C, H, W) on 0-255 -> SSIM (B,)."""
+    B, C, H, W = a.shape
+    stack = torch.stack([a, b, a * a, b * b, a * b], dim=1)  # (B, 5, C, H, W)
+    if mode == "replicate" and C > 1:
+        # 3-D Gaussian over (C, H, W), borders replicated on all three axes, mean over the whole map.
+        r = _GAUSS_SIZE // 2
+        padded = F.pad(stack, (r, r, r, r, r, r), mode="replicate")
+        moments = _separable_filter(padded, _gaussian_taps(_GAUSS_SIZE, _GAUSS_SIGMA), dims=(2, 3, 4))
+        return _ssim_from_moments(*moments.unbind(1)).mean(dim=(1, 2, 3))
+
+    flat = stack.reshape(B, 5 * C, H, W)
+    if mode == "skimage_default":
+        n = _UNIFORM_SIZE ** 2
+        taps, cov_norm = torch.full((_UNIFORM_SIZE,), 1.0 / _UNIFORM_SIZE, dtype=torch.float64), n / (n - 1)
+    else:
+        taps, cov_norm = _gaussian_taps(_GAUSS_SIZE, _GAUSS_SIGMA), 1.0
+    if mode == "replicate":
+        r = _GAUSS_SIZE // 2
+        flat = F.pad(flat, (r, r, r, r), mode="replicate")
+    elif min(H, W) < taps.numel():
+        raise MetricInputError(
+            f"SSIM ({mode}) needs images of at least {taps.numel()}x{taps.numel()} after cropping, got {H}x{W}")
+    # spatial positions flattened: only the mean of the map is needed
+    moments = _separable_filter(flat, taps, dims=(2, 3)).reshape(B, 5, C, -1)
+    ssim_map = _ssim_from_moments(*moments.unbind(1), cov_norm=cov_norm)  # (B, C, N)
+    return ssim_map.mean(dim=2).mean(dim=1)
+
+
+def ssim(pred: ImageInput, target: ImageInput, *, crop_border: int = 0, y_channel: bool = False,
+         luma: Luma = "matlab", quantize: bool = True, ssim_mode: SsimMode = "basicsr"):
+    """Structural similarity (module docstring: inputs, return type, conventions, ``ssim_mode`` variants).
+
+    Identical images give 1.0.
+    """
+    if ssim_mode not in SSIM_MODES:
+        raise MetricInputError(f"ssim_mode must be one of {SSIM_MODES}, got {ssim_mode!r}")
+    a, b = _prepare(pred, target, crop_border=crop_border, y_channel=y_channel, luma=luma, quantize=quantize)
+    return _finish(_ssim_per_image(a, b, ssim_mode), pred)
+
+
+# -------------------------------------------------------------------------------------------------------------- LPIPS
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+REPO_CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def alexnet_search_paths() -> list[Path]:
+    """Where the LPIPS backbone is looked for, in order: ./checkpoints, the repo's checkpoints/, torch's hub cache."""
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    paths = [Path.cwd() / "checkpoints" / ALEXNET_FILE, REPO_CHECKPOINTS_DIR / ALEXNET_FILE, hub / ALEXNET_FILE]
+    return list(dict.fromkeys(paths))  # de-duplicate, keep order
+
+
+def find_alexnet_weights(weights_path: str | os.PathLike | None = None) -> Path:
+    """The AlexNet weight file for LPIPS, or WeightsNotFoundError saying what to download and where to put it."""
+    candidates = [Path(weights_path)] if weights_path is not None else alexnet_search_paths()
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = "\n  ".join(str(p) for p in candidates)
+    raise WeightsNotFoundError(
+        f"LPIPS needs torchvision's AlexNet weights '{ALEXNET_FILE}' and none was found. Looked in:\n  {looked}\n"
+        f"Download {ALEXNET_URL} and put it in checkpoints/ (or in torch's hub cache "
+        f"{Path(torch.hub.get_dir()) / 'checkpoints'}).")
+
+
+def load_lpips(weights_path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+    """The ``lpips`` package's LPIPS (AlexNet, v0.1) with the backbone read from a local file, never downloaded.
+
+    The package ships its linear-layer weights; the AlexNet trunk is built untrained (``pnet_rand=True``) and filled
+    from ``alexnet-owt-7be5be79.pth`` (found by :func:`find_alexnet_weights`).
+    """
+    import lpips
+
+    path = find_alexnet_weights(weights_path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():  # lpips calls torchvision with the deprecated `pretrained=` argument
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(pretrained=True, net="alex", version="0.1", pnet_rand=True, verbose=False)
+    # lpips keeps torchvision's `features` indices inside its slices: net.sliceK.<i>.weight <- features.<i>.weight
+    trunk_state = {}
+    for slice_name, block in model.net.named_children():
+        for idx, layer in block.named_children():
+            for pname in dict(layer.named_parameters(recurse=False)):
+                key = f"features.{idx}.{pname}"
+                if key not in state:
+                    raise CheckpointMismatchError(f"{path} is not torchvision's AlexNet: missing '{key}'")
+                trunk_state[f"{slice_name}.{idx}.{pname}"] = state[key]
+    try:
+        model.net.load_state_dict(trunk_state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointMismatchError(f"{path} does not fit torchvision's AlexNet: {e}") from None
+    return model.eval().requires_grad_(False).to(device)
+
+
+_LPIPS_MODELS: dict[tuple[str, str], torch.nn.Module] = {}
+
+
+def lpips_distance(pred: ImageInput, target: ImageInput, *, quantize: bool = True,
+                   weights_path: str | os.PathLike | None = None, model: torch.nn.Module | None = None):
+    """LPIPS (AlexNet, v0.1) per image; lower is closer. Same inputs and return types as :func:`psnr`.
+
+    Images are quantised to 8 bits first unless ``quantize=False``; the network runs on the input tensor's device
+    in float32. ``model`` may be a preloaded :func:`load_lpips` result; otherwise one is loaded once and cached.
+    """
+    a, b = _prepare(pred, target, crop_border=0, y_channel=False, luma="matlab", quantize=quantize)
+    if a.shape[1] != 3:
+        raise MetricInputError(f"LPIPS needs RGB images, got {a.shape[1]} channel(s)")
+    if model is None:
+        key = (str(find_alexnet_weights(weights_path)), str(a.device))
+        if key not in _LPIPS_MODELS:
+            _LPIPS_MODELS[key] = load_lpips(key[0], a.device)
+        model = _LPIPS_MODELS[key]
+    param = next(model.parameters())
+    to_pm1 = lambda x: (x / _PEAK * 2 - 1).to(device=param.device, dtype=param.dtype)  # noqa: E731
+    with torch.no_grad():
+        d = model(to_pm1(a), to_pm1(b)).reshape(-1).to(torch.float64)
+    return _finish(d.to(a.device), pred)
