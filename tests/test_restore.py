@@ -1,0 +1,133 @@
+"""``varformer restore``: inputs, robust reading, outputs, skipping, failures (identity restorer; model below)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from varformer.cli import main
+from varformer.errors import DataError, VarformerError, WeightsNotFoundError
+from varformer.restore import (IdentityRestorer, ModelRestorer, apply_exif_orientation, build_restorer,
+                               collect_inputs, plan_jobs, restore_paths)
+
+
+def _rgb(h, w, seed):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(_rgb(200, 300, 0)).save(d / "a_200x300.png")
+    Image.fromarray(_rgb(256, 256, 1)).save(d / "b_256.jpg", quality=95)
+    Image.fromarray(_rgb(513, 97, 2)).save(d / "c_513x97.png")
+    Image.fromarray(_rgb(40, 50, 3)[..., 0]).save(d / "d_gray.png")
+    Image.fromarray(np.dstack([_rgb(30, 20, 4), np.full((30, 20), 128, np.uint8)])).save(d / "e_rgba.png")
+    Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) * 20)).save(d / "f_gray16.png")
+    (d / "g_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    good = (d / "a_200x300.png").read_bytes()
+    (d / "h_truncated.png").write_bytes(good[: len(good) // 2])  # header fine, pixel data cut
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def test_identity_restores_mixed_folder(mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    logs = []
+    rep = restore_paths([str(mixed_folder)], str(out), IdentityRestorer(), tile=64, overlap=16, batch_size=3,
+                        progress=False, log=logs.append)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["a_200x300.png", "b_256.png", "c_513x97.png", "d_gray.png", "e_rgba.png", "f_gray16.png"]
+    assert sorted(p.name for p, _ in rep.failed) == ["g_corrupt.png", "h_truncated.png"]
+    assert any("g_corrupt.png" in m for m in logs) and any("h_truncated.png" in m for m in logs)
+    assert any("grayscale" in n for n in rep.notes) and any("alpha" in n for n in rep.notes)
+    # identity through tiling and 8-bit PNG is lossless for 8-bit inputs
+    for name in ("a_200x300", "c_513x97"):
+        assert np.array_equal(np.asarray(Image.open(out / f"{name}.png")),
+                              np.asarray(Image.open(mixed_folder / f"{name}.png")))
+    gray = np.asarray(Image.open(out / "d_gray.png"))
+    assert gray.shape == (40, 50, 3) and np.array_equal(gray[..., 0], gray[..., 2])
+    assert np.asarray(Image.open(out / "f_gray16.png")).dtype == np.uint8
+    assert not list(out.glob(".*"))  # no temporary files left
+
+
+def test_skip_existing_and_cli(mixed_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["restore", str(mixed_folder / "a_200x300.png"), str(mixed_folder / "c_*.png"), "-o", str(out),
+            "--weights", "identity", "--tile", "64", "--overlap", "8", "--no-progress"]
+    assert main(argv) == 0
+    first = (out / "a_200x300.png").stat().st_mtime_ns
+    assert main(argv + ["--skip-existing"]) == 0
+    assert (out / "a_200x300.png").stat().st_mtime_ns == first
+    assert "0 written, 2 skipped" in capsys.readouterr().out
+    # a folder with a corrupt file: the others are written, exit status 1 says something failed
+    assert main(["restore", str(mixed_folder), "-o", str(out), "--weights", "identity", "--tile", "64",
+                 "--no-progress"]) == 1
+
+
+def test_failure_mid_run_keeps_finished_outputs(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(4):
+        Image.fromarray(_rgb(64, 64, i)).save(d / f"{i}.png")
+    calls = []
+
+    def flaky(x):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory")
+        return x
+
+    logs = []
+    with pytest.raises(RuntimeError, match="out of memory"):
+        restore_paths([str(d)], str(tmp_path / "out"), flaky, tile=64, overlap=8, batch_size=1, progress=False,
+                      log=logs.append)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png"]  # complete files only
+    assert "2 output(s) were written" in logs[-1]
+
+
+def test_inputs_and_names(tmp_path):
+    (tmp_path / "x").mkdir()
+    Image.fromarray(_rgb(8, 8, 0)).save(tmp_path / "x" / "a.png")
+    Image.fromarray(_rgb(8, 8, 0)).save(tmp_path / "x" / "a.jpg")
+    srcs = collect_inputs([str(tmp_path / "x"), str(tmp_path / "x" / "a.png")])  # duplicates collapse
+    assert [p.name for p in srcs] == ["a.jpg", "a.png"]
+    jobs, notes = plan_jobs(srcs, tmp_path / "out")
+    assert sorted(j.out.name for j in jobs) == ["a_jpg.png", "a_png.png"] and len(notes) == 2
+    with pytest.raises(DataError, match="overwrite its input"):
+        plan_jobs(collect_inputs([str(tmp_path / "x" / "a.png")]), tmp_path / "x")
+    with pytest.raises(DataError, match="input not found"):
+        collect_inputs([str(tmp_path / "missing.png")])
+    with pytest.raises(DataError, match="no images match"):
+        collect_inputs([str(tmp_path / "*.webp")])
+
+
+def test_exif_orientation_matches_pillow(tmp_path):
+    from PIL import ImageOps
+
+    arr = _rgb(6, 10, 5)
+    for orientation in range(1, 9):
+        p = tmp_path / f"o{orientation}.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(arr).save(p, exif=exif, quality=100)
+        with Image.open(p) as im:
+            want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            raw = np.asarray(im.convert("RGB"))
+        got, note = apply_exif_orientation(raw, p)
+        assert np.array_equal(got, want), orientation
+        assert (note is None) == (orientation == 1)
+
+
+def test_missing_weights_error_says_what_to_do(tmp_path):
+    with pytest.raises(WeightsNotFoundError) as e:
+        build_restorer(str(tmp_path / "nope.pt"))
+    msg = str(e.value)
+    assert "checkpoints/" in msg and "varformer convert official" in msg
+    with pytest.raises(VarformerError, match="precision"):
+        build_restorer("identity", precision="fp16")
+    with pytest.raises(VarformerError, match="--tile 256"):
+        restore_paths([str(tmp_path)], str(tmp_path / "o"), ModelRestorer(torch.nn.Identity(), torch.device("cpu")),
+                      tile=128, progress=False)

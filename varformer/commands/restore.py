@@ -1,0 +1,30 @@
+"""``varformer restore INPUT... -o OUT``: restore files, folders or globs of any size with seamless tiling."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (top level) or glob patterns")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (PNG files, input names)")
+    p.add_argument("--weights", default=None, metavar="PATH",
+                   help="VarFormer checkpoint (default: checkpoints/varformer_d16.pt, made by 'varformer convert "
+                        "official'); 'identity' runs the pipeline without a model")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16 autocast for the network (the VQVAE quantizer stays fp32); default fp32")
+    p.add_argument("--tile", type=int, default=256, help="tile size: the model's input size (default 256)")
+    p.add_argument("--overlap", type=int, default=32, help="minimum overlap of neighbouring tiles in px (default 32)")
+    p.add_argument("--batch", type=int, default=4, help="tiles per model call, shared across images (default 4)")
+    p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output PNG already exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from varformer.restore import build_restorer, restore_paths
+
+    restorer = build_restorer(args.weights, device=args.device, precision=args.precision)
+    report = restore_paths(args.inputs, args.output, restorer, tile=args.tile, overlap=args.overlap,
+                           batch_size=args.batch, skip_existing=args.skip_existing, progress=not args.no_progress)
+    print(f"{report.summary()} -> {args.output}")
+    return 1 if report.failed else 0

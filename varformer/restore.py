@@ -1,0 +1,294 @@
+"""Restore images of any size and number: ``varformer restore INPUT... -o OUT``.
+
+Inputs are files, folders (their images, top level, sorted by name) and glob patterns. Every image is read as RGB
+(grayscale, palette, alpha and 16-bit files are converted, with a note; EXIF orientation is applied so phone photos
+come out upright), restored with overlapping, window-blended tiles (``varformer.tiling``; tiles of consecutive
+images share batches) and written as an 8-bit PNG with the input's name (``photo.jpg`` -> ``OUT/photo.png``).
+Each output is written atomically (temporary file, then rename) as soon as its last tile is done, so an
+interrupted run leaves only complete files and ``--skip-existing`` resumes it. Unreadable files are reported
+and skipped; the run goes on.
+
+A *restorer* maps (N, 3, S, S) in [0, 1] to the same shape; ``build_restorer`` makes one from a VarFormer
+checkpoint (or the ``identity`` pipeline check) for a device and precision.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from varformer.data.image_io import IMAGE_EXTENSIONS, image_size, read_image, tensor_to_uint8, to_tensor
+from varformer.errors import DataError, VarformerError, WeightsNotFoundError
+from varformer.tiling import count_tiles, tiled_forward_stream
+
+DEFAULT_WEIGHTS = "checkpoints/varformer_d16.pt"
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Restorers
+# ---------------------------------------------------------------------------------------------------------------
+class IdentityRestorer:
+    """Returns its input: checks the whole pipeline (reading, tiling, writing) without a model."""
+
+    input_size: Optional[int] = None  # any tile size
+
+    def __call__(self, x_N3SS: torch.Tensor) -> torch.Tensor:
+        return x_N3SS
+
+
+class ModelRestorer:
+    """A VarFormer (or any [0,1] -> [0,1] module) on one device, under ``inference_mode`` and optional bf16 autocast.
+
+    The output is returned in float32 and clamped to [0, 1]; inputs are moved to the model's device.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32",
+                 input_size: Optional[int] = 256):
+        if precision not in PRECISIONS:
+            raise VarformerError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
+        self.model = model.to(device).eval()
+        self.device = device
+        self.precision = precision
+        self.input_size = input_size
+
+    def __call__(self, x_N3SS: torch.Tensor) -> torch.Tensor:
+        autocast = (torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+                    if self.precision != "fp32" else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
+            y = self.model(x_N3SS.to(self.device, torch.float32))
+        return y.float().clamp_(0, 1)
+
+
+def resolve_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise VarformerError(f"unknown device {device!r} ({e}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise VarformerError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    return dev
+
+
+def resolve_weights(weights: Optional[str]) -> Path:
+    """The checkpoint file to load: the given path, or the default name in ./checkpoints or the repository's."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if path.is_file():
+            return path
+        candidates = [path]
+    else:
+        candidates = [Path.cwd() / DEFAULT_WEIGHTS, _REPO_ROOT / DEFAULT_WEIGHTS]
+        for c in candidates:
+            if c.is_file():
+                return c
+    tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    raise WeightsNotFoundError(
+        f"VarFormer weights not found (looked for {tried}). Download the released model (net_g_last.pth from "
+        f"Hugging Face wsy541/VarFormer) into checkpoints/, convert it with "
+        f"'varformer convert official checkpoints/net_g_last.pth -o {DEFAULT_WEIGHTS}', "
+        f"then pass --weights {DEFAULT_WEIGHTS} (the default).")
+
+
+def build_restorer(weights: Optional[str] = None, device: str = "cpu", precision: str = "fp32"):
+    """A restorer for ``varformer restore`` and the evaluator.
+
+    ``weights``: a checkpoint written by ``save_varformer`` / ``varformer convert official`` (None: the default
+    ``checkpoints/varformer_d16.pt``), or ``"identity"`` for a pipeline check without a model.
+    """
+    if precision not in PRECISIONS:
+        raise VarformerError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
+    dev = resolve_device(device)
+    if weights == "identity":
+        return IdentityRestorer()
+    path = resolve_weights(weights)
+    from varformer.model.checkpoint_io import load_varformer  # imported late: the model is heavy to import
+
+    model = load_varformer(str(path))
+    return ModelRestorer(model, dev, precision, input_size=256)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs and outputs
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    out: Path
+
+
+def _is_image_name(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def collect_inputs(inputs: Sequence[str]) -> List[Path]:
+    """Files (taken as given), folders (their image files, top level, sorted) and globs (image files, sorted)."""
+    found: List[Path] = []
+    for spec in inputs:
+        p = Path(spec).expanduser()
+        if p.is_dir():
+            imgs = sorted(q for q in p.iterdir() if q.is_file() and _is_image_name(q))
+            if not imgs:
+                raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {p}")
+            found.extend(imgs)
+        elif p.is_file():
+            found.append(p)
+        elif glob.has_magic(spec):
+            imgs = sorted(Path(q) for q in glob.glob(os.path.expanduser(spec), recursive=True)
+                          if Path(q).is_file() and _is_image_name(Path(q)))
+            if not imgs:
+                raise DataError(f"no images match {spec!r}")
+            found.extend(imgs)
+        else:
+            raise DataError(f"input not found: {spec} (not a file, a folder or a glob pattern that matches)")
+    unique = list(dict.fromkeys(q.resolve() for q in found))  # same file named twice is restored once
+    return unique
+
+
+def plan_jobs(sources: Sequence[Path], out_dir: Path) -> Tuple[List[Job], List[str]]:
+    """Output ``OUT/<stem>.png`` per input; name clashes (``a.jpg`` and ``a.png``) get the extension in the name."""
+    out_dir = Path(out_dir)
+    stems = {}
+    for s in sources:
+        stems.setdefault(s.stem, []).append(s)
+    jobs, notes, taken = [], [], set()
+    for s in sources:
+        name = s.stem + ".png"
+        if len(stems[s.stem]) > 1:
+            name = f"{s.stem}_{s.suffix.lstrip('.').lower() or 'noext'}.png"
+            n = 1
+            while name in taken:
+                n += 1
+                name = f"{s.stem}_{s.suffix.lstrip('.').lower() or 'noext'}_{n}.png"
+            notes.append(f"{s}: name shared with another input, written as {name}")
+        taken.add(name)
+        jobs.append(Job(s, out_dir / name))
+    inputs = {s.resolve() for s in sources}
+    clash = [j for j in jobs if j.out.resolve() in inputs]
+    if clash:
+        raise DataError(f"output would overwrite its input: {clash[0].out}; choose another output folder (-o)")
+    return jobs, notes
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def apply_exif_orientation(img_HW3: np.ndarray, path: Path) -> Tuple[np.ndarray, Optional[str]]:
+    """Rotate/flip pixels as the EXIF orientation tag says (phone photos), like Pillow's ``exif_transpose``."""
+    try:
+        with Image.open(path) as im:
+            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block is not worth failing the image for
+        return img_HW3, None
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+           8: lambda a: np.rot90(a, 1)}
+    if orientation not in ops:
+        return img_HW3, None
+    return np.ascontiguousarray(ops[orientation](img_HW3)), f"EXIF orientation {orientation} applied"
+
+
+def load_input(path: Path) -> Tuple[torch.Tensor, List[str]]:
+    """(3, H, W) float32 in [0, 1] and the conversion notes; ``DataError`` if unreadable."""
+    arr, note = read_image(str(path))
+    arr, orient_note = apply_exif_orientation(arr, path)
+    return to_tensor(arr), [n for n in (note, orient_note) if n]
+
+
+def write_png_atomic(path: Path, img_HW3_uint8: np.ndarray) -> None:
+    """Write to a hidden temporary file in the same folder, then rename: readers never see a partial PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        Image.fromarray(img_HW3_uint8).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class RestoreReport:
+    written: List[Path] = field(default_factory=list)
+    skipped: List[Path] = field(default_factory=list)          # outputs that already existed (--skip-existing)
+    failed: List[Tuple[Path, str]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{len(self.written)} written, {len(self.skipped)} skipped (output exists), "
+                f"{len(self.failed)} failed")
+
+
+def restore_paths(inputs: Sequence[str], out_dir: str, restorer: Callable[[torch.Tensor], torch.Tensor], *,
+                  tile: int = 256, overlap: int = 32, batch_size: int = 4, skip_existing: bool = False,
+                  device: Optional[torch.device] = None, progress: bool = True,
+                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> RestoreReport:
+    """Restore every input image into ``out_dir``; returns what was written, skipped and why files failed."""
+    need = getattr(restorer, "input_size", None)
+    if need is not None and tile != need:
+        raise VarformerError(f"this model takes {need}x{need} inputs: use --tile {need} (got {tile})")
+    if not 0 <= overlap < tile:
+        raise VarformerError(f"--overlap must be in [0, {tile}) for --tile {tile}, got {overlap}")
+    if batch_size < 1:
+        raise VarformerError(f"--batch must be >= 1, got {batch_size}")
+    device = device or getattr(restorer, "device", torch.device("cpu"))
+    report = RestoreReport()
+    jobs, report.notes = plan_jobs(collect_inputs(inputs), Path(out_dir))
+    todo: List[Tuple[Job, int]] = []
+    for j in jobs:
+        if skip_existing and j.out.exists():
+            report.skipped.append(j.out)
+            continue
+        try:
+            h, w = image_size(str(j.src))
+        except DataError as e:
+            report.failed.append((j.src, str(e)))
+            continue
+        todo.append((j, count_tiles(h, w, tile, overlap)))
+
+    bar = tqdm(total=sum(n for _, n in todo), unit="tile", disable=not progress, file=sys.stderr,
+               desc=f"restoring {len(todo)} image(s)")
+
+    def source() -> Iterator[Tuple[Job, torch.Tensor]]:
+        for j, n_tiles in todo:
+            try:
+                x_3HW, notes = load_input(j.src)
+            except DataError as e:
+                report.failed.append((j.src, str(e)))
+                bar.update(n_tiles)
+                continue
+            report.notes.extend(f"{j.src}: {n}" for n in notes)
+            yield j, x_3HW.to(device)
+
+    try:
+        for j, y_3HW in tiled_forward_stream(restorer, source(), tile, overlap, batch_size, on_batch=bar.update):
+            try:
+                write_png_atomic(j.out, tensor_to_uint8(y_3HW))
+            except OSError as e:
+                report.failed.append((j.src, f"cannot write {j.out}: {e}"))
+                continue
+            report.written.append(j.out)
+    except BaseException:
+        log(f"restore stopped by an error after {len(report.written)} output(s) were written completely; "
+            f"rerun with --skip-existing to continue")
+        raise
+    finally:
+        bar.close()
+    for n in report.notes:
+        log(f"note: {n}")
+    for src, why in report.failed:
+        log(f"failed: {why}")
+    return report
