@@ -1,0 +1,31 @@
+"""``varformer data check ROOT`` / ``varformer data list``: inspect benchmark folders."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    check = sub.add_parser("check", help="report every known benchmark found under ROOT: pairs, expected count, "
+                                         "unpaired / unreadable / mismatched files")
+    check.add_argument("root", help="folder to search (up to 6 levels deep)")
+    check.add_argument("--benchmarks", nargs="*", default=[], help="only these benchmark names")
+    check.add_argument("--quick", action="store_true", help="read image headers only (does not find truncated files)")
+    check.add_argument("--limit", type=int, default=0, help="list at most this many files per problem (0: all)")
+    sub.add_parser("list", help="the benchmarks and layouts recognised")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        from varformer.data.benchmarks import BENCHMARKS
+        for b in BENCHMARKS.values():
+            exp = "?" if b.expected is None else b.expected
+            print(f"{b.name:<22} {b.task:<10} expected {exp!s:<5} layout: {b.layout}")
+        print("demo-<task>            built-in demo set (rain, haze, blur, lowlight, noise)")
+        return 0
+    from varformer.data.check import check_root, format_reports
+    reports = check_root(args.root, args.benchmarks, full=not args.quick)
+    print(format_reports(args.root, reports, args.limit))
+    if not reports:
+        return 1
+    return 0 if all(r.ok for r in reports) else 1
