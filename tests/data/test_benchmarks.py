@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_pairs, write_png16, write_rgb  # noqa: F401  (tests/data/conftest.py helpers)
+from data_helpers import make_pairs, write_png16, write_rgb
 from varformer.cli import main
 from varformer.data.benchmarks import find_all, get_benchmark, locate
 from varformer.data.check import check_root
