@@ -1,0 +1,322 @@
+"""Training data: the official stage-2 task mixture, stage-1 clean images, paired crops, a DDP-safe sampler.
+
+Determinism: every random choice of a sample (task, image, crop, flip, degradation seed) is drawn from a
+generator seeded by ``(seed, sample_id)``. Sample ids come from ``InfiniteShardedSampler``, which permutes the
+ids of each epoch with ``(seed, epoch)`` and gives rank ``r`` every ``world_size``-th one, so ranks never share
+a sample, and the batches do not depend on the number of DataLoader workers or on which worker loads what.
+Resuming at sample ``k`` (``start``) reproduces the stream that an uninterrupted run would have seen.
+
+Stage 2 (``shared/spec/varformer-official.md`` 10, ``benchmarks.md`` 1.2): six sources, each drawn with
+probability 1/6 per sample by default (the official YAML's ``weights`` key never reaches the dataset: intent =
+equal), then a uniformly random pair inside it; random ``crop_size`` crops; official flips/rotations off.
+Small-image rule (official default, spec 10.1): a training pair whose GT is smaller than the crop on a side is
+resized to ``crop x crop`` (bilinear) and its LQ is *replaced by the GT* (an identity pair);
+``small_images="resize-both"`` resizes LQ and GT instead (keeps the degradation; our alternative).
+
+Stage 1: clean images as LQ and GT with random 256 crops (the evident intent of the official stage-1 recipe,
+whose published YAML does not crop), or degraded on the fly with ``varformer.data.degradations``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from varformer.data.benchmarks import list_images
+from varformer.data.image_io import is_image_file, read_image, to_tensor
+from varformer.data.pairing import describe_unpaired, pair_files
+from varformer.errors import DataError
+
+SMALL_IMAGE_RULES = ("official", "resize-both")
+
+# task -> candidate (LQ folder, GT folder, pairing rules) relative to the training root; the first is the
+# official stage-2 YAML's, the others the layouts of the archives people download (benchmarks.md section 2)
+TRAIN_LAYOUTS: Dict[str, List[Tuple[str, str, Tuple[str, ...]]]] = {
+    "blur": [("GoPro/train/input", "GoPro/train/groundtruth", ("stem",)),
+             ("train/GoPro/input", "train/GoPro/target", ("stem",)),
+             ("train/GoPro/input_crops", "train/GoPro/target_crops", ("stem",))],
+    "lowlight": [("LOLdataset/our485/low", "LOLdataset/our485/high", ("stem",)),
+                 ("LOL/train/low", "LOL/train/high", ("stem",)), ("Train/Enhance/low", "Train/Enhance/gt", ("stem",))],
+    "realnoise": [("SIDD/train/input", "SIDD/train/target", ("stem",)),
+                  ("train/SIDD/input_crops", "train/SIDD/target_crops", ("stem",))],
+    "rain": [("rain13k/train/input", "rain13k/train/target", ("stem",)),
+             ("train/Rain13K/input", "train/Rain13K/target", ("stem",)),
+             ("Train/Derain/rainy", "Train/Derain/gt", ("rain-norain", "stem"))],
+    "noise": [("WED_BSD400/g_noise", "WED_BSD400/gt", ("stem",))],
+    "haze": [("RESIDE2/OTS_ALPHA2/haze/OTS", "RESIDE2/OTS_ALPHA2/clear/clear_images", ("haze-prefix", "stem")),
+             ("RESIDE/OTS_ALPHA/haze/OTS", "RESIDE/OTS_ALPHA/clear/clear_images", ("haze-prefix", "stem")),
+             ("Train/Dehaze/synthetic", "Train/Dehaze/original", ("haze-prefix", "stem"))],
+}
+# every task also accepts the generic <root>/<task>/{input,target} layout (the demo set's training split)
+GENERIC_LAYOUT = ("{task}/input", "{task}/target", ("stem", "haze-prefix", "rain-norain"))
+
+
+@dataclass
+class PairedSource:
+    task: str
+    lq_dir: str
+    gt_dir: str
+    pairs: List[Tuple[str, str]]
+    note: str = ""
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def _list_recursive(folder: str) -> List[str]:
+    out = []
+    for dirpath, dirnames, files in os.walk(folder):
+        dirnames.sort()
+        out += [os.path.relpath(os.path.join(dirpath, f), folder) for f in files if is_image_file(f)]
+    return sorted(out)
+
+
+def find_training_source(root: str, task: str) -> PairedSource:
+    """The paired training folders of ``task`` under ``root``; ``DataError`` lists the layouts looked for."""
+    if task not in TRAIN_LAYOUTS:
+        raise DataError(f"unknown training task '{task}' (known: {', '.join(TRAIN_LAYOUTS)})")
+    tried = []
+    for lq_rel, gt_rel, rules in TRAIN_LAYOUTS[task] + [tuple(s.format(task=task) if isinstance(s, str) else s
+                                                               for s in GENERIC_LAYOUT)]:
+        lq_dir, gt_dir = os.path.join(root, lq_rel), os.path.join(root, gt_rel)
+        tried.append(f"{lq_rel} + {gt_rel}")
+        if os.path.isdir(lq_dir) and os.path.isdir(gt_dir):
+            lq, gt = _list_recursive(lq_dir), _list_recursive(gt_dir)
+            res = pair_files(lq, gt, rules)
+            if not res.pairs:
+                raise DataError(f"training task '{task}': no pairs in {lq_dir} / {gt_dir}. {describe_unpaired(res)}")
+            if res.unpaired_lq:
+                raise DataError(f"training task '{task}': {describe_unpaired(res)} (in {lq_dir} / {gt_dir})")
+            return PairedSource(task, lq_dir, gt_dir, res.pairs, res.note)
+    raise DataError(f"training task '{task}': none of the expected layouts exists under {root}. "
+                    f"Looked for: {'; '.join(tried)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Crops and augmentation (identical for LQ and GT)
+# ---------------------------------------------------------------------------------------------------------------
+def _resize_to(img: np.ndarray, size: int) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    return x[0].numpy().transpose(1, 2, 0)
+
+
+def paired_random_crop(lq: np.ndarray, gt: np.ndarray, size: int, rng: np.random.Generator,
+                       small_images: str = "official") -> Tuple[np.ndarray, np.ndarray]:
+    """Same random ``size`` x ``size`` window from LQ and GT (both (H, W, 3)); small-image rule in module doc."""
+    if lq.shape != gt.shape:
+        raise DataError(f"training pair sizes differ: LQ {lq.shape[1]}x{lq.shape[0]} vs GT {gt.shape[1]}x{gt.shape[0]}")
+    h, w = gt.shape[:2]
+    if h < size or w < size:
+        if small_images == "official":
+            gt = _resize_to(gt, size)
+            return gt.copy(), gt
+        return _resize_to(lq, size), _resize_to(gt, size)
+    y = int(rng.integers(0, h - size + 1))
+    x = int(rng.integers(0, w - size + 1))
+    return lq[y:y + size, x:x + size], gt[y:y + size, x:x + size]
+
+
+def paired_augment(lq: np.ndarray, gt: np.ndarray, rng: np.random.Generator, flip: bool, rot90: bool):
+    """Horizontal flip and k x 90 degree rotation, drawn once and applied to both images."""
+    if flip and rng.random() < 0.5:
+        lq, gt = lq[:, ::-1], gt[:, ::-1]
+    if rot90:
+        k = int(rng.integers(0, 4))
+        lq, gt = np.rot90(lq, k), np.rot90(gt, k)
+    return np.ascontiguousarray(lq), np.ascontiguousarray(gt)
+
+
+def sample_rng(seed: int, sample_id: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(sample_id)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Datasets (indexed by sample id, any non-negative integer; __len__ is one nominal epoch)
+# ---------------------------------------------------------------------------------------------------------------
+class TaskMixtureDataset(Dataset):
+    """Stage 2: draw a task by ``task_weights``, then a uniform pair of that task, then a paired crop."""
+
+    def __init__(self, sources: Sequence[PairedSource], task_weights: Optional[Sequence[float]] = None,
+                 crop_size: int = 256, flip: bool = False, rot90: bool = False, seed: int = 0,
+                 small_images: str = "official"):
+        if not sources:
+            raise DataError("the training mixture needs at least one task")
+        if small_images not in SMALL_IMAGE_RULES:
+            raise DataError(f"small_images must be one of {SMALL_IMAGE_RULES}, got '{small_images}'")
+        weights = list(task_weights or [])
+        if not weights:
+            weights = [1.0] * len(sources)
+        if len(weights) != len(sources):
+            raise DataError(f"{len(weights)} task weights for {len(sources)} tasks "
+                            f"({', '.join(s.task for s in sources)}); give one weight per task or none")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise DataError(f"task weights must be >= 0 with a positive sum, got {weights}")
+        self.sources = list(sources)
+        self.tasks = [s.task for s in sources]
+        self.probs = np.asarray(weights, dtype=np.float64) / float(sum(weights))
+        self.crop_size, self.flip, self.rot90, self.seed = crop_size, flip, rot90, seed
+        self.small_images = small_images
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sources)
+
+    def __getitem__(self, sample_id: int) -> Dict[str, object]:
+        rng = sample_rng(self.seed, sample_id)
+        t = int(rng.choice(len(self.sources), p=self.probs))
+        src = self.sources[t]
+        lq_rel, gt_rel = src.pairs[int(rng.integers(0, len(src)))]
+        lq, _ = read_image(os.path.join(src.lq_dir, lq_rel))
+        gt, _ = read_image(os.path.join(src.gt_dir, gt_rel))
+        if lq.shape != gt.shape:
+            raise DataError(f"training task '{src.task}': size mismatch between {os.path.join(src.lq_dir, lq_rel)} "
+                            f"({lq.shape[1]}x{lq.shape[0]}) and {os.path.join(src.gt_dir, gt_rel)} "
+                            f"({gt.shape[1]}x{gt.shape[0]})")
+        lq, gt = paired_random_crop(lq, gt, self.crop_size, rng, self.small_images)
+        lq, gt = paired_augment(lq, gt, rng, self.flip, self.rot90)
+        return {"lq": to_tensor(lq), "gt": to_tensor(gt), "task": src.task, "task_id": t,
+                "name": os.path.splitext(lq_rel)[0]}
+
+
+class CleanImageDataset(Dataset):
+    """Stage 1: clean images as GT; LQ = GT (official) or degraded on the fly by one of ``degrade_tasks``."""
+
+    def __init__(self, files: Sequence[str], crop_size: int = 256, flip: bool = False, rot90: bool = False,
+                 seed: int = 0, degrade_tasks: Sequence[str] = ()):
+        if not files:
+            raise DataError("stage-1 data: no clean images")
+        self.files = list(files)
+        self.crop_size, self.flip, self.rot90, self.seed = crop_size, flip, rot90, seed
+        self.degrade_tasks = list(degrade_tasks)
+        if self.degrade_tasks:
+            from varformer.data.degradations import DEGRADATIONS
+            unknown = [t for t in self.degrade_tasks if t not in DEGRADATIONS]
+            if unknown:
+                raise DataError(f"unknown degradations {unknown} (known: {', '.join(sorted(DEGRADATIONS))})")
+            self._degradations = DEGRADATIONS
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, sample_id: int) -> Dict[str, object]:
+        rng = sample_rng(self.seed, sample_id)
+        path = self.files[sample_id % len(self.files)]
+        img, _ = read_image(path)
+        _, gt = paired_random_crop(img, img, self.crop_size, rng, "official")
+        gt, _ = paired_augment(gt, gt, rng, self.flip, self.rot90)
+        task = "clean"
+        lq = gt
+        if self.degrade_tasks:
+            task = self.degrade_tasks[int(rng.integers(0, len(self.degrade_tasks)))]
+            lq = np.clip(self._degradations[task](gt, seed=int(rng.integers(0, 2**31 - 1))), 0, 1).astype(np.float32)
+        return {"lq": to_tensor(lq), "gt": to_tensor(gt), "task": task,
+                "task_id": -1, "name": os.path.splitext(os.path.basename(path))[0]}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sampler and loader
+# ---------------------------------------------------------------------------------------------------------------
+class InfiniteShardedSampler(Sampler[int]):
+    """Endless sample ids for one rank: epoch ``e`` is a permutation (seeded by (seed, e)) of
+    ``e*n .. e*n+n-1``, and rank ``r`` of ``world_size`` takes positions ``r, r+W, r+2W, ...`` of it. ``start``
+    skips that many of this rank's ids (resume)."""
+
+    def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True,
+                 start: int = 0):
+        if num_samples <= 0:
+            raise DataError("the sampler needs a dataset with at least one sample")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.n, self.rank, self.world, self.seed, self.shuffle, self.start = (
+            num_samples, rank, world_size, seed, shuffle, start)
+
+    def _epoch_ids(self, epoch: int) -> np.ndarray:
+        ids = np.arange(self.n, dtype=np.int64)
+        if self.shuffle:
+            ids = np.random.default_rng([int(self.seed) & 0xFFFFFFFF, epoch]).permutation(ids)
+        return ids + epoch * self.n
+
+    def __iter__(self) -> Iterator[int]:
+        per_epoch = math.ceil((self.n - self.rank) / self.world)
+        epoch, skip = divmod(self.start, per_epoch) if per_epoch else (0, 0)
+        while True:
+            for sid in self._epoch_ids(epoch)[self.rank::self.world][skip:]:
+                yield int(sid)
+            skip = 0
+            epoch += 1
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: distinct, reproducible global RNG states per (base seed, worker)."""
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def build_loader(dataset: Dataset, batch_size: int, *, num_workers: int = 0, pin_memory: bool = False,
+                 persistent_workers: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 start_sample: int = 0) -> DataLoader:
+    """An endless DataLoader for one rank (``start_sample``: this rank's samples already consumed, for resume)."""
+    sampler = InfiniteShardedSampler(len(dataset), rank, world_size, seed, True, start_sample)
+    gen = torch.Generator()
+    gen.manual_seed(int(seed) * 1000 + rank)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=persistent_workers and num_workers > 0,
+                      worker_init_fn=seed_worker, generator=gen, drop_last=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Constructors used by training (values from DataConfig passed explicitly)
+# ---------------------------------------------------------------------------------------------------------------
+def build_stage2_dataset(root: str, tasks: Sequence[str], task_weights: Sequence[float] = (), crop_size: int = 256,
+                         flip: bool = False, rot90: bool = False, seed: int = 0,
+                         small_images: str = "official") -> TaskMixtureDataset:
+    if not root or not os.path.isdir(root):
+        raise DataError(f"training data root not found: {root!r} (expected the official layout, e.g. "
+                        f"<root>/GoPro/train/{{input,groundtruth}}, <root>/rain13k/train/{{input,target}}, ...; "
+                        f"or set data.demo=true for the built-in demo set)")
+    sources = [find_training_source(root, t) for t in tasks]
+    return TaskMixtureDataset(sources, task_weights, crop_size, flip, rot90, seed, small_images)
+
+
+def build_stage1_dataset(root: str, crop_size: int = 256, flip: bool = False, rot90: bool = False, seed: int = 0,
+                         degrade_tasks: Sequence[str] = ()) -> CleanImageDataset:
+    """All images under ``root`` (recursively; e.g. DF2K HR) as clean training images."""
+    if not root or not os.path.isdir(root):
+        raise DataError(f"stage-1 data root not found: {root!r} (expected a folder of clean images, e.g. DF2K HR)")
+    files = [os.path.join(root, f) for f in _list_recursive(root)]
+    if not files:
+        raise DataError(f"stage-1 data: no images under {root}")
+    return CleanImageDataset(files, crop_size, flip, rot90, seed, degrade_tasks)
+
+
+def build_demo_stage2_dataset(cache_dir: Optional[str] = None, tasks: Optional[Sequence[str]] = None,
+                              task_weights: Sequence[float] = (), crop_size: int = 256, flip: bool = False,
+                              rot90: bool = False, seed: int = 0) -> TaskMixtureDataset:
+    """The stage-2 mixture on the demo set's training split (tasks without demo data, e.g. realnoise, dropped
+    only when ``tasks`` is None; asking for them explicitly is an error)."""
+    from varformer.data.demo import DEMO_TASKS, ensure_demo
+    root = os.path.join(ensure_demo(cache_dir), "train")
+    use = list(DEMO_TASKS) if tasks is None else list(tasks)
+    missing = [t for t in use if t not in DEMO_TASKS]
+    if missing:
+        raise DataError(f"the demo set has no training data for {missing} (it has {', '.join(DEMO_TASKS)})")
+    return build_stage2_dataset(root, use, task_weights, crop_size, flip, rot90, seed)
+
+
+def build_demo_stage1_dataset(cache_dir: Optional[str] = None, crop_size: int = 256, flip: bool = False,
+                              rot90: bool = False, seed: int = 0,
+                              degrade_tasks: Sequence[str] = ()) -> CleanImageDataset:
+    """Stage 1 on the demo set's clean training targets (every task's ``target`` folder)."""
+    from varformer.data.demo import DEMO_TASKS, ensure_demo
+    root = os.path.join(ensure_demo(cache_dir), "train")
+    files = sorted({os.path.join(root, t, "target", f) for t in DEMO_TASKS
+                    for f in list_images(os.path.join(root, t, "target"))})
+    return CleanImageDataset(files, crop_size, flip, rot90, seed, degrade_tasks)
