@@ -79,14 +79,18 @@ class TrainConfig:
     ema_decay: float = 0.998
     seed: int = 114514
     precision: str = "bf16"             # "bf16" (autocast where the spec allows) or "fp32"
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False    # recompute activations in backward (the official batch needs it on 80 GB)
     grad_clip: float = 0.0              # 0: off (official)
+    fused_adam: bool = True             # CUDA only: one fused kernel for the Adam update
+    find_unused_parameters: bool = False  # DDP: only needed if a trainable module gets no gradient
     save_every: int = 10_000
     keep_last: int = 3
     resume: str = "auto"                # "auto" (latest valid checkpoint in output_dir), "none", or a path
     log_every: int = 100
-    val_every: int = 5_000
+    image_every: int = 1_000            # TensorBoard image grid (LQ | output | GT) and DAE-weight plot; 0: never
+    val_every: int = 5_000              # validation on the held-out set with the EMA weights; 0: never
     val_images: int = 16
+    max_seconds: float = 0.0            # stop (with a checkpoint) after this much wall time; 0: no limit
     device: str = "auto"                # "auto", "cpu", "cuda"
     loss: LossConfig = field(default_factory=LossConfig)
 

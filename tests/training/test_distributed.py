@@ -1,0 +1,53 @@
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+
+from varformer.training.distributed import cleanup_distributed, seed_everything, setup_distributed
+from varformer.training.loop import Trainer
+
+from tiny_task import TinyPairs, TinyTask, tiny_config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    info = setup_distributed("cpu")
+    try:
+        cfg = tiny_config(out_dir, total_iters=4, save_every=2, log_every=2)
+        seed_everything(cfg.train.seed, info.rank)  # different init per rank: DDP must broadcast rank 0's
+        task = TinyTask()
+        t = Trainer(task, TinyPairs(), cfg.train, cfg.data, info, out_dir, progress=False)
+        bucketed = sum(p.numel() for p in t.step_module.parameters() if p.requires_grad)
+        res = t.fit()
+        torch.save({"state": t.model.state_dict(), "ema": t.ema.state_dict(), "bucketed": bucketed,
+                    "ddp_params": t.step_module._get_ddp_logging_data().get("total_parameter_size_bytes"),
+                    "status": res.status}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        cleanup_distributed()
+
+
+def test_two_process_gloo_ranks_end_identical(tmp_path):
+    out = str(tmp_path)
+    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    r0, r1 = (torch.load(os.path.join(out, f"rank{r}.pt"), weights_only=False) for r in (0, 1))
+    assert r0["status"] == r1["status"] == "finished"
+    for k in r0["state"]:
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+    for k in r0["ema"]:
+        assert torch.equal(r0["ema"][k], r1["ema"][k]), k
+    # only the trainable head's parameters are in DDP's gradient buckets (the frozen stem is not)
+    trainable_bytes = sum(v.numel() * 4 for k, v in r0["state"].items() if k.startswith("head."))
+    assert r0["ddp_params"] == trainable_bytes
+    # only rank 0 wrote checkpoints and TensorBoard logs
+    files = sorted(os.listdir(out))
+    assert "ckpt_00000004.pt" in files and "tb" in files
+    assert len([f for f in files if f.startswith("ckpt_")]) == 2

@@ -1,0 +1,111 @@
+"""Process-group setup for ``torchrun`` (or a single process), per-rank seeding and rank-0 helpers.
+
+``torchrun --nproc_per_node=N -m varformer train ...`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; without
+them the run is a single process. NCCL is used when the device is CUDA, gloo on CPU.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, List
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from varformer.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``."""
+    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"train.device must be 'auto', 'cpu' or 'cuda', got '{name}'")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device=cuda but no CUDA device is visible (use train.device=cpu)")
+        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+    return torch.device("cpu")
+
+
+def setup_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group torchrun describes in the environment (no-op for a single process)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world_size,
+                                device_id=dev if dev.type == "cuda" else None)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed Python, NumPy and torch (CPU and all CUDA devices) with ``seed + rank`` (official: 114514 + rank)."""
+    s = int(seed) + int(rank)
+    random.seed(s)
+    np.random.seed(s % (2 ** 32))
+    torch.manual_seed(s)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_objects(info: DistInfo, obj: Any) -> List[Any]:
+    """Every rank's ``obj`` as a list indexed by rank (a list of one without a process group)."""
+    if not info.distributed:
+        return [obj]
+    out: List[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(info: DistInfo, flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one rank."""
+    if not info.distributed:
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

@@ -1,0 +1,111 @@
+"""What a training run shows: a tqdm bar (loss, lr, img/s, ETA), TensorBoard scalars, image grids and, for
+stage 2, the DAE scale weights per level as a plot. Only rank 0 builds any of it; other ranks get a silent logger.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Dict, Mapping, Optional
+
+import torch
+
+
+class TrainLogger:
+    def __init__(self, out_dir: Optional[str], total_steps: int, start_step: int = 0, enabled: bool = True,
+                 progress: bool = True, desc: str = "train"):
+        self.enabled = enabled and out_dir is not None
+        self.writer = None
+        self.bar = None
+        if not self.enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+        self.tb_dir = os.path.join(out_dir, "tb")
+        self.writer = SummaryWriter(self.tb_dir)
+        if progress:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total_steps, initial=start_step, desc=desc, dynamic_ncols=True,
+                            file=sys.stderr, smoothing=0.1)
+
+    # -- progress ------------------------------------------------------------------------------------------------
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def postfix(self, values: Mapping[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in values.items()},
+                                 refresh=False)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    # -- TensorBoard ---------------------------------------------------------------------------------------------
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        if self.writer is None:
+            return
+        for k, v in values.items():
+            self.writer.add_scalar(k, float(v), step)
+
+    def image_grid(self, tag: str, columns: Mapping[str, torch.Tensor], step: int, max_rows: int = 4) -> None:
+        """One row per image, one column per entry of ``columns`` (e.g. LQ | output | GT), each (B,3,H,W) in [0,1]."""
+        if self.writer is None or not columns:
+            return
+        from torchvision.utils import make_grid
+        cols = [c.detach()[:max_rows].float().clamp(0, 1).cpu() for c in columns.values()]
+        rows = torch.stack(cols, dim=1).flatten(0, 1)  # (rows*cols, 3, H, W), row-major
+        grid = make_grid(rows, nrow=len(cols), padding=2, pad_value=1.0)
+        self.writer.add_image(tag, grid, step)
+
+    def dae_weights(self, weights: Mapping[str, torch.Tensor], step: int, save_png: Optional[str] = None) -> None:
+        """Plot the mean softmax weight over the 10 VAR scales at every DAE level (one line per level)."""
+        if self.writer is None or not weights:
+            return
+        fig = plot_dae_weights(weights, title=f"DAE scale weights, step {step}")
+        if save_png:
+            fig.savefig(save_png, dpi=100)
+        self.writer.add_figure("dae/scale_weights", fig, step, close=True)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def plot_dae_weights(weights: Mapping[str, torch.Tensor], title: str = "DAE scale weights"):
+    """A matplotlib figure: x = VAR scale (patch size 1..16), y = mean weight over the batch, one line per level."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    patch_nums = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, w in weights.items():
+        mean = w.detach().float().reshape(-1, w.shape[-1]).mean(0).cpu().numpy()
+        ax.plot(range(len(mean)), mean, marker="o", label=name)
+    n = next(iter(weights.values())).shape[-1]
+    ax.set_xticks(range(n))
+    ax.set_xticklabels([str(p) for p in patch_nums[:n]] if n <= len(patch_nums) else range(n))
+    ax.set_xlabel("VAR scale (tokens per side)")
+    ax.set_ylabel("mean weight")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def mean_over_interval(sums: Dict[str, torch.Tensor], count: int) -> Dict[str, float]:
+    """Turn device-side running sums into floats: the one host sync of a log step."""
+    if count == 0 or not sums:
+        return {}
+    stacked = torch.stack([v.detach().float() for v in sums.values()]).cpu()
+    return {k: float(v) / count for k, v in zip(sums.keys(), stacked)}
