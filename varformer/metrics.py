@@ -62,6 +62,7 @@ _LUMA_COEFFS = {
 _PEAK = 255.0
 _GAUSS_SIZE, _GAUSS_SIGMA = 11, 1.5
 _UNIFORM_SIZE = 7
+_SSIM_CHUNK_BYTES = 256 * 2 ** 20  # working-set target of one SSIM chunk (intermediates are ~4x this)
 
 
 class MetricInputError(VarformerError, ValueError):
@@ -232,12 +233,17 @@ def ssim(pred: ImageInput, target: ImageInput, *, crop_border: int = 0, y_channe
          luma: Luma = "matlab", quantize: bool = True, ssim_mode: SsimMode = "basicsr"):
     """Structural similarity (module docstring: inputs, return type, conventions, ``ssim_mode`` variants).
 
-    Identical images give 1.0.
+    Identical images give 1.0. Large batches are processed a few images at a time to bound memory.
     """
     if ssim_mode not in SSIM_MODES:
         raise MetricInputError(f"ssim_mode must be one of {SSIM_MODES}, got {ssim_mode!r}")
     a, b = _prepare(pred, target, crop_border=crop_border, y_channel=y_channel, luma=luma, quantize=quantize)
-    return _finish(_ssim_per_image(a, b, ssim_mode), pred)
+    B, C, H, W = a.shape
+    depth = C + 2 * (_GAUSS_SIZE // 2) if (ssim_mode == "replicate" and C > 1) else C
+    bytes_per_image = 5 * depth * (H + _GAUSS_SIZE) * (W + _GAUSS_SIZE) * 8
+    chunk = max(1, _SSIM_CHUNK_BYTES // bytes_per_image)
+    values = [_ssim_per_image(a[i:i + chunk], b[i:i + chunk], ssim_mode) for i in range(0, B, chunk)]
+    return _finish(torch.cat(values), pred)
 
 
 # -------------------------------------------------------------------------------------------------------------- LPIPS
