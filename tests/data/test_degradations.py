@@ -1,6 +1,4 @@
 """varformer.data.degradations: determinism, ranges, and the physical properties of each model."""
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -30,9 +28,7 @@ def test_registry_names():
 def test_deterministic_shapes_and_ranges(task, photo):
     fn = DEGRADATIONS[task]
     before = photo.copy()
-    start = time.perf_counter()
     a = fn(photo, 7)
-    elapsed = time.perf_counter() - start
     b, c = fn(photo, 7), fn(photo, 8)
     np.testing.assert_array_equal(photo, before)  # the input is not modified
     assert a.dtype == np.float32 and a.shape == photo.shape
@@ -40,7 +36,6 @@ def test_deterministic_shapes_and_ranges(task, photo):
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).mean() > 1e-3
     assert np.abs(a - photo).mean() > 1e-3
-    assert elapsed < 5.0  # a loose sanity bound only (typical: ~10 ms on a 2-core CPU)
 
 
 # ------------------------------------------------------------------------------------------------------------- haze
