@@ -265,3 +265,10 @@ def test_chunked_batches_give_the_same_numbers(monkeypatch):
     monkeypatch.setattr(metrics, "_SSIM_CHUNK_BYTES", 1)  # one image per chunk
     for mode in metrics.SSIM_MODES:
         assert torch.equal(ssim(x, y, ssim_mode=mode), whole[mode])
+
+
+def test_lpips_corrupt_backbone_file_is_named(tmp_path):
+    bad = tmp_path / metrics.ALEXNET_FILE
+    bad.write_text("<html>404</html>")
+    with pytest.raises(CheckpointMismatchError, match="download it again"):
+        metrics.load_lpips(bad)

@@ -28,7 +28,9 @@ Other conventions in use (shared/spec/benchmarks.md section 3), as explicit opti
   PSNR on it is about 20*log10(255/219) = 1.32 dB lower than on MATLAB's Y.
 * ``ssim_mode='replicate'``: the Gaussian filter with replicate-padded borders, SSIM averaged over the whole map
   (DiffUIR and the BasicSR fork shipped by Restormer). On one channel (Y) a 2-D 11x11 Gaussian; on RGB the fork's
-  3-D 11x11x11 Gaussian over (H, W, C), replicate-padded along all three axes.
+  3-D 11x11x11 Gaussian over (H, W, C), replicate-padded along all three axes. MATLAB's built-in ``ssim`` likewise
+  treats an RGB array as a 3-D volume with replicate padding (Restormer's GoPro/HIDE scores); whether its default
+  window is exactly 11 taps was not verified.
 * ``ssim_mode='skimage_default'``: scikit-image's ``structural_similarity`` defaults (7x7 uniform window, sample
   covariance N/(N-1), valid region, per-channel mean) -- AirNet, PromptIR, AdaIR, RestoreVAR.
 """
@@ -281,7 +283,13 @@ def load_lpips(weights_path: str | os.PathLike | None = None, device: str | torc
     import lpips
 
     path = find_alexnet_weights(weights_path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated download, HTML error page saved as .pth, ...
+        raise CheckpointMismatchError(
+            f"cannot read {path} as a weight file ({type(e).__name__}); download it again from {ALEXNET_URL}") from None
+    if not isinstance(state, dict):
+        raise CheckpointMismatchError(f"{path} does not hold a state dict; download it again from {ALEXNET_URL}")
     with warnings.catch_warnings():  # lpips calls torchvision with the deprecated `pretrained=` argument
         warnings.simplefilter("ignore", UserWarning)
         model = lpips.LPIPS(pretrained=True, net="alex", version="0.1", pnet_rand=True, verbose=False)
