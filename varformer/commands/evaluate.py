@@ -1,0 +1,65 @@
+"""``varformer evaluate``: a restorer on benchmarks under one or more protocols; CSV, JSON and a markdown table."""
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--restorer", default="identity",
+                        help="'identity' (the degraded input itself) or a VarFormer checkpoint (ours or official)")
+    parser.add_argument("--benchmarks", nargs="+", default=None, metavar="NAME[=ROOT]",
+                        help="benchmark names ('varformer data list'), each optionally with its own root; "
+                             "'demo' = every demo-<task> set")
+    parser.add_argument("--root", default=None, help="folder holding the benchmarks (searched 6 levels deep)")
+    parser.add_argument("--demo-cache", default=None, help="demo set folder (default: the user's cache directory)")
+    parser.add_argument("--protocol", nargs="+", default=None,
+                        help="paper (256x256, official code), full (native resolution) or a peer preset: "
+                             "varformer-code, restormer, diffuir, airnet, restorevar; several protocols write one "
+                             "sub-folder each")
+    parser.add_argument("--output-dir", "-o", default=None, help="where results go (default: outputs/eval)")
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
+    parser.add_argument("--save-images", action="store_true", help="also write the restored images (PNG)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--overlap", type=int, default=None, help="tile overlap for fixed-size restorers")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16"])
+    parser.add_argument("--workers", type=int, default=2, help="image-loading processes")
+    parser.add_argument("--lpips", action="store_true", help="also measure LPIPS (needs the AlexNet weights file)")
+    parser.add_argument("--allow-unpaired", action="store_true", help="skip unpaired files instead of stopping")
+    parser.add_argument("--y-channel", action="store_true", default=None,
+                        help="full protocol: measure on Y (MATLAB BT.601) instead of RGB")
+    parser.add_argument("--ssim", default=None, help="full protocol: SSIM variant (basicsr, replicate, skimage_default)")
+    parser.add_argument("--crop-border", type=int, default=None, help="full protocol: pixels dropped at each edge")
+    parser.add_argument("--config", default=None, help="YAML config whose 'eval' section supplies defaults")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from varformer.config import load_config
+    from varformer.errors import ConfigError
+    from varformer.evaluation import check_output_dir, evaluate, load_restorer, parse_benchmarks
+    from varformer.protocols import get_protocol, with_metric_overrides
+
+    ev = load_config(args.config).eval
+    protocols = args.protocol or [ev.protocol]
+    output_dir = args.output_dir or ev.output_dir
+    benchmarks = parse_benchmarks(args.benchmarks or list(ev.benchmarks), args.root or ev.root, args.demo_cache)
+    overrides = dict(y_channel=args.y_channel, ssim_mode=args.ssim, crop_border=args.crop_border)
+    if any(v is not None for v in overrides.values()) and protocols != ["full"]:
+        raise ConfigError("--y-channel / --ssim / --crop-border change the metrics of the 'full' protocol only; "
+                          "the paper protocol and the peer presets are fixed")
+    outs = {name: output_dir if len(protocols) == 1 else os.path.join(output_dir, name) for name in protocols}
+    for out in outs.values():  # refuse before any work
+        check_output_dir(out, args.overwrite)
+    restorer = load_restorer(args.restorer, args.device, args.precision or ev.precision)
+    for name in protocols:
+        proto = with_metric_overrides(get_protocol(name), lpips=True if (args.lpips or ev.lpips) else None, **overrides)
+        out = outs[name]
+        result = evaluate(restorer, benchmarks, proto, output_dir=out, batch_size=args.batch_size or ev.batch_size,
+                          overlap=args.overlap if args.overlap is not None else ev.overlap,
+                          save_images=args.save_images or ev.save_images, overwrite=args.overwrite,
+                          allow_unpaired=args.allow_unpaired, workers=args.workers, progress=not args.quiet)
+        print(result.markdown)
+        print(f"results written to {out}")
+    return 0

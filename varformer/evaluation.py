@@ -1,0 +1,266 @@
+"""``evaluate``: run a restorer on benchmarks under a protocol and measure it; ``official_test_protocol``.
+
+A restorer is anything callable on a (B, 3, H, W) batch in [0, 1] returning the same shape in [0, 1], wrapped in
+``Restorer`` with what it accepts: a fixed square size (VarFormer: 256, run on tiles at native resolution) or any
+size padded to a multiple. ``load_restorer("identity")`` is the baseline (the degraded input itself);
+``load_restorer(path)`` loads a VarFormer checkpoint (ours or the official BasicSR one) through
+``varformer.model``. Protocols are in ``varformer.protocols``, the tables in ``varformer.report``.
+
+Outputs (``output_dir``): ``per_image.csv``, ``summary.json``, ``results.md`` and, with ``save_images``,
+``images/<benchmark>/<name>.png``. A folder that already holds results is refused unless ``overwrite``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from varformer.errors import ConfigError, DataError
+from varformer.protocols import Protocol, get_protocol, resize_bilinear, resize_to
+
+RESULT_FILES = ("per_image.csv", "summary.json", "results.md", "images")
+
+
+@dataclass
+class Restorer:
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) [0, 1] -> same
+    input_size: Optional[int] = None             # fixed square input size (tiled at native resolution); None: any
+    size_multiple: int = 1                       # any-size restorers: input padded to a multiple of this
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __call__(self, x_B3HW: torch.Tensor) -> torch.Tensor:
+        return self.fn(x_B3HW)
+
+
+def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available (use --device cpu or auto)")
+    return dev
+
+
+def identity_restorer(device: Union[str, torch.device] = "cpu") -> Restorer:
+    return Restorer("identity", lambda x: x, None, 1, resolve_device(device))
+
+
+def load_restorer(spec: str, device: Union[str, torch.device] = "auto", precision: str = "fp32") -> Restorer:
+    """``identity`` or a VarFormer checkpoint path (our format or the official ``net_g_last.pth``)."""
+    dev = resolve_device(device)
+    if spec == "identity":
+        return identity_restorer(dev)
+    if not os.path.isfile(spec):
+        raise ConfigError(f"restorer '{spec}': not 'identity' and not an existing checkpoint file")
+    try:
+        from varformer.model.checkpoint_io import load_varformer
+    except ImportError as e:
+        raise ConfigError(f"cannot load checkpoint {spec}: the model package is not available ({e})") from None
+    model = load_varformer(spec, map_location="cpu").to(dev).eval()
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"precision must be fp32 or bf16, got '{precision}'")
+
+    @torch.no_grad()
+    def run(x_B3HW: torch.Tensor) -> torch.Tensor:
+        out = model(x_B3HW) if precision == "fp32" else model(x_B3HW, precision=precision)
+        return out.float().clamp(0, 1)
+
+    return Restorer(os.path.basename(spec), run, 256, 1, dev)
+
+
+def official_test_protocol(model: Callable[[torch.Tensor], torch.Tensor], image_rgb_uint8: np.ndarray) -> np.ndarray:
+    """The official test script on one image (spec 11): /255, bilinear resize to 256x256 (cv2 INTER_LINEAR:
+    half-pixel, no antialias), one forward with B = 1, clamp, x255, round -> uint8 (256, 256, 3).
+
+    ``model`` maps [0, 1] to [0, 1] (our models normalise to [-1, 1] inside); the output is never resized back.
+    """
+    img = np.asarray(image_rgb_uint8)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise DataError(f"official_test_protocol needs an RGB uint8 (H, W, 3) image, got {img.dtype} {img.shape}")
+    try:
+        device = next(model.parameters()).device  # type: ignore[attr-defined]
+    except (AttributeError, StopIteration):
+        device = torch.device("cpu")
+    x = torch.from_numpy(img.astype(np.float32) / 255.0).permute(2, 0, 1)
+    x = resize_bilinear(x, 256)[None].to(device)
+    with torch.no_grad():
+        out = model(x)
+    return out[0].float().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def run_restorer(restorer: Restorer, lq_B3HW: torch.Tensor, protocol: Protocol, overlap: int = 32,
+                 tile_batch: int = 4) -> torch.Tensor:
+    """The restorer on a batch of same-size images: tiles for fixed-size restorers, padding for any-size ones."""
+    if restorer.input_size is not None:
+        from varformer.tiling import tiled_forward
+        out = tiled_forward(restorer.fn, lq_B3HW, tile=restorer.input_size, overlap=overlap, batch_size=tile_batch)
+    else:
+        m = math.lcm(restorer.size_multiple, protocol.pad_multiple)
+        H, W = lq_B3HW.shape[-2:]
+        ph, pw = (-H) % m, (-W) % m
+        x = F.pad(lq_B3HW, (0, pw, 0, ph), mode="reflect") if (ph or pw) and ph < H and pw < W else lq_B3HW
+        out = restorer.fn(x)[..., :H, :W]
+    if out.shape != lq_B3HW.shape:
+        raise DataError(f"restorer '{restorer.name}' returned {tuple(out.shape)} for input {tuple(lq_B3HW.shape)}")
+    return out.float().clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    summary: Dict[str, object]
+    rows: List[Dict[str, object]]
+    markdown: str
+    output_dir: Optional[str] = None
+
+
+def parse_benchmarks(items: Sequence[str], root: Optional[str] = None,
+                     demo_cache: Optional[str] = None) -> List[Tuple[str, Optional[str]]]:
+    """``name`` or ``name=root`` items; ``demo`` expands to every demo task; demo sets use ``demo_cache``."""
+    from varformer.data.demo import demo_benchmarks
+    out: List[Tuple[str, Optional[str]]] = []
+    for item in items:
+        name, _, own_root = item.partition("=")
+        names = demo_benchmarks() if name.lower() == "demo" else [name]
+        for n in names:
+            r = own_root or (demo_cache if n.lower().startswith("demo-") else root)
+            out.append((n, r))
+    if not out:
+        raise ConfigError("no benchmarks given (e.g. --benchmarks demo, or --benchmarks rain100h test100 --root DIR)")
+    return out
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    existing = [f for f in RESULT_FILES if os.path.exists(os.path.join(output_dir, f))]
+    if existing and not overwrite:
+        raise DataError(f"output folder {output_dir} already has results ({', '.join(existing)}); "
+                        f"choose another folder or pass --overwrite")
+
+
+def _batches(ds, protocol: Protocol, batch_size: int, workers: int):
+    """Prepared (lq, gt, names) groups of up to ``batch_size`` images of one size (dataset order kept)."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers)
+    group: List[Tuple[torch.Tensor, torch.Tensor, str]] = []
+    for item in loader:
+        lq, gt = protocol.prepare(item["lq"], item["gt"])
+        if group and (group[0][0].shape != lq.shape or len(group) == batch_size):
+            yield group
+            group = []
+        group.append((lq, gt, item["name"]))
+    if group:
+        yield group
+
+
+def _mean_finite(values: Sequence[float]) -> Tuple[Optional[float], int]:
+    finite = [v for v in values if math.isfinite(v)]
+    return (float(np.mean(finite)) if finite else None), len(values) - len(finite)
+
+
+def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str, Optional[str]]],
+             protocol: Union[str, Protocol] = "paper", *, output_dir: Optional[str] = None, batch_size: int = 4,
+             overlap: int = 32, save_images: bool = False, overwrite: bool = False, allow_unpaired: bool = False,
+             workers: int = 0, progress: bool = True, log: Optional[Callable[[str], None]] = print) -> EvalResult:
+    """Evaluate ``restorer`` on ``benchmarks`` ((name, root) pairs) under ``protocol``; see the module doc."""
+    from varformer import metrics as M
+    from varformer.data.image_io import write_image, tensor_to_uint8
+    from varformer.data.test_sets import benchmark_dataset
+    from varformer.report import render_markdown
+
+    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    if not isinstance(restorer, Restorer):
+        restorer = Restorer(getattr(restorer, "__name__", "restorer"), restorer)
+    if restorer.input_size is not None and not 0 <= overlap < restorer.input_size:
+        raise ConfigError(f"tile overlap must be in [0, {restorer.input_size}) for '{restorer.name}', got {overlap}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if output_dir is not None:
+        check_output_dir(output_dir, overwrite)
+    device = restorer.device
+    t0 = time.perf_counter()
+    rows: List[Dict[str, object]] = []
+    per_bench: Dict[str, Dict[str, object]] = {}
+    datasets = [(name, root, benchmark_dataset(name, root, allow_unpaired=allow_unpaired,
+                                                noise_rule=proto.noise_rule)) for name, root in benchmarks]
+    for name, root, ds in datasets:  # every benchmark is opened (and checked) before any work starts
+        bench = ds.benchmark
+        settings = proto.metrics_for(bench.task, bench.name)
+        n_workers = 0 if proto.noise_rule == "airnet" and bench.kind == "clean" else workers
+        bench_rows = []
+        bar = tqdm(total=len(ds), desc=f"{bench.name} [{proto.name}]", disable=not progress, leave=False)
+        for group in _batches(ds, proto, batch_size, n_workers):
+            lq = torch.stack([g[0] for g in group]).to(device)
+            gt = torch.stack([g[1] for g in group]).to(device)
+            with torch.no_grad():
+                out = run_restorer(restorer, lq, proto, overlap=overlap, tile_batch=batch_size)
+            if bench.name in proto.gt_resize_benchmarks and gt.shape != out.shape:
+                gt = torch.stack([resize_to(g, tuple(out.shape[-2:])) for g in gt])
+            kw = dict(crop_border=settings.crop_border, y_channel=settings.y_channel, luma=settings.luma,
+                      quantize=settings.quantize)
+            p = M.psnr(out, gt, **kw).tolist()
+            s = M.ssim(out, gt, ssim_mode=settings.ssim_mode, **kw).tolist()
+            lp = M.lpips_distance(out, gt, quantize=settings.quantize).tolist() if settings.lpips else None
+            for i, (_, _, img_name) in enumerate(group):
+                row = {"benchmark": bench.name, "task": bench.task, "name": img_name,
+                       "height": int(out.shape[-2]), "width": int(out.shape[-1]), "psnr": p[i], "ssim": s[i]}
+                if lp is not None:
+                    row["lpips"] = lp[i]
+                bench_rows.append(row)
+                if save_images and output_dir is not None:
+                    write_image(os.path.join(output_dir, "images", bench.name, img_name + ".png"),
+                                tensor_to_uint8(out[i]))
+            bar.update(len(group))
+        bar.close()
+        mean_psnr, n_inf = _mean_finite([r["psnr"] for r in bench_rows])
+        entry = {"task": bench.task, "images": len(bench_rows), "expected": bench.expected,
+                 "psnr": mean_psnr, "ssim": float(np.mean([r["ssim"] for r in bench_rows])),
+                 "psnr_infinite": n_inf, "folder": ds.located.folder, "pairing": ds.pairing.method,
+                 "metrics": settings.describe(), "notes": list(ds.notes)}
+        if settings.lpips:
+            entry["lpips"] = float(np.mean([r["lpips"] for r in bench_rows]))
+        per_bench[bench.name] = entry
+        rows += bench_rows
+        if log:
+            extra = f", LPIPS {entry['lpips']:.4f}" if "lpips" in entry else ""
+            log(f"{bench.name}: {len(bench_rows)} images, PSNR {mean_psnr:.2f} dB, SSIM {entry['ssim']:.4f}{extra}"
+                + (f" ({n_inf} identical images excluded from the PSNR mean)" if n_inf else ""))
+            for note in ds.notes:
+                log(f"  note: {note}")
+    summary = {"protocol": proto.name, "caption": proto.caption, "published_tag": proto.published_tag,
+               "restorer": restorer.name, "device": str(device), "seconds": round(time.perf_counter() - t0, 2),
+               "benchmarks": per_bench}
+    markdown = render_markdown(summary)
+    if output_dir is not None:
+        _write_outputs(output_dir, rows, summary, markdown)
+    return EvalResult(summary, rows, markdown, output_dir)
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _write_outputs(output_dir: str, rows: List[Dict[str, object]], summary: Dict[str, object], markdown: str) -> None:
+    import io
+    os.makedirs(output_dir, exist_ok=True)
+    fields = ["benchmark", "task", "name", "height", "width", "psnr", "ssim"] + (
+        ["lpips"] if any("lpips" in r for r in rows) else [])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+    _atomic_write(os.path.join(output_dir, "per_image.csv"), buf.getvalue())
+    _atomic_write(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=1))
+    _atomic_write(os.path.join(output_dir, "results.md"), markdown)
