@@ -134,3 +134,14 @@ def test_demo_command_prints_baseline_and_fails_without_training(demo_dir, capsy
     assert rc == 3
     assert "| identity | paper |" in out and "| identity | full |" in out
     assert "training is not built yet" in err
+
+
+def test_any_size_restorer_is_tiled_above_the_tile_size():
+    shapes = []
+    r = Restorer("any", lambda x: shapes.append(tuple(x.shape[-2:])) or x)
+    x = torch.rand(1, 3, 40, 56)
+    out = run_restorer(r, x, get_protocol("full"), overlap=8, tile=32)
+    assert set(shapes) == {(32, 32)} and torch.allclose(out, x, atol=1e-6)
+    shapes.clear()
+    run_restorer(r, x, get_protocol("full"), tile=64)
+    assert shapes == [(40, 56)]

@@ -99,16 +99,23 @@ def official_test_protocol(model: Callable[[torch.Tensor], torch.Tensor], image_
 
 
 def run_restorer(restorer: Restorer, lq_B3HW: torch.Tensor, protocol: Protocol, overlap: int = 32,
-                 tile_batch: int = 4) -> torch.Tensor:
-    """The restorer on a batch of same-size images: tiles for fixed-size restorers, padding for any-size ones."""
+                 tile_batch: int = 4, tile: Optional[int] = None) -> torch.Tensor:
+    """The restorer on a batch of same-size images: fixed-size restorers on overlapping blended tiles of their
+    size; any-size ones on the whole image padded to their (and the protocol's) size multiple, or on ``tile``-sized
+    tiles when the image is larger than ``tile`` (memory bound)."""
+    from varformer.tiling import tiled_forward
+    H, W = lq_B3HW.shape[-2:]
+    m = math.lcm(restorer.size_multiple, protocol.pad_multiple)
     if restorer.input_size is not None:
-        from varformer.tiling import tiled_forward
         out = tiled_forward(restorer.fn, lq_B3HW, tile=restorer.input_size, overlap=overlap, batch_size=tile_batch)
+    elif tile is not None and max(H, W) > tile:
+        if tile % m:
+            raise ConfigError(f"tile {tile} is not a multiple of the restorer's size multiple {m}")
+        out = tiled_forward(restorer.fn, lq_B3HW, tile=tile, overlap=overlap, batch_size=tile_batch)
     else:
-        m = math.lcm(restorer.size_multiple, protocol.pad_multiple)
-        H, W = lq_B3HW.shape[-2:]
         ph, pw = (-H) % m, (-W) % m
-        x = F.pad(lq_B3HW, (0, pw, 0, ph), mode="reflect") if (ph or pw) and ph < H and pw < W else lq_B3HW
+        x = F.pad(lq_B3HW, (0, pw, 0, ph), mode="reflect" if ph < H and pw < W else "replicate") if ph or pw \
+            else lq_B3HW
         out = restorer.fn(x)[..., :H, :W]
     if out.shape != lq_B3HW.shape:
         raise DataError(f"restorer '{restorer.name}' returned {tuple(out.shape)} for input {tuple(lq_B3HW.shape)}")
@@ -168,7 +175,7 @@ def _mean_finite(values: Sequence[float]) -> Tuple[Optional[float], int]:
 
 def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str, Optional[str]]],
              protocol: Union[str, Protocol] = "paper", *, output_dir: Optional[str] = None, batch_size: int = 4,
-             overlap: int = 32, save_images: bool = False, overwrite: bool = False, allow_unpaired: bool = False,
+             overlap: int = 32, tile: Optional[int] = None, save_images: bool = False, overwrite: bool = False, allow_unpaired: bool = False,
              workers: int = 0, progress: bool = True, log: Optional[Callable[[str], None]] = print) -> EvalResult:
     """Evaluate ``restorer`` on ``benchmarks`` ((name, root) pairs) under ``protocol``; see the module doc."""
     from varformer import metrics as M
@@ -183,8 +190,13 @@ def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str
         raise ConfigError(f"tile overlap must be in [0, {restorer.input_size}) for '{restorer.name}', got {overlap}")
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if tile is not None and not 0 <= overlap < tile:
+        raise ConfigError(f"tile overlap must be in [0, {tile}), got {overlap}")
     if output_dir is not None:
         check_output_dir(output_dir, overwrite)
+    needs_lpips = proto.metrics.lpips or any(m.lpips for _, m in proto.task_metrics)
+    if needs_lpips:
+        M.find_alexnet_weights()  # a missing LPIPS weight file stops here, before any work
     device = restorer.device
     t0 = time.perf_counter()
     rows: List[Dict[str, object]] = []
@@ -201,7 +213,7 @@ def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str
             lq = torch.stack([g[0] for g in group]).to(device)
             gt = torch.stack([g[1] for g in group]).to(device)
             with torch.no_grad():
-                out = run_restorer(restorer, lq, proto, overlap=overlap, tile_batch=batch_size)
+                out = run_restorer(restorer, lq, proto, overlap=overlap, tile_batch=batch_size, tile=tile)
             if bench.name in proto.gt_resize_benchmarks and gt.shape != out.shape:
                 gt = torch.stack([resize_to(g, tuple(out.shape[-2:])) for g in gt])
             kw = dict(crop_border=settings.crop_border, y_channel=settings.y_channel, luma=settings.luma,

@@ -121,10 +121,10 @@ _Y_WANG = MetricSettings(y_channel=True, ssim_mode="basicsr")
 _RGB_MATLAB = MetricSettings(ssim_mode="replicate")
 
 PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in [
-    Protocol("paper", "paper protocol (official VarFormer code): LQ and GT bilinear-resized to 256x256, "
-             "RGB, crop 4, BasicSR SSIM, 8-bit", resize=("bilinear", 256), published_tag="varformer-code"),
-    Protocol("varformer-code", "preset varformer-code (= paper): LQ and GT bilinear-resized to 256x256, RGB, "
-             "crop 4, BasicSR SSIM, 8-bit", resize=("bilinear", 256), published_tag="varformer-code"),
+    Protocol("paper", "paper protocol (what the official VarFormer code computes; the paper's own metric "
+             "settings are unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit", resize=("bilinear", 256), published_tag="varformer-code"),
+    Protocol("varformer-code", "preset varformer-code (= paper; the paper's own metric settings are "
+             "unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit", resize=("bilinear", 256), published_tag="varformer-code"),
     Protocol("full", "full protocol: native resolution (tiled / padded), RGB, crop 4, BasicSR SSIM, 8-bit"),
     Protocol("restormer", "preset restormer: native resolution, pad to x8; derain Y (MATLAB rgb2ycbcr) + Wang "
              "SSIM; deblur / real noise RGB + MATLAB ssim (3-D Gaussian); 8-bit, crop 0",

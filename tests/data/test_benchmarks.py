@@ -140,3 +140,18 @@ def test_data_check_reports_planted_unpaired_file(layouts, capsys):
     assert rc == 1
     assert "rain100h" in out and "unpaired input: planted_extra.png" in out and "(expected 100)" in out
     assert "unreadable:" in out and "22.png" in out
+
+
+def test_sidd_v73_without_h5py_is_a_clear_error(tmp_path):
+    pytest.importorskip("scipy")
+    try:
+        import h5py  # noqa: F401
+        pytest.skip("h5py installed: v7.3 files are readable")
+    except ImportError:
+        pass
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+    header = header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02IM"
+    for name in ("ValidationNoisyBlocksSrgb.mat", "ValidationGtBlocksSrgb.mat"):
+        (tmp_path / name).write_bytes(header + b"\x00" * 512)
+    with pytest.raises(DataError, match="v7.3.*h5py"):
+        benchmark_dataset("sidd-val", str(tmp_path))

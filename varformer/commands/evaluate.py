@@ -21,7 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
     parser.add_argument("--save-images", action="store_true", help="also write the restored images (PNG)")
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--overlap", type=int, default=None, help="tile overlap for fixed-size restorers")
+    parser.add_argument("--overlap", type=int, default=None, help="tile overlap (pixels shared by neighbour tiles)")
+    parser.add_argument("--tile", type=int, default=None,
+                        help="any-size restorers: images larger than this run on tiles of this size "
+                             "(fixed-size restorers such as VarFormer always tile at their input size)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--precision", default=None, choices=["fp32", "bf16"])
     parser.add_argument("--workers", type=int, default=2, help="image-loading processes")
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         proto = with_metric_overrides(get_protocol(name), lpips=True if (args.lpips or ev.lpips) else None, **overrides)
         out = outs[name]
         result = evaluate(restorer, benchmarks, proto, output_dir=out, batch_size=args.batch_size or ev.batch_size,
-                          overlap=args.overlap if args.overlap is not None else ev.overlap,
+                          overlap=args.overlap if args.overlap is not None else ev.overlap, tile=args.tile,
                           save_images=args.save_images or ev.save_images, overwrite=args.overwrite,
                           allow_unpaired=args.allow_unpaired, workers=args.workers, progress=not args.quiet)
         print(result.markdown)
