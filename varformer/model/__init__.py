@@ -1,0 +1,15 @@
+"""VarFormer model: the stage-1 Adapter model and the stage-2 DAE/AFT restorer on a frozen VAR backbone.
+
+One concept per module: ``adapter`` (AIEM blocks), ``cross_attention`` (degraded-token injection into VAR),
+``prior_rollout`` (greedy VAR rollout -> scale priors), ``swin`` (RSTB pieces), ``dae`` (scale selection +
+region-adaptive fusion), ``aft`` (bridge feature + anchor attention), ``alignment`` (optional deformable decoder
+alignment), ``unet`` (encoder/decoder with adaptive mix-up skips), ``varformer`` (assembled models), ``convert``
+(official checkpoint <-> ours), ``checkpoint_io`` (our checkpoint format).
+"""
+from varformer.model.checkpoint_io import load_varformer, save_varformer
+from varformer.model.convert import convert_official, to_official
+from varformer.model.varformer import (ModelInputError, Stage1Outputs, VarFormer, VarFormerOutputs,
+                                       VarFormerStage1)
+
+__all__ = ["VarFormer", "VarFormerStage1", "VarFormerOutputs", "Stage1Outputs", "ModelInputError",
+           "convert_official", "to_official", "load_varformer", "save_varformer"]

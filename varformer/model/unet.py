@@ -1,0 +1,209 @@
+"""The restoration U-Net (official ``Mainencoder`` / ``main_decoder``), spec 2.1 and section 6 steps 5, 7, 8.
+
+VQVAE-shaped (base width ``ch``, ``ch_mult`` (1,1,2,2,4), 2 res-blocks per level, attention at the lowest level),
+with DAE + AFT (``PriorGuidance``) at levels 1-4 of the encoder (before the level's blocks) and of the decoder
+(after the adaptive mix-up skip). Level 0 (full resolution) has no guidance: the official Lvl-0 modules are never
+called and are not built here. Decoder res-blocks already reduce the width (640->320 at Lvl 4, ...).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from varformer.model.aft import AnchorAttention, BridgeFeature, group_norm
+from varformer.model.alignment import AlignStep
+from varformer.model.dae import RegionFusion, ScaleSelection
+
+LATENT_SIZE = 16
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.norm1 = group_norm(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2 = group_norm(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.nin_shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return (x if self.nin_shortcut is None else self.nin_shortcut(x)) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head spatial self-attention with 1x1 qkv / output convs, residual."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.norm = group_norm(c)
+        self.qkv = nn.Conv2d(c, 3 * c, 1)
+        self.proj_out = nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).flatten(2).transpose(1, 2)[:, None].chunk(3, dim=-1)
+        out = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(B, C, H, W)
+        return x + self.proj_out(out)
+
+
+class Downsample(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class Level(nn.Module):
+    """One resolution level: ``block`` (res-blocks), ``attn`` (empty except at the lowest level), ``resample``."""
+
+    def __init__(self, c_in: int, c_out: int, n_blocks: int, with_attn: bool, resample: Optional[nn.Module]):
+        super().__init__()
+        self.block = nn.ModuleList(ResnetBlock(c_in if i == 0 else c_out, c_out) for i in range(n_blocks))
+        self.attn = nn.ModuleList(AttnBlock(c_out) for _ in range(n_blocks if with_attn else 0))
+        self.resample = resample
+
+    def body(self, h: torch.Tensor) -> torch.Tensor:
+        for i, blk in enumerate(self.block):
+            h = blk(h)
+            if len(self.attn):
+                h = self.attn[i](h)
+        return h
+
+
+class MidBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.block_1 = ResnetBlock(c, c)
+        self.attn_1 = AttnBlock(c)
+        self.block_2 = ResnetBlock(c, c)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(h)))
+
+
+class PriorGuidance(nn.Module):
+    """DAE + AFT at one level: bridge feature -> scale selection -> region-adaptive fusion -> anchor attention."""
+
+    def __init__(self, vq_channels: int, h_channels: int, bridge_channels: int, up_factor: int, heads: int):
+        super().__init__()
+        self.bridge = BridgeFeature(vq_channels, h_channels, bridge_channels)
+        self.select = ScaleSelection(bridge_channels, h_channels, up_factor, heads)
+        self.fuse = RegionFusion(h_channels, heads)
+        self.aft = AnchorAttention(h_channels)
+
+    def forward(self, h: torch.Tensor, f_vq: torch.Tensor, priors: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        prior, weights = self.select(self.bridge(f_vq, h), priors)
+        h = self.fuse(h, prior)
+        return self.aft(h, prior), weights
+
+
+class UNetEncoder(nn.Module):
+    """x (B,3,256,256) -> pre-quant_conv latent (B, z, 16, 16), skips E_0..E_4, DAE weights per level."""
+
+    def __init__(self, ch: int = 160, ch_mult: Sequence[int] = (1, 1, 2, 2, 4), num_res_blocks: int = 2,
+                 z_channels: int = 32, heads: int = 8):
+        super().__init__()
+        n = len(ch_mult)
+        widths = [ch * m for m in ch_mult]
+        self.conv_in = nn.Conv2d(3, ch, 3, padding=1)
+        self.down = nn.ModuleList()
+        self.guidance = nn.ModuleDict()
+        c_in = ch
+        for i in range(n):
+            if i > 0:
+                # bridge: concat(VQVAE encoder feature V_i (widths[i]), h (c_in)) -> widths[i]
+                self.guidance[f"level{i}"] = PriorGuidance(widths[i], c_in, widths[i], 2 ** (n - 1 - i), heads)
+            self.down.append(Level(c_in, widths[i], num_res_blocks, with_attn=(i == n - 1),
+                                   resample=Downsample(widths[i]) if i < n - 1 else None))
+            c_in = widths[i]
+        self.mid = MidBlock(c_in)
+        self.norm_out = group_norm(c_in)
+        self.conv_out = nn.Conv2d(c_in, z_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, priors: torch.Tensor, vq_feats: Sequence[torch.Tensor]
+                ) -> Tuple[torch.Tensor, List[torch.Tensor], Dict[str, torch.Tensor]]:
+        h = self.conv_in(x)
+        skips, weights = [], {}
+        for i, level in enumerate(self.down):
+            if i > 0:
+                h, weights[f"encoder.level{i}"] = self.guidance[f"level{i}"](h, vq_feats[i], priors)
+            h = level.body(h)
+            skips.append(h)
+            if level.resample is not None:
+                h = level.resample(h)
+        h = self.conv_out(F.silu(self.norm_out(self.mid(h))))
+        return h, skips, weights
+
+
+class UNetDecoder(nn.Module):
+    """y (B, z, 16, 16) + skips + priors + VQVAE-decoder features -> image (B, 3, 256, 256) (before the global
+    residual), DAE weights per level. Adaptive mix-up skip: h <- sigmoid(theta_i) h + (1 - sigmoid(theta_i)) E_i."""
+
+    def __init__(self, ch: int = 160, ch_mult: Sequence[int] = (1, 1, 2, 2, 4), num_res_blocks: int = 2,
+                 z_channels: int = 32, out_channels: int = 3, heads: int = 4, dec_adjust: bool = False):
+        super().__init__()
+        n = len(ch_mult)
+        widths = [ch * m for m in ch_mult]
+        self.n_levels = n
+        self.conv_in = nn.Conv2d(z_channels, widths[-1], 3, padding=1)
+        self.mid = MidBlock(widths[-1])
+        self.theta = nn.Parameter(torch.ones(n))
+        self.guidance = nn.ModuleDict()
+        up = []
+        for i in range(n):
+            c_out = widths[max(i - 1, 0)]
+            if i > 0:
+                self.guidance[f"level{i}"] = PriorGuidance(widths[i], widths[i], widths[i], 2 ** (n - 1 - i),
+                                                           heads)
+            up.append(Level(widths[i], c_out, num_res_blocks, with_attn=(i == n - 1),
+                            resample=Upsample(c_out) if i > 0 else None))
+        self.up = nn.ModuleList(up)  # index = level (0 = full resolution), run from n-1 down to 0
+        self.norm_out = group_norm(widths[0])
+        self.conv_out = nn.Conv2d(widths[0], out_channels, 3, padding=1)
+        self.align = None
+        if dec_adjust:
+            # step "quant" after mid (aligns to the VQVAE-decoder mid feature), then one step after each upsample
+            steps = {"quant": AlignStep(widths[-1], ch_mult[-1], 0, merge=False)}
+            prev = widths[-1]
+            for i in range(n - 1, 0, -1):
+                steps[f"level{i}"] = AlignStep(widths[i - 1], ch_mult[i - 1], prev, merge=True)
+                prev = widths[i - 1]
+            self.align = nn.ModuleDict(steps)
+
+    def forward(self, y: torch.Tensor, skips: Sequence[torch.Tensor], priors: torch.Tensor,
+                vq_mid: Optional[torch.Tensor], vq_feats: Sequence[Optional[torch.Tensor]]
+                ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        h = self.mid(self.conv_in(y))
+        offset = None
+        if self.align is not None:
+            h, offset = self.align["quant"](h, vq_mid, None)
+        weights = {}
+        mix = torch.sigmoid(self.theta)
+        for i in range(self.n_levels - 1, -1, -1):
+            h = mix[i] * h + (1 - mix[i]) * skips[i]
+            if i > 0:
+                h, weights[f"decoder.level{i}"] = self.guidance[f"level{i}"](h, vq_feats[i], priors)
+            level = self.up[i]
+            h = level.body(h)
+            if level.resample is not None:
+                h = level.resample(h)
+                if self.align is not None:
+                    h, offset = self.align[f"level{i}"](h, vq_feats[i - 1], offset)
+        return self.conv_out(F.silu(self.norm_out(h))), weights

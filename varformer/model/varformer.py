@@ -1,0 +1,243 @@
+"""The assembled models: ``VarFormerStage1`` (Adapter on a frozen VAR) and ``VarFormer`` (the stage-2 restorer).
+
+    m = VarFormer(depth=16, vae_ch=160, n_cross=8, dec_adjust=False, cfg=0.5)   # released (test) layout
+    out = m(lq)                     # (B, 3, 256, 256) in [0, 1] -> [0, 1], under torch.inference_mode
+    t = m.training_outputs(lq)      # autograd graph; restored in [-1, 1], lq_feat, logits, tokens, priors, ...
+
+A constructor builds every part with random weights (the frozen VQVAE + VAR included): use
+``VarFormer.from_official(path)`` (released BasicSR checkpoint), ``load_varformer(path)`` (our checkpoint) or
+``m.load_backbone(vae_path, var_path)`` (official VQVAE/VAR files, for training the rest) to get real weights.
+
+Forward (spec 6): frozen VQVAE encoder (latent f, level features V_i) -> Adapter -> multi-scale quantisation of the
+adapted latent (degraded tokens, ``lq_feat``) -> greedy VAR rollout with cross-attention injection (tokens, logits,
+``f_hat``, 10 scale priors) -> U-Net encoder with DAE + AFT -> frozen ``quant_conv`` -> U-Net decoder with adaptive
+mix-up skips, DAE + AFT on the frozen VQVAE-decoder features of ``f_hat`` -> global residual blend -> clamp.
+
+Not computed, because nothing uses it: the Lvl-0 prior/DAE/AFT modules, the RGB output of the VQVAE decoder on
+``f_hat`` (and its full-resolution level unless ``dec_adjust`` needs it), the encoder DAE side output and the
+single-channel softmax of the residual weight (identically 1).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from varformer.backbone.var import VAR
+from varformer.backbone.vqvae import VQVAE
+from varformer.errors import VarformerError
+from varformer.model.adapter import Adapter
+from varformer.model.cross_attention import HEAD_LAYOUTS, CrossAttentionInjection
+from varformer.model.prior_rollout import RolloutOutput, greedy_rollout
+from varformer.model.unet import UNetDecoder, UNetEncoder
+
+IMAGE_SIZE = 256
+CH_MULT = (1, 1, 2, 2, 4)
+CROSS_HEADS = 16  # official: 16 heads whatever the VAR width
+
+
+class ModelInputError(VarformerError, ValueError):
+    """An input the model cannot take (wrong size, channels or dtype)."""
+
+
+@dataclass
+class Stage1Outputs:
+    restored: torch.Tensor           # (B, 3, 256, 256) in [-1, 1]: VQVAE reconstruction of the greedy tokens
+    lq_feat: torch.Tensor            # (B, 32, 16, 16) quantised adapted latent, gradient straight to the adapter
+    logits: torch.Tensor             # (B, 680, V) CFG-combined logits of the greedy rollout (float32)
+    tokens: List[torch.Tensor]       # 10 x (B, pn^2) greedy index maps
+
+
+@dataclass
+class VarFormerOutputs(Stage1Outputs):
+    priors: Optional[torch.Tensor] = None                 # (B, 10, 32, 16, 16) per-scale increments
+    dae_weights: Optional[Dict[str, torch.Tensor]] = None  # 'encoder.level1'.. 'decoder.level1' -> (B, 10)
+
+
+def _no_autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+class _AdaptedVAR(nn.Module):
+    """Frozen VQVAE + VAR, the Adapter and the cross-attention blocks: everything stage 1 and stage 2 share."""
+
+    stage: int = 0
+
+    def __init__(self, depth: int, vae_ch: int, n_cross: int, cfg: float, head_layout: str):
+        super().__init__()
+        if head_layout not in HEAD_LAYOUTS:
+            raise ValueError(f"head_layout must be one of {HEAD_LAYOUTS}, got {head_layout!r}")
+        if not 0 <= n_cross <= depth:
+            raise ValueError(f"n_cross must lie in [0, depth={depth}], got {n_cross}")
+        self.depth, self.vae_ch, self.n_cross, self.cfg, self.head_layout = depth, vae_ch, n_cross, cfg, head_layout
+        self.vae = VQVAE(vocab_size=4096, z_channels=32, ch=vae_ch, share_quant_resi=4)
+        # drop path off: the VAR blocks are frozen and only ever run as at inference
+        self.var = VAR(self.vae, depth=depth, num_classes=1000, shared_aln=False, attn_l2_norm=True,
+                       drop_path_rate=0.0, init_weights=not _on_meta())
+        self.adapter = Adapter(channels=32, n_blocks=4)
+        self.cross_attn = nn.ModuleList(CrossAttentionInjection(self.var.C, CROSS_HEADS, head_layout)
+                                        for _ in range(n_cross))
+
+    # ------------------------------------------------------------------ config and weights
+    def config(self) -> dict:
+        return dict(stage=self.stage, depth=self.depth, vae_ch=self.vae_ch, n_cross=self.n_cross, cfg=self.cfg,
+                    head_layout=self.head_layout)
+
+    def frozen_modules(self) -> List[nn.Module]:
+        """What the official recipes freeze: the VQVAE and the VAR transformer blocks (not the VAR embeddings,
+        ``head_nm`` and ``head``, which both official stages train)."""
+        return [self.vae, self.var.blocks]
+
+    def freeze_official(self) -> "_AdaptedVAR":
+        for p in self.parameters():
+            p.requires_grad_(True)
+        for m in self.frozen_modules():
+            for p in m.parameters():
+                p.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vae.eval()  # frozen tokenizer: its quantizer's training branch (usage statistics) must not run
+        return self
+
+    def load_backbone(self, vae_path: str, var_path: str) -> "_AdaptedVAR":
+        """Load the official VQVAE and VAR files (strict) into the frozen backbone."""
+        from varformer.model.checkpoint_io import load_backbone_weights
+        load_backbone_weights(self, vae_path, var_path)
+        return self
+
+    @classmethod
+    def from_official(cls, path_or_state_dict, key: Optional[str] = None, head_layout: str = "official",
+                      cfg: float = 0.5, map_location="cpu"):
+        """Build from a released BasicSR checkpoint (``params_ema`` unless ``key`` says otherwise), a raw official
+        state dict, or a file holding one; layout inferred from the tensors, strict load."""
+        from varformer.model.convert import convert_official, read_official
+        sd = read_official(path_or_state_dict, key=key, map_location=map_location)
+        config, state_dict = convert_official(sd)
+        from varformer.model.checkpoint_io import build_from_state_dict
+        return build_from_state_dict(cls, dict(config, cfg=cfg, head_layout=head_layout), state_dict)
+
+    # ------------------------------------------------------------------ shared forward pieces
+    def _check_input(self, lq: torch.Tensor) -> None:
+        if not isinstance(lq, torch.Tensor) or lq.ndim != 4 or lq.shape[1] != 3:
+            raise ModelInputError(f"expected images (B, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) in [0, 1], "
+                                  f"got {tuple(lq.shape) if isinstance(lq, torch.Tensor) else type(lq).__name__}")
+        if tuple(lq.shape[-2:]) != (IMAGE_SIZE, IMAGE_SIZE):
+            raise ModelInputError(
+                f"VarFormer works on {IMAGE_SIZE}x{IMAGE_SIZE} inputs only (its quantizer needs a 16x16 latent), "
+                f"got {lq.shape[-2]}x{lq.shape[-1]}; resize (official protocol) or tile the image first")
+        if not lq.is_floating_point():
+            raise ModelInputError(f"expected a float tensor in [0, 1], got {lq.dtype}")
+
+    def _adapt_and_rollout(self, x: torch.Tensor):
+        """x in [-1, 1] -> (VQVAE encoder level features, lq_feat, rollout)."""
+        with _no_autocast(x.device):  # tokenizer side in float32: code search near-ties flip under bf16
+            z, enc_feats, _ = self.vae.encoder.forward_features(x.float())
+            f = self.vae.quant_conv(z)
+            f_a = self.adapter(f)
+            idx_lq, fhats = self.vae.f_to_indices_and_fhats(f_a)
+            lq_feat = f_a + (fhats[-1] - f_a).detach()
+            x_lq = self.vae.indices_to_var_input(idx_lq)
+        rollout = greedy_rollout(self.var, self.cross_attn, x_lq, self.cfg, self.head_layout)
+        return enc_feats, lq_feat, rollout
+
+    @contextlib.contextmanager
+    def _precision(self, device: torch.device, precision: str):
+        if precision == "fp32":
+            yield
+        elif precision == "bf16":
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+
+    def forward(self, lq: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """(B, 3, 256, 256) in [0, 1] -> restored (B, 3, 256, 256) in [0, 1]; no autograd graph.
+        ``precision='bf16'``: bf16 autocast for the transformer and U-Net (tokenizer and heads stay float32)."""
+        self._check_input(lq)
+        with torch.inference_mode(), self._precision(lq.device, precision):
+            out = self._restore(lq)
+        return out.float().add(1).mul(0.5).clamp(0, 1)
+
+
+class VarFormerStage1(_AdaptedVAR):
+    """Stage 1: Adapter + cross-attention on the frozen VAR; its output is VAR's reconstruction of the greedy
+    tokens. Official stage-1 layout: depth 20, 20 cross-attention blocks."""
+
+    stage = 1
+
+    def __init__(self, depth: int = 20, vae_ch: int = 160, n_cross: int = 20, cfg: float = 0.5,
+                 head_layout: str = "official"):
+        super().__init__(depth, vae_ch, n_cross, cfg, head_layout)
+
+    def training_outputs(self, lq: torch.Tensor) -> Stage1Outputs:
+        self._check_input(lq)
+        _, lq_feat, r = self._adapt_and_rollout((lq - 0.5) / 0.5)
+        return Stage1Outputs(restored=self.vae.fhat_to_img(r.f_hat), lq_feat=lq_feat, logits=r.logits,
+                             tokens=r.tokens)
+
+    def _restore(self, lq: torch.Tensor) -> torch.Tensor:
+        _, _, r = self._adapt_and_rollout((lq - 0.5) / 0.5)
+        return self.vae.fhat_to_img(r.f_hat)
+
+
+class VarFormer(_AdaptedVAR):
+    """Stage 2: the restorer. Released (test) layout: depth 16, 8 cross blocks, no decoder alignment."""
+
+    stage = 2
+
+    def __init__(self, depth: int = 16, vae_ch: int = 160, n_cross: int = 8, dec_adjust: bool = False,
+                 cfg: float = 0.5, head_layout: str = "official"):
+        super().__init__(depth, vae_ch, n_cross, cfg, head_layout)
+        self.dec_adjust = dec_adjust
+        self.unet_encoder = UNetEncoder(ch=vae_ch, ch_mult=CH_MULT, num_res_blocks=2, z_channels=32, heads=8)
+        self.unet_decoder = UNetDecoder(ch=vae_ch, ch_mult=CH_MULT, num_res_blocks=2, z_channels=32, heads=4,
+                                        dec_adjust=dec_adjust)
+        # global residual: out = (1 - w) * net + w * input
+        self.input_weight = nn.Parameter(torch.tensor(0.5))
+
+    def config(self) -> dict:
+        return dict(super().config(), dec_adjust=self.dec_adjust)
+
+    def _vq_decoder_features(self, f_hat: torch.Tensor):
+        """Frozen VQVAE decoder on f_hat, features only: (mid, per-level features); the levels below the lowest
+        one used (and the RGB head) are skipped."""
+        dec = self.vae.decoder
+        lowest = 0 if self.dec_adjust else 1
+        feats: List[Optional[torch.Tensor]] = [None] * len(dec.up)
+        with _no_autocast(f_hat.device):
+            mid = dec.mid(dec.conv_in(self.vae.post_quant_conv(f_hat.float())))
+            h = mid
+            for level in range(len(dec.up) - 1, lowest - 1, -1):
+                h = dec.up[level].run_blocks(h)
+                feats[level] = h
+                if level > lowest:
+                    h = dec.up[level].upsample(h)
+        return mid, feats
+
+    def _stage2(self, x: torch.Tensor):
+        enc_feats, lq_feat, r = self._adapt_and_rollout(x)
+        h, skips, weights = self.unet_encoder(x, r.priors, enc_feats)
+        y = self.vae.quant_conv(h)
+        dz, dec_feats = self._vq_decoder_features(r.f_hat)
+        n, dec_weights = self.unet_decoder(y, skips, r.priors, dz, dec_feats)
+        w = self.input_weight.float()
+        out = ((1 - w) * n.float() + w * x.float()).clamp(-1, 1)
+        return out, lq_feat, r, dict(weights, **dec_weights)
+
+    def training_outputs(self, lq: torch.Tensor) -> VarFormerOutputs:
+        self._check_input(lq)
+        out, lq_feat, r, weights = self._stage2((lq - 0.5) / 0.5)
+        return VarFormerOutputs(restored=out, lq_feat=lq_feat, logits=r.logits, tokens=r.tokens, priors=r.priors,
+                                dae_weights=weights)
+
+    def _restore(self, lq: torch.Tensor) -> torch.Tensor:
+        return self._stage2((lq - 0.5) / 0.5)[0]
+
+
+def _on_meta() -> bool:
+    return torch.empty(0).device.type == "meta"
