@@ -34,7 +34,7 @@ def test_gopro_two_copies_need_an_explicit_root(layouts):
     flat = benchmark_dataset("gopro", str(layouts / "deblur"))
     assert flat.located.layout == "input/groundtruth" and len(flat) == 2
     seq = benchmark_dataset("gopro", str(layouts / "GOPRO_Large" / "test"))
-    assert seq.located.layout.startswith("sequences") and len(seq) == 4
+    assert seq.located.layout.startswith("sequences") and len(seq) == 4 and seq.pairing.method == "sequence-frame"
     assert "GOPR0862_11_00/blur/000002" in seq.names()
 
 
@@ -43,6 +43,9 @@ def test_name_rules():
         == [("rain-1.png", "norain-1.png"), ("rain-12.png", "norain-12.png")]
     res = pair_files(["0001_0.8_0.2.jpg", "0001_0.9_0.1.jpg"], ["0001.png"], ("stem", "haze-prefix"))
     assert res.method == "haze-prefix" and len(res.pairs) == 2 and res.complete
+    res = pair_files(["S1/blur/000002.png", "S1/blur/000001.png"], ["S1/sharp/000001.png", "S1/sharp/000002.png"],
+                     ("stem", "sequence-frame"))
+    assert res.method == "sequence-frame" and res.pairs[0] == ("S1/blur/000001.png", "S1/sharp/000001.png")
     res = pair_files(["a.png", "b.png"], ["x.png", "y.png"])
     assert res.method == "listing-order" and "listing order" in res.note and res.pairs[0] == ("a.png", "x.png")
     res = pair_files(["a.png", "b.png"], ["x.png"])  # counts differ: no silent order pairing

@@ -83,7 +83,19 @@ def _header_problem(path: str) -> Optional[str]:
 def check_root(root: str, names: Sequence[str] = (), full: bool = True, progress: bool = True) -> List[BenchmarkReport]:
     if not os.path.isdir(root):
         raise DataError(f"data root not found: {root}")
-    return [_check_one(loc, full, progress) for loc in find_all(root, list(names) or None)]
+    reports: List[BenchmarkReport] = []
+    seen_clean: dict = {}
+    for loc in find_all(root, list(names) or None):
+        if loc.benchmark.kind == "clean":  # one clean folder serves every noise level: check it once
+            key = (loc.benchmark.name.rsplit("-s", 1)[0], loc.lq_dir)
+            if key in seen_clean:
+                seen_clean[key].name += f", {loc.benchmark.name}"
+                continue
+        rep = _check_one(loc, full, progress)
+        if loc.benchmark.kind == "clean":
+            seen_clean[key] = rep
+        reports.append(rep)
+    return reports
 
 
 def format_reports(root: str, reports: Sequence[BenchmarkReport], limit: int = 0) -> str:

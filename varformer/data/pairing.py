@@ -9,7 +9,7 @@ wins, else the one that pairs most):
 - ``haze-prefix``: hazy ``0001_0.8_0.2.jpg`` <-> clear ``0001.png`` (RESIDE OTS/SOTS: the text before the first
   ``_``); several hazy images may share one clear image;
 - ``sequence-frame``: per-sequence folders, ``GOPR0384_11_00/blur/000001.png`` <-> ``.../sharp/000001.png``
-  (keys are ``sequence/frame``, built by the caller).
+  (key ``sequence/frame``: the folder between them is ignored).
 
 Listing-order pairing (what Restormer's MATLAB evaluator and VarFormer's/DiffUIR's loaders do silently) is used
 only when no name matches at all and the two lists have the same length; the result says so, so callers report it.
@@ -33,8 +33,13 @@ _RAIN_PREFIX = re.compile(r"^(no)?rain(y)?[-_]?", re.IGNORECASE)
 
 def _key_functions(rule: str) -> Tuple[Callable[[str], str], Callable[[str], str]]:
     """(LQ key, GT key) for a relative path under the LQ / GT folder."""
-    if rule in ("stem", "sequence-frame"):
+    if rule == "stem":
         return _stem, _stem
+    if rule == "sequence-frame":
+        def seq_key(p: str) -> str:  # "<seq>/blur/000001.png" -> "<seq>/000001"
+            parts = _stem(p).replace(os.sep, "/").split("/")
+            return "/".join([parts[0], parts[-1]]) if len(parts) >= 3 else "/".join(parts)
+        return seq_key, seq_key
     if rule == "rain-norain":
         def key(p: str) -> str:
             d, b = os.path.split(_stem(p))
