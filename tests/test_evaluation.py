@@ -145,3 +145,18 @@ def test_any_size_restorer_is_tiled_above_the_tile_size():
     shapes.clear()
     run_restorer(r, x, get_protocol("full"), tile=64)
     assert shapes == [(40, 56)]
+
+
+def test_preset_metric_settings():
+    restormer = get_protocol("restormer")
+    assert restormer.metrics_for("rain", "rain100h").y_channel and restormer.pad_multiple == 8
+    assert restormer.metrics_for("blur", "gopro").ssim_mode == "replicate"
+    assert not restormer.metrics_for("blur", "gopro").y_channel
+    diffuir = get_protocol("diffuir")
+    assert diffuir.metrics_for("lowlight", "lol").ssim_mode == "replicate"
+    assert diffuir.metrics_for("haze", "sots-outdoor").ssim_mode == "basicsr" and "sots-outdoor" in diffuir.gt_resize_benchmarks
+    airnet = get_protocol("airnet")
+    assert airnet.center_crop == 16 and airnet.noise_rule == "airnet" and not airnet.metrics.quantize
+    assert get_protocol("restorevar").metrics.lpips and get_protocol("restorevar").resize == ("lanczos", 512)
+    paper = get_protocol("paper")
+    assert paper.resize == ("bilinear", 256) and paper.metrics.crop_border == 4 and not paper.metrics.y_channel

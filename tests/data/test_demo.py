@@ -64,3 +64,14 @@ def test_demo_training_sets(demo_dir):
     s1d = build_demo_stage1_dataset(demo_dir, crop_size=32, seed=0, degrade_tasks=["rain", "blur"])
     out = s1d[3]
     assert out["task"] in ("rain", "blur") and not torch.equal(out["lq"], out["gt"])
+
+
+def test_training_dataset_from_config(demo_dir):
+    from varformer.config import load_config
+    from varformer.data.training import build_training_dataset
+    cfg = load_config(overrides=["data.demo=true", f"data.demo_cache={demo_dir}", "data.crop_size=32"]).data
+    messages = []
+    ds = build_training_dataset(cfg, stage=2, seed=0, log=messages.append)
+    assert "realnoise" in messages[0] and "realnoise" not in ds.tasks and len(ds.tasks) == 5
+    assert ds[0]["lq"].shape == (3, 32, 32)
+    assert build_training_dataset(cfg, stage=1, seed=0)[0]["gt"].shape == (3, 32, 32)

@@ -320,3 +320,30 @@ def build_demo_stage1_dataset(cache_dir: Optional[str] = None, crop_size: int = 
     files = sorted({os.path.join(root, t, "target", f) for t in DEMO_TASKS
                     for f in list_images(os.path.join(root, t, "target"))})
     return CleanImageDataset(files, crop_size, flip, rot90, seed, degrade_tasks)
+
+
+def build_training_dataset(data_cfg, stage: int, seed: int, log=print) -> Dataset:
+    """Dataset for ``stage`` (1 or 2) from a ``DataConfig`` (``varformer.config``): the real layout under
+    ``data_cfg.root``, or the demo set when ``data_cfg.demo`` (tasks the demo set lacks, e.g. realnoise, are
+    dropped with a message, together with their weights)."""
+    if stage not in (1, 2):
+        raise DataError(f"stage must be 1 or 2, got {stage}")
+    common = dict(crop_size=data_cfg.crop_size, flip=data_cfg.flip, rot90=data_cfg.rot90, seed=seed)
+    if data_cfg.demo:
+        if stage == 1:
+            return build_demo_stage1_dataset(data_cfg.demo_cache, **common)
+        from varformer.data.demo import DEMO_TASKS
+        tasks, weights = list(data_cfg.tasks), list(data_cfg.task_weights)
+        if weights and len(weights) != len(tasks):
+            raise DataError(f"{len(weights)} task weights for {len(tasks)} tasks ({', '.join(tasks)})")
+        keep = [i for i, t in enumerate(tasks) if t in DEMO_TASKS]
+        dropped = [t for t in tasks if t not in DEMO_TASKS]
+        if dropped and log:
+            log(f"demo set: no training data for {', '.join(dropped)}; training on {', '.join(tasks[i] for i in keep)}")
+        if not keep:
+            raise DataError(f"none of the tasks {tasks} has demo data (demo tasks: {', '.join(DEMO_TASKS)})")
+        return build_demo_stage2_dataset(data_cfg.demo_cache, [tasks[i] for i in keep],
+                                         [weights[i] for i in keep] if weights else (), **common)
+    if stage == 1:
+        return build_stage1_dataset(data_cfg.root, **common)
+    return build_stage2_dataset(data_cfg.root, list(data_cfg.tasks), list(data_cfg.task_weights), **common)
