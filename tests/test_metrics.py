@@ -261,8 +261,9 @@ def test_lpips_loads_backbone_from_local_file(monkeypatch, tmp_path):
 def test_chunked_batches_give_the_same_numbers(monkeypatch):
     x = torch.cat([_to_tensor(PAIRS[n][1][:64, :64]) for n in SOME_PAIRS]).float()
     y = torch.cat([_to_tensor(PAIRS[n][0][:64, :64]) for n in SOME_PAIRS]).float()
+    monkeypatch.setattr(metrics, "_SSIM_CHUNK_BYTES", {"cpu": 2 ** 30, "cuda": 2 ** 30})  # the whole batch at once
     whole = {mode: ssim(x, y, ssim_mode=mode) for mode in metrics.SSIM_MODES}
-    monkeypatch.setattr(metrics, "_SSIM_CHUNK_BYTES", 1)  # one image per chunk
+    monkeypatch.setattr(metrics, "_SSIM_CHUNK_BYTES", {"cpu": 1, "cuda": 1})  # one image per chunk
     for mode in metrics.SSIM_MODES:
         assert torch.equal(ssim(x, y, ssim_mode=mode), whole[mode])
 

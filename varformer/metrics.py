@@ -64,7 +64,9 @@ _LUMA_COEFFS = {
 _PEAK = 255.0
 _GAUSS_SIZE, _GAUSS_SIGMA = 11, 1.5
 _UNIFORM_SIZE = 7
-_SSIM_CHUNK_BYTES = 256 * 2 ** 20  # working-set target of one SSIM chunk (intermediates are ~4x this)
+# Working-set target of one SSIM chunk, per device type: on CPU a chunk that stays in cache is ~3x faster than a
+# large batch (measured on 256x256 images); GPUs want big batches. Intermediates are a few times this size.
+_SSIM_CHUNK_BYTES = {"cpu": 8 * 2 ** 20, "cuda": 512 * 2 ** 20}
 
 
 class MetricInputError(VarformerError, ValueError):
@@ -243,7 +245,7 @@ def ssim(pred: ImageInput, target: ImageInput, *, crop_border: int = 0, y_channe
     B, C, H, W = a.shape
     depth = C + 2 * (_GAUSS_SIZE // 2) if (ssim_mode == "replicate" and C > 1) else C
     bytes_per_image = 5 * depth * (H + _GAUSS_SIZE) * (W + _GAUSS_SIZE) * 8
-    chunk = max(1, _SSIM_CHUNK_BYTES // bytes_per_image)
+    chunk = max(1, _SSIM_CHUNK_BYTES.get(a.device.type, _SSIM_CHUNK_BYTES["cuda"]) // bytes_per_image)
     values = [_ssim_per_image(a[i:i + chunk], b[i:i + chunk], ssim_mode) for i in range(0, B, chunk)]
     return _finish(torch.cat(values), pred)
 
