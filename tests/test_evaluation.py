@@ -46,9 +46,13 @@ def test_official_test_protocol():
         official_test_protocol(lambda x: x, img[..., 0])
 
 
-def test_paper_protocol_numbers_are_the_metrics_of_resized_pairs(demo_dir):
-    res = evaluate(identity_restorer(), [("demo-blur", demo_dir)], "paper", progress=False, log=None)
-    item = benchmark_dataset("demo-blur", demo_dir)[0]
+def test_paper_protocol_numbers_are_the_metrics_of_resized_pairs(tmp_path):
+    rng = np.random.default_rng(1)
+    for sub in ("input", "target"):
+        os.makedirs(tmp_path / "Test100" / sub)
+        Image.fromarray(rng.integers(0, 256, (30, 44, 3), dtype=np.uint8)).save(tmp_path / "Test100" / sub / "7.png")
+    res = evaluate(identity_restorer(), [("test100", str(tmp_path))], "paper", progress=False, log=None)
+    item = benchmark_dataset("test100", str(tmp_path))[0]
     lq, gt = resize_bilinear(item["lq"], 256)[None], resize_bilinear(item["gt"], 256)[None]
     assert res.rows[0]["psnr"] == pytest.approx(float(M.psnr(lq, gt, crop_border=4)[0]))
     assert res.rows[0]["ssim"] == pytest.approx(float(M.ssim(lq, gt, crop_border=4)[0]))
@@ -98,7 +102,10 @@ def test_cli_evaluate_both_protocols_and_refusal(demo_dir, tmp_path, capsys):
     assert Image.open(os.path.join(out, "paper", "images", "demo-rain", "coffee_0.png")).size == (256, 256)
     assert main(args) == 2  # results there: refused ...
     assert "already has results" in capsys.readouterr().err
-    assert main(args + ["--overwrite"]) == 0  # ... unless --overwrite
+    full_only = ["evaluate", "--benchmarks", "demo-rain", "--demo-cache", demo_dir, "--protocol", "full",
+                 "-o", os.path.join(out, "full"), "--quiet", "--workers", "0"]
+    assert main(full_only) == 2
+    assert main(full_only + ["--overwrite"]) == 0  # ... unless --overwrite
 
 
 def test_published_numbers_only_beside_their_preset(tmp_path):
