@@ -162,6 +162,8 @@ def resolve_folder(bench: Benchmark, folder: str) -> Optional[Located]:
     """The benchmark's layout inside ``folder``, or None if none of its layouts is there."""
     if bench.kind == "sidd" and all(os.path.isfile(os.path.join(folder, f)) for f in (SIDD_NOISY_FILE, SIDD_GT_FILE)):
         return Located(bench, folder, "sidd .mat", folder, folder)
+    if bench.kind == "sidd" and normalise(os.path.basename(os.path.abspath(folder))) == "sidd":
+        return None  # a bare "SIDD" folder counts only with the .mat files (its input/target may be training crops)
     if bench.kind == "clean":
         for sub in bench.clean_dirs:
             d = _subdir(folder, sub) if sub else folder
