@@ -82,8 +82,8 @@ class MultiScaleQuantizer(nn.Module):
             raise ValueError(f"patch_nums must be strictly increasing, got {patch_nums}")
         self.vocab_size, self.Cvae, self.beta = vocab_size, Cvae, beta
         self.patch_nums = tuple(int(p) for p in patch_nums)
-        self.embedding = nn.Embedding(vocab_size, Cvae)
         self.quant_resi = SharedPhis(Cvae, quant_resi, share_quant_resi, len(patch_nums))
+        self.embedding = nn.Embedding(vocab_size, Cvae)
         # monitoring only: EMA of codebook hits per scale, updated in distributed training (see `quantize`)
         self.register_buffer('ema_vocab_hit_SV', torch.zeros(len(patch_nums), vocab_size))
         self.record_hit = 0

@@ -252,18 +252,20 @@ class VAR(nn.Module):
                     x = self.scale_input(tokens, si + 1, lvl_pos).repeat(2, 1, 1)
         return SampleOutput(idx_Bl=idx_list, f_hat=f_hat, cfg_logits=kept)
 
-    @torch.inference_mode()
     def generate(self, B: int, label_B=None, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
                  g_seed: int | None = None, more_smooth: bool = False,
                  greedy: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Sample B images: (10 index maps (B, pn^2), images (B, 3, 256, 256) in [0, 1]).
 
         `label_B`: (B,) LongTensor, an int for all (negative: null class) or None (drawn with the generator).
-        Official FID settings: cfg=1.5, top_k=900, top_p=0.96; `greedy=True` is argmax decoding."""
-        out = self.sample(B, label_B, cfg=cfg, top_k=top_k, top_p=top_p, g_seed=g_seed, more_smooth=more_smooth,
-                          greedy=greedy)
-        img = self.vae.fhat_to_img(out.f_hat).add_(1).mul_(0.5)
-        return out.idx_Bl, img
+        Official FID settings: cfg=1.5, top_k=900, top_p=0.96; `greedy=True` is argmax decoding.
+        Runs under `torch.inference_mode()`; the returned tensors are ordinary ones (usable with autograd on)."""
+        with torch.inference_mode():
+            out = self.sample(B, label_B, cfg=cfg, top_k=top_k, top_p=top_p, g_seed=g_seed,
+                              more_smooth=more_smooth, greedy=greedy)
+            img = self.vae.fhat_to_img(out.f_hat).add_(1).mul_(0.5)
+        # inference tensors would raise when later used in autograd-tracked code: hand out normal copies
+        return [t.clone() for t in out.idx_Bl], img.clone()
 
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()

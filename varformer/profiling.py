@@ -1,0 +1,130 @@
+"""Small measurement helpers shared by the benchmark commands: FLOP counting, timing, a matmul roofline and peak
+memory.
+
+- `count_flops(fn, *args, **kwargs)`: FLOPs of one call as counted by `torch.utils.flop_counter` (matmuls,
+  convolutions, attention; a multiply-add counts 2; elementwise ops are not counted).
+- `time_fn(fn, warmup=1, repeat=3, device='cpu')`: median wall time in seconds (CUDA synchronised around calls).
+- `matmul_gflops(device, dtype, n)`: achieved GFLOP/s of an n x n matmul, the practical compute roofline to read
+  a model's achieved GFLOP/s against.
+- `measure_peak_memory(fn, device)`: peak memory in bytes while `fn` runs. CUDA: the caching allocator's peak of
+  allocated tensor memory (`torch.cuda.max_memory_allocated` after a reset). CPU: the peak resident set size of
+  the whole process (Linux `VmHWM`, reset through `/proc/self/clear_refs` before the call), so it includes the
+  interpreter, libraries and the weights already loaded; subtract `current_memory('cpu')` taken before the call
+  for the extra memory of `fn`. Where the peak cannot be reset, the RSS is sampled every millisecond by a thread
+  instead (short spikes may be missed).
+"""
+from __future__ import annotations
+
+import re
+import statistics
+import threading
+import time
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def _device(device) -> torch.device:
+    return device if isinstance(device, torch.device) else torch.device(device)
+
+
+def _sync(device) -> None:
+    if _device(device).type == 'cuda':
+        torch.cuda.synchronize(_device(device))
+
+
+def count_flops(fn: Callable, *args, **kwargs) -> int:
+    """Total FLOPs of `fn(*args, **kwargs)` counted by torch's FlopCounterMode (runs fn once)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn(*args, **kwargs)
+    return int(counter.get_total_flops())
+
+
+def time_fn(fn: Callable[[], object], *, warmup: int = 1, repeat: int = 3, device: str | torch.device = 'cpu') -> float:
+    """Median wall-clock seconds of `fn()` over `repeat` runs after `warmup` untimed runs."""
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    for _ in range(max(warmup, 0)):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeat):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(device: str | torch.device = 'cpu', dtype: torch.dtype = torch.float32, n: int = 2048,
+                  repeat: int = 3) -> float:
+    """Achieved GFLOP/s of an (n x n) @ (n x n) matmul (2 n^3 FLOPs) on `device` in `dtype`."""
+    gen = torch.Generator(device='cpu').manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    seconds = time_fn(lambda: torch.mm(a, b), warmup=1, repeat=repeat, device=device)
+    return 2 * n ** 3 / seconds / 1e9
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open('/proc/self/status') as fh:
+            m = re.search(rf'^{field}:\s+(\d+)\s+kB', fh.read(), re.MULTILINE)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def current_memory(device: str | torch.device = 'cpu') -> int:
+    """Memory in use now: CUDA allocated tensor bytes, or the process's resident set size on CPU (0 if unknown)."""
+    dev = _device(device)
+    if dev.type == 'cuda':
+        return int(torch.cuda.memory_allocated(dev))
+    kib = _status_kib('VmRSS')
+    return 0 if kib is None else kib * 1024
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        with open('/proc/self/clear_refs', 'w') as fh:
+            fh.write('5')          # "5" resets the peak RSS (VmHWM) of this process (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def measure_peak_memory(fn: Callable[[], object], device: str | torch.device = 'cpu') -> int:
+    """Peak memory in bytes during `fn()` (see the module docstring for what is measured on each device)."""
+    dev = _device(device)
+    if dev.type == 'cuda':
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        fn()
+        torch.cuda.synchronize(dev)
+        return int(torch.cuda.max_memory_allocated(dev))
+    if _reset_rss_peak() and _status_kib('VmHWM') is not None:
+        fn()
+        return _status_kib('VmHWM') * 1024
+    return _sampled_peak_rss(fn)
+
+
+def _sampled_peak_rss(fn: Callable[[], object]) -> int:
+    peak = [current_memory('cpu')]
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            peak[0] = max(peak[0], current_memory('cpu'))
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return max(peak[0], current_memory('cpu'))
