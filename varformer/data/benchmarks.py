@@ -49,7 +49,9 @@ class Benchmark:
         return self.layout
 
 
-def _derain(name: str, expected: int, layout: str) -> Benchmark:
+def _derain(name: str, folder: str, expected: int, extra: str = "") -> Benchmark:
+    layout = (f"test/{folder}/{{input,target}} (Restormer/MPRNet/DiffUIR archive{extra}), "
+              f"or {folder}/{{rainy,gt}} with rain-N/norain-N names (AirNet family)")
     return Benchmark(name, "rain", "paired", ((normalise(name),),), _PAIRS_DERAIN, ("stem", "rain-norain"),
                      expected, layout=layout)
 
@@ -59,13 +61,12 @@ def _gauss(base: str, folders, clean_dirs, expected: int, sigma: int, layout: st
                      layout=layout + f"; Gaussian noise sigma={sigma}/255 is added on the fly with a fixed seed per image")
 
 
-_R = "test/<Set>/{input,target} (Restormer/MPRNet/DiffUIR archive), or <Set>/{rainy,gt} with rain-N/norain-N names"
 BENCHMARKS: Dict[str, Benchmark] = {b.name: b for b in [
-    _derain("rain100h", 100, "test/Rain100H/{input,target} (" + _R + ")"),
-    _derain("rain100l", 100, "test/Rain100L/{input,target} (" + _R + ")"),
-    _derain("test100", 100, "test/Test100/{input,target} (VarFormer: derain/test/Test100/{input,target})"),
-    _derain("test1200", 1200, "test/Test1200/{input,target}"),
-    _derain("test2800", 2800, "test/Test2800/{input,target}"),
+    _derain("rain100h", "Rain100H", 100),
+    _derain("rain100l", "Rain100L", 100),
+    _derain("test100", "Test100", 100, "; VarFormer: derain/test/Test100"),
+    _derain("test1200", "Test1200", 1200),
+    _derain("test2800", "Test2800", 2800),
     Benchmark("sots-outdoor", "haze", "paired",
               (("sots", "outdoor"), ("sotsoutdoor",), ("test", "dehaze"), ("dehaze", "sots")),
               (("hazy", "gt"), ("hazy", "clear"), ("input", "target"), ("hazy", "GT")), ("stem", "haze-prefix"), 500,
