@@ -167,3 +167,14 @@ def test_preset_metric_settings():
     assert get_protocol("restorevar").metrics.lpips and get_protocol("restorevar").resize == ("lanczos", 512)
     paper = get_protocol("paper")
     assert paper.resize == ("bilinear", 256) and paper.metrics.crop_border == 4 and not paper.metrics.y_channel
+
+
+def test_lpips_preset_without_weights_stops_before_work(demo_dir, tmp_path, monkeypatch):
+    from varformer import metrics
+    from varformer.errors import WeightsNotFoundError
+    monkeypatch.setattr(metrics, "alexnet_search_paths", lambda: [tmp_path / "nowhere" / metrics.ALEXNET_FILE])
+    out = tmp_path / "out"
+    with pytest.raises(WeightsNotFoundError, match="alexnet"):
+        evaluate(identity_restorer(), [("demo-rain", demo_dir)], "restorevar", output_dir=str(out),
+                 progress=False, log=None)
+    assert not out.exists()

@@ -154,6 +154,13 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
                         f"choose another folder or pass --overwrite")
 
 
+def check_protocol_needs(protocol: Protocol) -> None:
+    """Fail before any work when a protocol needs something missing (LPIPS: the AlexNet weight file)."""
+    if protocol.metrics.lpips or any(m.lpips for _, m in protocol.task_metrics):
+        from varformer.metrics import find_alexnet_weights
+        find_alexnet_weights()
+
+
 def _batches(ds, protocol: Protocol, batch_size: int, workers: int):
     """Prepared (lq, gt, names) groups of up to ``batch_size`` images of one size (dataset order kept)."""
     loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers)
@@ -194,9 +201,7 @@ def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str
         raise ConfigError(f"tile overlap must be in [0, {tile}), got {overlap}")
     if output_dir is not None:
         check_output_dir(output_dir, overwrite)
-    needs_lpips = proto.metrics.lpips or any(m.lpips for _, m in proto.task_metrics)
-    if needs_lpips:
-        M.find_alexnet_weights()  # a missing LPIPS weight file stops here, before any work
+    check_protocol_needs(proto)
     device = restorer.device
     t0 = time.perf_counter()
     rows: List[Dict[str, object]] = []

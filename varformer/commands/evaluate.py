@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from varformer.config import load_config
     from varformer.errors import ConfigError
-    from varformer.evaluation import check_output_dir, evaluate, load_restorer, parse_benchmarks
+    from varformer.evaluation import (check_output_dir, check_protocol_needs, evaluate, load_restorer,
+                                      parse_benchmarks)
     from varformer.protocols import get_protocol, with_metric_overrides
 
     ev = load_config(args.config).eval
@@ -55,9 +56,12 @@ def run(args: argparse.Namespace) -> int:
     outs = {name: output_dir if len(protocols) == 1 else os.path.join(output_dir, name) for name in protocols}
     for out in outs.values():  # refuse before any work
         check_output_dir(out, args.overwrite)
+    lpips = True if (args.lpips or ev.lpips) else None
+    protos = {name: with_metric_overrides(get_protocol(name), lpips=lpips, **overrides) for name in protocols}
+    for proto in protos.values():
+        check_protocol_needs(proto)
     restorer = load_restorer(args.restorer, args.device, args.precision or ev.precision)
-    for name in protocols:
-        proto = with_metric_overrides(get_protocol(name), lpips=True if (args.lpips or ev.lpips) else None, **overrides)
+    for name, proto in protos.items():
         out = outs[name]
         result = evaluate(restorer, benchmarks, proto, output_dir=out, batch_size=args.batch_size or ev.batch_size,
                           overlap=args.overlap if args.overlap is not None else ev.overlap, tile=args.tile,
