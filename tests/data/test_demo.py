@@ -75,3 +75,14 @@ def test_training_dataset_from_config(demo_dir):
     assert "realnoise" in messages[0] and "realnoise" not in ds.tasks and len(ds.tasks) == 5
     assert ds[0]["lq"].shape == (3, 32, 32)
     assert build_training_dataset(cfg, stage=1, seed=0)[0]["gt"].shape == (3, 32, 32)
+
+
+def test_data_check_on_the_demo_folder(tmp_path, capsys):
+    from varformer.cli import main
+    folder = ensure_demo(str(tmp_path / "d"), SMALL, log=None)
+    assert main(["data", "check", folder]) == 0
+    assert "demo-rain [rain] ok: 3 pairs (expected 3)" in capsys.readouterr().out
+    with open(os.path.join(folder, "test", "blur", "target", "coffee_0.png"), "ab") as fh:
+        fh.write(b"extra bytes")  # still decodes, but the checksum no longer matches
+    assert main(["data", "check", folder]) == 1
+    assert "corrupt file test/blur/target/coffee_0.png" in capsys.readouterr().out

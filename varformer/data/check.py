@@ -83,7 +83,7 @@ def _header_problem(path: str) -> Optional[str]:
 def check_root(root: str, names: Sequence[str] = (), full: bool = True, progress: bool = True) -> List[BenchmarkReport]:
     if not os.path.isdir(root):
         raise DataError(f"data root not found: {root}")
-    reports: List[BenchmarkReport] = []
+    reports: List[BenchmarkReport] = _check_demo(root, full, progress)
     seen_clean: dict = {}
     for loc in find_all(root, list(names) or None):
         if loc.benchmark.kind == "clean":  # one clean folder serves every noise level: check it once
@@ -96,6 +96,35 @@ def check_root(root: str, names: Sequence[str] = (), full: bool = True, progress
             seen_clean[key] = rep
         reports.append(rep)
     return reports
+
+
+def _check_demo(root: str, full: bool, progress: bool) -> List[BenchmarkReport]:
+    """The built-in demo set, when ``root`` is its folder (checked as is: nothing is rebuilt here)."""
+    from varformer.data.benchmarks import Benchmark, resolve_folder
+    from varformer.data.demo import DEMO_TASKS, verify_demo
+    if not os.path.isfile(os.path.join(root, "manifest.json")):
+        return []
+    import json
+    problem = verify_demo(root)
+    try:
+        with open(os.path.join(root, "manifest.json")) as fh:
+            listed = list(json.load(fh).get("files", {}))
+    except (OSError, ValueError):
+        listed = []
+    out = []
+    for task in DEMO_TASKS:
+        expected = sum(f.startswith(f"test/{task}/input/") for f in listed) or None
+        bench = Benchmark(f"demo-{task}", task, "paired", (), (("input", "target"),), ("stem",), expected,
+                          layout="<demo>/test/<task>/{input,target}")
+        loc = resolve_folder(bench, os.path.join(root, "test", task))
+        if loc is not None:
+            rep = _check_one(loc, full, progress)
+            rep.note = "demo set: checksums ok"
+            if problem:
+                rep.note = f"demo set: {problem} (it is rebuilt on next use)"
+                rep.unreadable.append(f"demo manifest check: {problem}")
+            out.append(rep)
+    return out
 
 
 def format_reports(root: str, reports: Sequence[BenchmarkReport], limit: int = 0) -> str:
