@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from data_helpers import write_rgb
-from varformer.data.training import (InfiniteShardedSampler, TaskMixtureDataset, build_loader, build_stage1_dataset,
-                                     build_stage2_dataset, find_training_source, paired_random_crop)
+from varformer.data.training import (InfiniteShardedSampler, build_loader, build_stage1_dataset, build_stage2_dataset,
+                                     paired_random_crop)
 from varformer.errors import DataError
 
 

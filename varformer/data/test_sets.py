@@ -19,7 +19,6 @@ import zlib
 from typing import Dict, List, Optional
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from varformer.data.benchmarks import Benchmark, Located, get_benchmark, locate
