@@ -99,8 +99,8 @@ def published_tables(summary: dict) -> List[str]:
             if with_lpips and v[2] is not None and len(pub) > 2:
                 d += f"/{_signed(v[2] - pub[2], 3)}"
             delta.append(d)
-        out.append(f"**{t['title']}** - published numbers beside ours, all under preset `{t['protocol']}`. "
-                   f"Source: {t['source']}.")
+        out.append(f"**{t['title']}** - rows as published; ours measured with preset `{summary['protocol']}`, "
+                   f"the protocol this table is matched to (`{t['protocol']}`). Source: {t['source']}.")
         out.append("")
         out += _table(header, rows + [ours, delta])
         used = [f"{c['name']} = {', '.join(hit)}" for c, (v, hit) in zip(t["columns"], covered) if hit]
