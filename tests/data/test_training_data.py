@@ -96,3 +96,13 @@ def test_stage1_clean_pairs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images"):
         build_stage1_dataset(str(tmp_path / "empty"))
+
+
+def test_gopro_per_sequence_training_layout(tmp_path):
+    from varformer.data.training import find_training_source
+    for seq in ("GOPR0372_07_00", "GOPR0374_11_00"):
+        for sub in ("blur", "blur_gamma", "sharp"):
+            for frame in ("000047.png", "000048.png"):
+                write_rgb(str(tmp_path / "GOPRO_Large" / "train" / seq / sub / frame))
+    src = find_training_source(str(tmp_path), "blur")
+    assert len(src) == 4 and src.pairs[0] == ("GOPR0372_07_00/blur/000047.png", "GOPR0372_07_00/sharp/000047.png")

@@ -40,6 +40,7 @@ SMALL_IMAGE_RULES = ("official", "resize-both")
 # official stage-2 YAML's, the others the layouts of the archives people download (benchmarks.md section 2)
 TRAIN_LAYOUTS: Dict[str, List[Tuple[str, str, Tuple[str, ...]]]] = {
     "blur": [("GoPro/train/input", "GoPro/train/groundtruth", ("stem",)),
+             ("GOPRO_Large/train/*/blur", "GOPRO_Large/train/*/sharp", ("sequence-frame",)),
              ("train/GoPro/input", "train/GoPro/target", ("stem",)),
              ("train/GoPro/input_crops", "train/GoPro/target_crops", ("stem",))],
     "lowlight": [("LOLdataset/our485/low", "LOLdataset/our485/high", ("stem",)),
@@ -54,7 +55,8 @@ TRAIN_LAYOUTS: Dict[str, List[Tuple[str, str, Tuple[str, ...]]]] = {
              ("RESIDE/OTS_ALPHA/haze/OTS", "RESIDE/OTS_ALPHA/clear/clear_images", ("haze-prefix", "stem")),
              ("Train/Dehaze/synthetic", "Train/Dehaze/original", ("haze-prefix", "stem"))],
 }
-# every task also accepts the generic <root>/<task>/{input,target} layout (the demo set's training split)
+# "*" stands for per-sequence folders (the original GoPro release); every task also accepts the generic
+# <root>/<task>/{input,target} layout (the demo set's training split)
 GENERIC_LAYOUT = ("{task}/input", "{task}/target", ("stem", "haze-prefix", "rain-norain"))
 
 
@@ -85,16 +87,30 @@ def find_training_source(root: str, task: str) -> PairedSource:
     tried = []
     for lq_rel, gt_rel, rules in TRAIN_LAYOUTS[task] + [tuple(s.format(task=task) if isinstance(s, str) else s
                                                                for s in GENERIC_LAYOUT)]:
-        lq_dir, gt_dir = os.path.join(root, lq_rel), os.path.join(root, gt_rel)
         tried.append(f"{lq_rel} + {gt_rel}")
-        if os.path.isdir(lq_dir) and os.path.isdir(gt_dir):
+        if "/*/" in lq_rel:  # <base>/<sequence>/<lq sub> and <base>/<sequence>/<gt sub>
+            base, lq_sub = lq_rel.split("/*/")
+            gt_sub = gt_rel.split("/*/")[1]
+            lq_dir = gt_dir = os.path.join(root, base)
+            if not os.path.isdir(lq_dir):
+                continue
+            seqs = sorted(d for d in os.listdir(lq_dir) if os.path.isdir(os.path.join(lq_dir, d, lq_sub)))
+            lq = [f"{q}/{lq_sub}/{f}" for q in seqs for f in list_images(os.path.join(lq_dir, q, lq_sub))]
+            gt = [f"{q}/{gt_sub}/{f}" for q in seqs if os.path.isdir(os.path.join(lq_dir, q, gt_sub))
+                  for f in list_images(os.path.join(lq_dir, q, gt_sub))]
+            if not lq:
+                continue
+        else:
+            lq_dir, gt_dir = os.path.join(root, lq_rel), os.path.join(root, gt_rel)
+            if not (os.path.isdir(lq_dir) and os.path.isdir(gt_dir)):
+                continue
             lq, gt = _list_recursive(lq_dir), _list_recursive(gt_dir)
-            res = pair_files(lq, gt, rules)
-            if not res.pairs:
-                raise DataError(f"training task '{task}': no pairs in {lq_dir} / {gt_dir}. {describe_unpaired(res)}")
-            if res.unpaired_lq:
-                raise DataError(f"training task '{task}': {describe_unpaired(res)} (in {lq_dir} / {gt_dir})")
-            return PairedSource(task, lq_dir, gt_dir, res.pairs, res.note)
+        res = pair_files(lq, gt, rules)
+        if not res.pairs:
+            raise DataError(f"training task '{task}': no pairs in {lq_dir} / {gt_dir}. {describe_unpaired(res)}")
+        if res.unpaired_lq:
+            raise DataError(f"training task '{task}': {describe_unpaired(res)} (in {lq_dir} / {gt_dir})")
+        return PairedSource(task, lq_dir, gt_dir, res.pairs, res.note)
     raise DataError(f"training task '{task}': none of the expected layouts exists under {root}. "
                     f"Looked for: {'; '.join(tried)}")
 
