@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 from backbone_testutils import FIXTURES, assert_close
@@ -91,3 +92,44 @@ def test_full_size_models_on_meta_device():
         ours = [[k, list(v.shape), str(v.dtype).replace('torch.', '')] for k, v in models[depth].state_dict().items()]
         assert ours == [e[:3] for e in official]
         assert {n for n, _ in models[depth].named_buffers()} == {e[0] for e in official if e[3] == 'buffer'}
+
+
+def test_other_variants_run(small_vae, ref):
+    """shared AdaLN (the 512-px model's layout) and plain (non-L2) attention build, have their keys and run."""
+    torch.manual_seed(0)
+    for kwargs, key in (({'shared_aln': True}, 'shared_ada_lin.1.weight'), ({'attn_l2_norm': False}, None)):
+        var = VAR(small_vae, depth=1, **kwargs).eval()
+        keys = set(var.state_dict())
+        if key:
+            assert key in keys and 'blocks.0.ada_gss' in keys and 'blocks.0.ada_lin.1.weight' not in keys
+        else:
+            assert 'blocks.0.attn.scale_mul_1H11' not in keys
+        out = var.sample(2, ref['label_B'], cfg=0.0, greedy=True, keep_logits=True)
+        with torch.no_grad():
+            logits = var(ref['label_B'], small_vae.indices_to_var_input(out.idx_Bl))
+        assert logits.shape == (2, 680, 4096) and torch.isfinite(logits).all()
+        assert_close(torch.cat(out.cfg_logits, 1), logits, 1e-4, 1e-5, f'{kwargs}: KV cache vs masked forward')
+
+
+def test_constructor_errors(small_vae):
+    with pytest.raises(TypeError, match='VQVAE'):
+        VAR(object(), depth=2)
+    with pytest.raises(ValueError, match='depth'):
+        VAR(small_vae, depth=0)
+    with pytest.raises(ValueError, match='expected x'):
+        VAR(small_vae, depth=1)(torch.tensor([1]), torch.zeros(1, 10, 32))
+
+
+def test_teacher_forced_backward_reaches_every_parameter(small_vae, ref):
+    torch.manual_seed(0)
+    var = VAR(small_vae, depth=1).train()
+    with torch.no_grad():
+        for blk in var.blocks:
+            blk.ada_lin[-1].weight.mul_(1e4)          # undo the near-identity init so every path carries gradient
+    with torch.no_grad():
+        x = small_vae.indices_to_var_input(ref['idx_Bl'])
+    logits = var(ref['label_B'], x)
+    F.cross_entropy(logits.reshape(-1, 4096), torch.cat(ref['idx_Bl'], 1).reshape(-1)).backward()
+    no_grad = [n for n, p in var.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert no_grad == []
+    assert small_vae.quantize.embedding.weight.grad is None      # the VQVAE is not part of VAR's graph

@@ -15,6 +15,7 @@ fallback to random weights. The returned models are in eval mode.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -85,9 +86,14 @@ def resolve_weight_file(filename: str, *, path: str | os.PathLike | None = None,
 def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 'cpu') -> dict[str, torch.Tensor]:
     """`torch.load(weights_only=True)` of a plain state dict (memory-mapped when the file format allows it)."""
     try:
-        sd = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-    except RuntimeError:
-        sd = torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            sd = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        except RuntimeError:         # legacy (non-zip) files cannot be memory-mapped
+            sd = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointMismatchError(
+            f"{path} holds more than tensors and cannot be read with torch.load(weights_only=True) "
+            f"(the official VAR files are plain state dicts): {str(exc).splitlines()[0]}") from exc
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointMismatchError(f"{path} is not a plain state dict of tensors (the official VAR files are)")
     return sd
@@ -169,7 +175,7 @@ def load_var(depth: int = 16, path: str | os.PathLike | None = None, *, vae: VQV
     sd = read_state_dict(file, map_location=device)
     with torch.device('meta'):
         var = VAR(vae, depth=depth, num_classes=num_classes, shared_aln=shared_aln, attn_l2_norm=attn_l2_norm,
-                  init_weights=False)
+                  random_init=False)
     check_state_dict(var, sd, file, f"VAR(depth={depth})")
     var.load_state_dict(sd, strict=True, assign=True)
     _check_materialised(var, file)

@@ -64,7 +64,8 @@ class SharedPhis(nn.Module):
         return self.qresi_ls[self.index_per_scale[si]]
 
 
-def _no_autocast(device_type: str):
+def autocast_disabled(device_type: str):
+    """Context that turns autocast off on `device_type` (the float32-only parts of the backbone)."""
     return torch.autocast(device_type=device_type, enabled=False) if device_type in ('cuda', 'cpu') \
         else contextlib.nullcontext()
 
@@ -128,7 +129,7 @@ class MultiScaleQuantizer(nn.Module):
     @torch.no_grad()
     def f_to_indices_and_fhats(self, f_BChw: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Tokenise a latent: 10 index maps (B, pn^2) and the cumulative f_hat after each scale."""
-        with _no_autocast(f_BChw.device.type):
+        with autocast_disabled(f_BChw.device.type):
             f_rest = f_BChw.detach().float().clone()
             B, C, H, W = f_rest.shape
             f_hat = torch.zeros_like(f_rest)
@@ -147,7 +148,7 @@ class MultiScaleQuantizer(nn.Module):
     def indices_to_fhat(self, idx_list: list[torch.Tensor]) -> list[torch.Tensor]:
         """Cumulative f_hat (B, Cvae, 16, 16) after each scale, recomputed from the index maps alone."""
         self._check_indices(idx_list)
-        with _no_autocast(idx_list[0].device.type):
+        with autocast_disabled(idx_list[0].device.type):
             f_hat = None
             out = []
             for si, idx_Bl in enumerate(idx_list):
@@ -160,7 +161,7 @@ class MultiScaleQuantizer(nn.Module):
         """Teacher-forcing input of VAR: for scales 1..SN-1, f_hat of the coarser scales area-downsampled to the
         scale's size, as tokens; (B, L - pn_0^2, Cvae)."""
         self._check_indices(idx_list, allow_missing_last=True)
-        with _no_autocast(idx_list[0].device.type):
+        with autocast_disabled(idx_list[0].device.type):
             f_hat = None
             next_tokens = []
             for si in range(self.num_scales - 1):
@@ -184,7 +185,7 @@ class MultiScaleQuantizer(nn.Module):
 
         vq_loss = mean over scales of `beta * mse(sg(f_hat_si), f) + mse(f_hat_si, sg(f))`; the search runs on a
         detached residual; f_hat_out = sg(f_hat) + f - sg(f) passes downstream gradients to f unchanged."""
-        with _no_autocast(f_BChw.device.type):
+        with autocast_disabled(f_BChw.device.type):
             f = f_BChw.float()
             B, C, H, W = f.shape
             f_no_grad = f.detach()

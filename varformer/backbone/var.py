@@ -14,16 +14,23 @@ Building blocks for callers that run their own next-scale loop (VarFormer's gree
     block_cond = var.block_condition(cond_BD)       # what every block takes as its condition
     lvl_pos = var.lvl_pos()                         # (1, L, C) level + position embeddings of all tokens
     x = var.first_scale_input(cond_BD, lvl_pos)     # (B, 1, C) class token = scale-0 input
+    f_hat = None                                    # running VQVAE latent, (B, Cvae, 16, 16) after scale 0
     with var.kv_cache():                            # empty KV caches on, cleared on exit
         for si, pn in enumerate(var.patch_nums):
             for block in var.blocks:                # hook point after each block
                 x = block(x, block_cond, None)      # KV cache gives block-causality, so no mask
             logits = var.logits(x, cond_BD)         # head_nm + head, float32: (B, pn^2, V)
-            logits = combine_cfg(logits, cfg_strength(cfg, si, var.num_scales))   # when rows are [cond; uncond]
+            logits = combine_cfg(logits, cfg_strength(cfg, si, var.num_scales))   # rows [cond; uncond] -> B rows
+            # (sampling.py: combine_cfg, cfg_strength, filter_top_k_top_p_, sample_from_logits)
             idx = logits.argmax(-1)                 # or filter_top_k_top_p_ + sample_from_logits
-            f_hat, residual, tokens = var.vae.autoregressive_step(f_hat, var.vae.quantize.embed_tokens(idx, si), si)
+            h = var.vae.quantize.embed_tokens(idx, si)                  # (B, Cvae, pn, pn) codebook rows
+            f_hat, residual, tokens = var.vae.autoregressive_step(f_hat, h, si)   # residual = phi(up(h)): the prior
             if tokens is not None:
                 x = var.scale_input(tokens, si + 1, lvl_pos)    # word_embed + level/pos embeddings
+                # (with CFG rows, duplicate: x.repeat(2, 1, 1))
+
+All of these keep autograd (nothing is in place), so a rollout can be trained through; `sample`/`generate` below
+are the no-grad / inference-mode versions.
 
 `var.begin_ends[si]` is scale si's token range in the 680-token sequence. The embeddings are computed with autocast
 disabled and the head in float32; the blocks follow the caller's autocast (bf16 is fine for the blocks).
@@ -37,7 +44,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from varformer.backbone.quantizer import _no_autocast
+from varformer.backbone.quantizer import autocast_disabled
 from varformer.backbone.sampling import (cfg_strength, combine_cfg, filter_top_k_top_p_, gumbel_softmax_weights,
                                          sample_from_logits, smooth_tau)
 from varformer.backbone.transformer_blocks import AdaLNBeforeHead, AdaLNSelfAttn
@@ -64,7 +71,7 @@ class SampleOutput:
 class VAR(nn.Module):
     def __init__(self, vae: VQVAE, depth: int = 16, num_classes: int = 1000, shared_aln: bool = False,
                  attn_l2_norm: bool = True, mlp_ratio: float = 4.0, drop_path_rate: float | None = None,
-                 cond_drop_rate: float = 0.1, norm_eps: float = 1e-6, init_weights: bool = True):
+                 cond_drop_rate: float = 0.1, norm_eps: float = 1e-6, random_init: bool = True):
         super().__init__()
         if not isinstance(vae, VQVAE):
             raise TypeError(f"VAR needs the VQVAE it predicts tokens of, got {type(vae).__name__}")
@@ -108,7 +115,7 @@ class VAR(nn.Module):
         self.head_nm = AdaLNBeforeHead(self.C, self.D, norm_eps=norm_eps)
         self.head = nn.Linear(self.C, self.V)
         self.init_std = init_std
-        if init_weights:
+        if random_init:          # skipped by the loaders (meta device + assign)
             self.init_weights()
 
     @property
@@ -146,12 +153,12 @@ class VAR(nn.Module):
         """Input of scale si from its (B, pn_si^2, Cvae) VAE tokens: word_embed + level/position embeddings."""
         lvl_pos = self.lvl_pos() if lvl_pos is None else lvl_pos
         begin, end = self.begin_ends[si]
-        with _no_autocast(tokens_BlCv.device.type):
+        with autocast_disabled(tokens_BlCv.device.type):
             return self.word_embed(tokens_BlCv.float()) + lvl_pos[:, begin:end]
 
     def logits(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
         """head(head_nm(x, cond)) in float32 with autocast disabled: (B, l, V)."""
-        with _no_autocast(x_BLC.device.type):
+        with autocast_disabled(x_BLC.device.type):
             return self.head(self.head_nm(x_BLC.float(), cond_BD.float()))
 
     def kv_caching(self, enable: bool) -> None:
@@ -177,7 +184,7 @@ class VAR(nn.Module):
             raise ValueError(f"expected x (B, {self.L - self.first_l}, {self.Cvae}), got {tuple(x_BLCv.shape)}")
         if label_B.shape != (B,):
             raise ValueError(f"expected label_B of shape ({B},), got {tuple(label_B.shape)}")
-        with _no_autocast(x_BLCv.device.type):
+        with autocast_disabled(x_BLCv.device.type):
             cond_BD = self.class_condition(label_B)
             lvl_pos = self.lvl_pos()
             sos_B1C = cond_BD.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, -1, -1)
@@ -220,7 +227,7 @@ class VAR(nn.Module):
             generator.manual_seed(g_seed)
         label_B = self._labels(B, label_B, generator)
         vae, SN = self.vae, self.num_scales
-        with _no_autocast(dev.type):
+        with autocast_disabled(dev.type):
             cond_2BD = self.class_emb(torch.cat((label_B, torch.full_like(label_B, self.num_classes))))
             lvl_pos = self.lvl_pos()
             x = self.first_scale_input(cond_2BD, lvl_pos)
