@@ -36,16 +36,15 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> tor
     return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
 
 
-def window_partition(x_BHWC: torch.Tensor, window: int) -> torch.Tensor:
-    B, H, W, C = x_BHWC.shape
-    x = x_BHWC.view(B, H // window, window, W // window, window, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(B * (H // window) * (W // window), window * window, C)
-
-
-def window_merge(win_NLC: torch.Tensor, B: int, H: int, W: int, window: int) -> torch.Tensor:
-    C = win_NLC.shape[-1]
-    x = win_NLC.view(B, H // window, W // window, window, window, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(B, H, W, C)
+def window_order(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """(H*W,) gather index: token j of the window-major layout of the image rolled by -shift (what torch.roll
+    followed by a window partition gives) is flat pixel ``index[j]`` of the unrolled image. One gather replaces
+    roll + partition (and its inverse replaces merge + roll back)."""
+    wy, wx, iy, ix = torch.meshgrid(torch.arange(height // window), torch.arange(width // window),
+                                    torch.arange(window), torch.arange(window), indexing="ij")
+    y = (wy * window + iy + shift) % height
+    x = (wx * window + ix + shift) % width
+    return (y * width + x).reshape(-1)
 
 
 class WindowAttention(nn.Module):
@@ -88,7 +87,8 @@ class WindowAttention(nn.Module):
 
 
 class SwinBlock(nn.Module):
-    """Pre-norm Swin block: (shifted) window attention + MLP (ratio 4, exact GELU), LayerNorm eps 1e-5."""
+    """Pre-norm Swin block: (shifted) window attention + MLP (ratio 4, exact GELU), LayerNorm eps 1e-5.
+    Works on (B, H*W, C) tokens in row-major pixel order."""
 
     def __init__(self, dim: int, heads: int, window: int = 4, shift: int = 0, mlp_ratio: int = 4):
         super().__init__()
@@ -100,31 +100,31 @@ class SwinBlock(nn.Module):
         self.mlp.fc1 = nn.Linear(dim, mlp_ratio * dim)
         self.mlp.act = nn.GELU()
         self.mlp.fc2 = nn.Linear(mlp_ratio * dim, dim)
-        self._masks: Dict[Tuple, torch.Tensor] = {}
+        self._layout: Dict[Tuple, Tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
-    def shift_mask(self, H: int, W: int, device: torch.device) -> torch.Tensor | None:
-        if self.shift == 0:
-            return None
+    def layout(self, H: int, W: int, device: torch.device):
+        """(gather index, inverse index, shift mask or None) for this size, cached per device."""
         key = (H, W, str(device))
-        if key not in self._masks:
-            with torch.inference_mode(False):
-                self._masks[key] = shifted_window_mask(H, W, self.window, self.shift).to(device)
-        return self._masks[key]
+        if key not in self._layout:
+            with torch.inference_mode(False):  # a cache made under inference_mode could not be used in training
+                order = window_order(H, W, self.window, self.shift)
+                inverse = torch.empty_like(order)
+                inverse[order] = torch.arange(order.numel())
+                mask = shifted_window_mask(H, W, self.window, self.shift) if self.shift else None
+                self._layout[key] = (order.to(device), inverse.to(device),
+                                     None if mask is None else mask.to(device))
+        return self._layout[key]
 
-    def forward(self, x_BHWC: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x_BHWC.shape
+    def forward(self, x_BLC: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        B, L, C = x_BLC.shape
         if H % self.window or W % self.window:
             raise ValueError(f"SwinBlock: feature size {H}x{W} not divisible by the window {self.window}")
-        h = self.norm1(x_BHWC)
-        if self.shift:
-            h = torch.roll(h, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        order, inverse, mask = self.layout(H, W, x_BLC.device)
         n_windows = (H // self.window) * (W // self.window)
-        h = self.attn(window_partition(h, self.window), n_windows, self.shift_mask(H, W, x_BHWC.device))
-        h = window_merge(h, B, H, W, self.window)
-        if self.shift:
-            h = torch.roll(h, shifts=(self.shift, self.shift), dims=(1, 2))
-        x_BHWC = x_BHWC + h
-        return x_BHWC + self.mlp(self.norm2(x_BHWC))
+        win = self.norm1(x_BLC).index_select(1, order).view(B * n_windows, self.window ** 2, C)
+        h = self.attn(win, n_windows, mask).view(B, L, C).index_select(1, inverse)
+        x_BLC = x_BLC + h
+        return x_BLC + self.mlp(self.norm2(x_BLC))
 
 
 class RSTB(nn.Module):
@@ -138,7 +138,8 @@ class RSTB(nn.Module):
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
-        h = x_BCHW.permute(0, 2, 3, 1)
+        B, C, H, W = x_BCHW.shape
+        h = x_BCHW.flatten(2).transpose(1, 2).contiguous()    # (B, HW, C) tokens
         for blk in self.blocks:
-            h = blk(h)
-        return x_BCHW + self.conv(h.permute(0, 3, 1, 2).contiguous(memory_format=torch.contiguous_format))
+            h = blk(h, H, W)
+        return x_BCHW + self.conv(h.transpose(1, 2).reshape(B, C, H, W))

@@ -46,7 +46,7 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        q, k, v = self.qkv(self.norm(x)).flatten(2).transpose(1, 2)[:, None].chunk(3, dim=-1)
+        q, k, v = (t.flatten(2).transpose(1, 2).contiguous()[:, None] for t in self.qkv(self.norm(x)).chunk(3, dim=1))
         out = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(B, C, H, W)
         return x + self.proj_out(out)
 

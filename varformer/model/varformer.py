@@ -76,7 +76,7 @@ class _AdaptedVAR(nn.Module):
         self.vae = VQVAE(vocab_size=4096, z_channels=32, ch=vae_ch, share_quant_resi=4)
         # drop path off: the VAR blocks are frozen and only ever run as at inference
         self.var = VAR(self.vae, depth=depth, num_classes=1000, shared_aln=False, attn_l2_norm=True,
-                       drop_path_rate=0.0, init_weights=not _on_meta())
+                       drop_path_rate=0.0)
         self.adapter = Adapter(channels=32, n_blocks=4)
         self.cross_attn = nn.ModuleList(CrossAttentionInjection(self.var.C, CROSS_HEADS, head_layout)
                                         for _ in range(n_cross))
@@ -237,7 +237,3 @@ class VarFormer(_AdaptedVAR):
 
     def _restore(self, lq: torch.Tensor) -> torch.Tensor:
         return self._stage2((lq - 0.5) / 0.5)[0]
-
-
-def _on_meta() -> bool:
-    return torch.empty(0).device.type == "meta"
