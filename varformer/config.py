@@ -34,6 +34,8 @@ class ModelConfig:
     vae_path: Optional[str] = None      # vae_ch160v4096z32.pth; None: checkpoints/ then the Hugging Face cache
     var_path: Optional[str] = None      # var_d{depth}.pth; None: checkpoints/ then the Hugging Face cache
     weights: Optional[str] = None       # a VarFormer checkpoint (ours or official BasicSR) to start from
+    stage1_weights: Optional[str] = None  # stage 2 only: a stage-1 run's ckpt_*.pt / final_ema.pt (adapter,
+                                        # cross-attention, VAR embeddings/head carried over from its EMA)
     local_files_only: bool = False      # never reach the hub, only its local cache
     random_init_backbone: bool = False  # tests/demo only: build the frozen VAR backbone with random weights, explicitly
 

@@ -28,6 +28,14 @@ from varformer.training.ema import ModelEMA
 from varformer.training.logging import TrainLogger, mean_over_interval
 
 
+def _has_len(sampler) -> bool:
+    try:
+        len(sampler)
+    except TypeError:
+        return False
+    return True
+
+
 class TrainingDivergedError(VarformerError):
     """The loss became NaN or infinite; the message names the step and the batch's files."""
 
@@ -142,10 +150,12 @@ class Trainer:
 
         base = sampler if sampler is not None else ShardedShuffleSampler(len(dataset), info.rank, info.world_size,
                                                                          seed=cfg_train.seed)
-        self.sampler = ResumableSampler(base)
         bs = data_cfg.batch_size
-        self.batches_per_epoch = len(self.sampler) // bs
-        if self.batches_per_epoch <= 0:
+        # Two kinds of sampler: finite epochs (wrapped so an epoch can start part-way) or an endless stream with
+        # a ``start`` (samples of this rank already consumed), e.g. varformer.data.training.InfiniteShardedSampler.
+        self.endless = hasattr(base, "start") and not _has_len(base)
+        self.sampler = base if self.endless else ResumableSampler(base)
+        if not self.endless and len(self.sampler) // bs <= 0:
             raise ConfigError(f"data.batch_size={bs} is larger than this rank's share of the dataset "
                               f"({len(self.sampler)} samples)")
         workers = data_cfg.num_workers
@@ -234,8 +244,11 @@ class Trainer:
     def _next_batch(self):
         while True:
             if self._iter is None:
-                self.sampler.set_epoch(self.epoch)
-                self.sampler.skip = self.batch_in_epoch * self.data_cfg.batch_size
+                if self.endless:
+                    self.sampler.start = self.batch_in_epoch * self.data_cfg.batch_size
+                else:
+                    self.sampler.set_epoch(self.epoch)
+                    self.sampler.skip = self.batch_in_epoch * self.data_cfg.batch_size
                 self.loader_generator.manual_seed(
                     (self.cfg.seed * 1_000_003 + self.epoch * 1_009 + self.info.rank) % (2 ** 63))
                 self._iter = iter(self.loader)

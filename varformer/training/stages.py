@@ -1,0 +1,252 @@
+"""What differs between the two training stages: the model part, what is frozen, the losses, the data and
+the validation set. Everything else is the shared ``Trainer``.
+
+Stage 1 (``VarFormerStage1``): Adapter + cross-attention (+ VAR embeddings/head, as the official code trains
+them) on the frozen VQVAE/VAR; losses 0.1 x token CE + 0.5 x feature MSE; clean images as LQ and GT (official).
+Stage 2 (``VarFormer``): the full restorer; L1 + 0.5 x PSNR + 1.0 x VGG19 + the two stage-1 terms; the task
+mixture. Started from a stage-1 run (``model.stage1_weights``), it keeps the adapter, cross-attention and VAR
+embedding/head weights stage 1 learned (EMA), unlike the official code, which reverts the online copy's VAR
+embeddings/head to the original VAR file (spec 10.1).
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from varformer.errors import CheckpointMismatchError, ConfigError, WeightsNotFoundError
+from varformer.losses import VarFormerLoss
+from varformer.training.activation_checkpointing import enable_activation_checkpointing
+from varformer.training.loop import StepOutput, TrainTask
+
+VAL_SIZE = 256
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model: build, load, freeze
+# ---------------------------------------------------------------------------------------------------------------
+def build_model(cfg, stage: int, announce=print) -> nn.Module:
+    """The stage's model with its backbone weights loaded (or, for tests/demo, an announced random backbone)."""
+    from varformer.model import VarFormer, VarFormerStage1
+    m = cfg.model
+    if stage == 1:
+        model = VarFormerStage1(depth=m.depth, vae_ch=m.vae_ch, n_cross=m.n_cross, cfg=m.cfg,
+                                head_layout=m.head_layout)
+    elif stage == 2:
+        model = VarFormer(depth=m.depth, vae_ch=m.vae_ch, n_cross=m.n_cross, dec_adjust=m.dec_adjust, cfg=m.cfg,
+                          head_layout=m.head_layout)
+    else:
+        raise ConfigError(f"stage must be 1 or 2, got {stage}")
+    if m.weights:
+        from varformer.model.checkpoint_io import load_weights, read_varformer
+        config, sd = read_varformer(m.weights)
+        load_weights(model, sd, source=m.weights)
+        announce(f"model: all weights from {m.weights}")
+    elif m.random_init_backbone:
+        announce("model: RANDOM-INIT VQVAE/VAR backbone (model.random_init_backbone=true): for tests and the demo "
+                 "only, the priors carry no ImageNet knowledge")
+    else:
+        from varformer.model.checkpoint_io import load_backbone_weights
+        load_backbone_weights(model, m.vae_path, m.var_path, local_files_only=m.local_files_only)
+        announce(f"model: VQVAE and VAR d{m.depth} weights loaded")
+    if stage == 2 and m.stage1_weights:
+        n = load_stage1_into_stage2(model, m.stage1_weights)
+        announce(f"model: {n} adapter / cross-attention / VAR embedding+head tensors from stage 1 "
+                 f"({m.stage1_weights})")
+    return model
+
+
+def freeze_for(model: nn.Module, stage: int, formulation: str) -> None:
+    """Official: VQVAE + VAR blocks frozen, everything else trains (VAR embeddings and head included).
+    Paper: the whole VAR frozen; in stage 2 also the Adapter and cross-attention (no paper term reaches them)."""
+    model.freeze_official()
+    if formulation == "paper":
+        model.var.requires_grad_(False)
+        if stage == 2:
+            model.adapter.requires_grad_(False)
+            model.cross_attn.requires_grad_(False)
+
+
+def _stage1_state(path: str) -> Dict[str, torch.Tensor]:
+    """Stage-1 weights from a training checkpoint of ours (its EMA, as the official code uses ``params_ema``) or
+    from a saved stage-1 model file."""
+    if not os.path.isfile(path):
+        raise WeightsNotFoundError(f"model.stage1_weights: {path} does not exist (a stage-1 run's ckpt_*.pt or "
+                                   "final_ema.pt)")
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, dict) and "ema" in obj and "model" in obj:
+        sd = dict(obj["model"])
+        sd.update(obj["ema"])
+        return sd
+    from varformer.model.checkpoint_io import read_varformer
+    config, sd = read_varformer(path)
+    if config.get("stage") != 1:
+        raise CheckpointMismatchError(f"model.stage1_weights: {path} is a stage-{config.get('stage')} checkpoint, "
+                                      "not a stage-1 one")
+    return sd
+
+
+def load_stage1_into_stage2(model: nn.Module, path: str) -> int:
+    """Copy the adapter, the first ``n_cross`` cross-attention blocks and the trained VAR embeddings/head of a
+    stage-1 model into the stage-2 model (shapes checked; nothing else is touched)."""
+    sd = _stage1_state(path)
+    own = model.state_dict()
+    take = {}
+    for k, v in sd.items():
+        if not (k.startswith("adapter.") or k.startswith("cross_attn.") or k.startswith("var.")):
+            continue
+        if k.startswith("var.blocks.") or k not in own:
+            continue  # frozen VAR blocks come from the VAR file; stage 2 keeps only its first n_cross blocks
+        if own[k].shape != v.shape:
+            raise CheckpointMismatchError(f"stage-1 tensor {k} has shape {tuple(v.shape)}, stage 2 expects "
+                                          f"{tuple(own[k].shape)} (different depth or width?)")
+        take[k] = v
+    if not any(k.startswith("adapter.") for k in take):
+        raise CheckpointMismatchError(f"{path} holds no adapter weights: not a stage-1 checkpoint")
+    model.load_state_dict(take, strict=False)
+    return len(take)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The task
+# ---------------------------------------------------------------------------------------------------------------
+class VarFormerTask(TrainTask):
+    """One training step of either stage: GT tokens and clean latent from the frozen tokenizer (no graph), the
+    model's training outputs, the stage's weighted losses."""
+
+    def __init__(self, model: nn.Module, loss: VarFormerLoss, stage: int,
+                 val_pairs: Optional[List[Dict[str, torch.Tensor]]] = None, val_batch: int = 4):
+        super().__init__()
+        self.model, self.loss, self.stage = model, loss, stage
+        self.val_pairs = val_pairs or []
+        self.val_batch = val_batch
+        self._val_visuals: Dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def clean_targets(self, gt_pm1: torch.Tensor):
+        """GT token maps and the cumulative reconstruction after all scales, float32 (quantizer code search)."""
+        vae = self.model.vae
+        with torch.autocast(device_type=gt_pm1.device.type, enabled=False):
+            idx, fhats = vae.f_to_indices_and_fhats(vae.encode(gt_pm1.float()))
+        return idx, fhats[-1]
+
+    def forward(self, batch) -> StepOutput:
+        lq, gt = batch["lq"], batch["gt"]
+        gt_pm1 = gt * 2 - 1
+        gt_tokens, gt_feat = self.clean_targets(gt_pm1)
+        out = self.model.training_outputs(lq)
+        lt = self.loss(out, gt_pm1, gt_tokens, gt_feat)
+        visuals = {"lq": lq, "output": out.restored.detach().float().add(1).mul(0.5), "gt": gt}
+        return StepOutput(loss=lt.total, terms=lt.terms, visuals=visuals,
+                          dae_weights=getattr(out, "dae_weights", None) or {})
+
+    def validate(self, model: nn.Module, step: int) -> Dict[str, float]:
+        if not self.val_pairs:
+            return {}
+        from varformer.metrics import psnr, ssim
+        device = next(model.parameters()).device
+        vals = {"psnr": [], "ssim": [], "psnr_input": []}
+        outs = []
+        for i in range(0, len(self.val_pairs), self.val_batch):
+            chunk = self.val_pairs[i:i + self.val_batch]
+            lq = torch.stack([p["lq"] for p in chunk]).to(device)
+            gt = torch.stack([p["gt"] for p in chunk]).to(device)
+            out = model(lq)
+            vals["psnr"] += [float(v) for v in psnr(out, gt, crop_border=4)]
+            vals["ssim"] += [float(v) for v in ssim(out, gt, crop_border=4)]
+            vals["psnr_input"] += [float(v) for v in psnr(lq, gt, crop_border=4)]
+            outs.append((lq[:2].cpu(), out[:2].cpu(), gt[:2].cpu()))
+        lq, out, gt = (torch.cat(t) for t in zip(*outs))
+        self._val_visuals = {"lq": lq[:4], "output": out[:4], "gt": gt[:4]}
+        return {k: sum(v) / len(v) for k, v in vals.items()}
+
+    def validation_visuals(self) -> Dict[str, torch.Tensor]:
+        return self._val_visuals
+
+    def export(self, model: nn.Module, path: str) -> Optional[str]:
+        from varformer.model import save_varformer
+        out = path + ".pt"
+        tmp = path + ".tmp.pt"
+        save_varformer(tmp, model)
+        os.replace(tmp, out)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+def build_train_dataset(cfg, stage: int) -> Dataset:
+    from varformer.data import training as T
+    d, seed = cfg.data, cfg.train.seed
+    if d.demo:
+        if stage == 1:
+            return T.build_demo_stage1_dataset(d.demo_cache, d.crop_size, d.flip, d.rot90, seed)
+        from varformer.data.demo import DEMO_TASKS
+        tasks = [t for t in d.tasks if t in DEMO_TASKS]
+        if not tasks:
+            raise ConfigError(f"data.demo: none of data.tasks={list(d.tasks)} has demo data ({', '.join(DEMO_TASKS)})")
+        if len(d.task_weights) and len(tasks) != len(d.tasks):
+            raise ConfigError("data.demo drops the tasks without demo data; give data.task_weights for "
+                              f"{tasks} only, or none")
+        return T.build_demo_stage2_dataset(d.demo_cache, tasks, list(d.task_weights), d.crop_size, d.flip,
+                                           d.rot90, seed)
+    if not d.root:
+        raise ConfigError("data.root is not set: point it at the training data (official layouts), or use "
+                          "data.demo=true for the built-in demo set")
+    if stage == 1:
+        return T.build_stage1_dataset(d.root, d.crop_size, d.flip, d.rot90, seed)
+    return T.build_stage2_dataset(d.root, list(d.tasks), list(d.task_weights), d.crop_size, d.flip, d.rot90, seed)
+
+
+def build_sampler(dataset: Dataset, cfg, rank: int, world_size: int):
+    from varformer.data.training import InfiniteShardedSampler
+    return InfiniteShardedSampler(len(dataset), rank, world_size, cfg.train.seed, True)
+
+
+def _resize_256(x: torch.Tensor) -> torch.Tensor:
+    # the official validation: bilinear, half-pixel centres, no antialiasing (cv2 INTER_LINEAR)
+    if tuple(x.shape[-2:]) == (VAL_SIZE, VAL_SIZE):
+        return x
+    return F.interpolate(x[None], size=(VAL_SIZE, VAL_SIZE), mode="bilinear", align_corners=False,
+                         antialias=False)[0].clamp(0, 1)
+
+
+def build_val_pairs(cfg) -> List[Dict[str, torch.Tensor]]:
+    """Held-out pairs for validation, resized to 256x256 as in the official validation (paper protocol): the demo
+    set's test split with ``data.demo``, else ``eval.benchmarks`` under ``eval.root``; at most
+    ``train.val_images``, taken round-robin across the benchmarks."""
+    if cfg.train.val_every <= 0 or cfg.train.val_images <= 0:
+        return []
+    from varformer.data.test_sets import benchmark_dataset
+    if cfg.data.demo:
+        from varformer.data.demo import demo_benchmarks
+        names, root = demo_benchmarks(), cfg.data.demo_cache
+    else:
+        names, root = list(cfg.eval.benchmarks), cfg.eval.root
+    if not names:
+        return []
+    sets = [benchmark_dataset(n, root) for n in names]
+    pairs, i = [], 0
+    while len(pairs) < cfg.train.val_images and any(i < len(s) for s in sets):
+        for s in sets:
+            if i < len(s) and len(pairs) < cfg.train.val_images:
+                item = s[i]
+                pairs.append({"lq": _resize_256(item["lq"].float()), "gt": _resize_256(item["gt"].float())})
+        i += 1
+    return pairs
+
+
+def build_task(cfg, stage: int, announce=print) -> VarFormerTask:
+    model = build_model(cfg, stage, announce)
+    freeze_for(model, stage, cfg.train.loss.formulation)
+    if cfg.train.grad_checkpointing:
+        n = enable_activation_checkpointing(model)
+        announce(f"activation checkpointing on for {n} modules")
+    loss = VarFormerLoss.from_config(cfg.train.loss, stage, announce)
+    announce(f"stage {stage} losses ({cfg.train.loss.formulation}): "
+             + " + ".join(f"{w:g} x {k}" for k, w in loss.weights.items()))
+    return VarFormerTask(model, loss, stage, build_val_pairs(cfg), val_batch=cfg.eval.batch_size)
