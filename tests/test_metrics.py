@@ -273,3 +273,20 @@ def test_lpips_corrupt_backbone_file_is_named(tmp_path):
     bad.write_text("<html>404</html>")
     with pytest.raises(CheckpointMismatchError, match="download it again"):
         metrics.load_lpips(bad)
+
+
+@pytest.mark.parametrize("kw", [{}, {"y_channel": True, "crop_border": 4}, {"ssim_mode": "replicate"},
+                                {"ssim_mode": "replicate", "y_channel": True},
+                                {"ssim_mode": "skimage_default", "luma": "full_range", "y_channel": True}])
+def test_torch_code_path_matches_numpy_code_path(monkeypatch, kw):
+    """CPU inputs run on numpy; GPU inputs on torch. Force the torch path on CPU and compare."""
+    x = torch.cat([_to_tensor(PAIRS[n][1][:64, :80]) for n in SOME_PAIRS]).float()
+    y = torch.cat([_to_tensor(PAIRS[n][0][:64, :80]) for n in SOME_PAIRS]).float()
+    psnr_kw = {k: v for k, v in kw.items() if k != "ssim_mode"}
+    ref_p, ref_s = psnr(x, y, **psnr_kw), ssim(x, y, **kw)
+    monkeypatch.setattr(metrics, "_CPU_BACKEND", "torch")
+    got_p, got_s = psnr(x, y, **psnr_kw), ssim(x, y, **kw)
+    assert got_p.dtype == ref_p.dtype == torch.float64 and got_s.shape == ref_s.shape == (3,)
+    torch.testing.assert_close(got_p, ref_p, rtol=0, atol=1e-10)
+    torch.testing.assert_close(got_s, ref_s, rtol=0, atol=1e-12)
+    assert torch.isinf(psnr(x, x)).all() and torch.allclose(ssim(x, x, **kw), torch.ones(3, dtype=torch.float64))
