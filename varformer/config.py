@@ -92,6 +92,7 @@ class TrainConfig:
     image_every: int = 1_000            # TensorBoard image grid (LQ | output | GT) and DAE-weight plot; 0: never
     val_every: int = 5_000              # validation on the held-out set with the EMA weights; 0: never
     val_images: int = 16
+    val_at_start: bool = False          # also validate the initial weights (step 0), e.g. to see the gain
     max_seconds: float = 0.0            # stop (with a checkpoint) after this much wall time; 0: no limit
     device: str = "auto"                # "auto", "cpu", "cuda"
     loss: LossConfig = field(default_factory=LossConfig)

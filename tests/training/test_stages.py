@@ -92,7 +92,7 @@ def test_short_stage1_then_stage2_run_on_demo_data(tmp_path, vgg_file, capsys):
     s2_dir = tmp_path / "s2"
     cfg2 = load_config("configs/demo_stage2.yaml", common + [
         f"train.output_dir={s2_dir}", f"model.stage1_weights={s1_dir / 'ckpt_00000001.pt'}",
-        "train.val_every=1", "train.val_images=2", f"train.loss.vgg_path={vgg_file}", "train.loss.perceptual=1.0",
+        "train.val_every=1", "train.val_images=1", f"train.loss.vgg_path={vgg_file}", "train.loss.perceptual=1.0",
         "train.loss.perceptual_layer=relu1_2"])
     r2 = run_training(2, cfg2, progress=False)
     err = capsys.readouterr().err

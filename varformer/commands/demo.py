@@ -1,8 +1,11 @@
-"""``varformer demo``: offline demo benchmark -> evaluation under the paper and full protocols -> table."""
+"""``varformer demo``: offline demo benchmark -> a short training run of a small model (or the official/user
+weights found under checkpoints/) -> evaluation under the paper and full protocols -> table."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,14 +16,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--train-minutes", type=float, default=5.0,
+                        help="wall-clock training budget, 1/5 for stage 1 and 4/5 for stage 2 (default 5)")
+    parser.add_argument("--train", action="store_true",
+                        help="train the small demo model even when weights are present under checkpoints/")
+    parser.add_argument("--baseline-only", action="store_true",
+                        help="evaluate only the identity baseline (no training, no weights): a quick check")
+    parser.add_argument("--run-dir", default=None,
+                        help="where the training runs write checkpoints and TensorBoard logs (default runs/demo-TIME)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from varformer.demo import NOT_TRAINED_MESSAGE, run_demo
-    outcome = run_demo(args.demo_cache, args.output_dir, args.overwrite, args.device, progress=not args.quiet)
+    from varformer.demo import (find_trained_weights, pretrained_restorers, run_demo, training_step)
+    weights = [] if args.train else find_trained_weights("checkpoints")
+    if args.baseline_only:
+        steps, grid = [], None
+    elif weights:
+        print(f"evaluating the weights found under checkpoints/ instead of training: {', '.join(weights)}")
+        steps = pretrained_restorers(weights, args.device)
+        grid = None
+    else:
+        if args.train_minutes <= 0:
+            print("varformer demo: --train-minutes must be > 0", file=sys.stderr)
+            return 2
+        run_dir = args.run_dir or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
+        grid = os.path.join(args.output_dir or run_dir, "demo_grid.png")
+        seconds = args.train_minutes * 60
+        steps = [training_step(run_dir, args.device, seconds / 5, seconds * 4 / 5, grid_path=grid)]
+    outcome = run_demo(args.demo_cache, args.output_dir, args.overwrite, args.device, train_steps=steps,
+                       progress=not args.quiet)
     print(f"demo set: {outcome.demo_dir} (ready in {outcome.build_seconds:.1f} s)")
     print(outcome.table)
-    if not outcome.trained:
-        print(NOT_TRAINED_MESSAGE, file=sys.stderr)
-        return 3
+    if not steps:
+        print("varformer demo --baseline-only: no model was trained or evaluated; the table shows only the identity "
+              "baseline (the degraded inputs scored against the targets).", file=sys.stderr)
+    if grid:
+        print(f"side-by-side grid: {grid}")
+        print("The demo model is small (width 32, VAR depth 2) on a random-init VAR backbone and trains for minutes "
+              "on the demo photos: it shows the pipeline working end to end, not the paper's numbers.")
     return 0

@@ -314,6 +314,8 @@ class Trainer:
                 old_handler = None
         self.task.train()
         try:
+            if cfg.val_at_start and self.step == 0 and cfg.val_every > 0:
+                self.validate()
             while self.step < cfg.total_iters:
                 batch = self._next_batch()
                 names = self.task.batch_names(batch)
@@ -391,12 +393,14 @@ class Trainer:
                     self.save()
                 if cfg.val_every > 0 and not self._every(cfg.val_every):
                     self.validate()
+            if status == "time_limit" and cfg.val_every > 0 and not self._every(cfg.val_every):
+                self.validate()  # a time-limited run (the demo) ends with a validation of what it reached
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
             self.logger.flush()
         export = None
-        if info.is_main and status == "finished":
+        if info.is_main and status in ("finished", "time_limit"):
             with self.ema.swapped_in(self.model):
                 export = self.task.export(self.model, os.path.join(self.out_dir, "final_ema"))
             if export:
