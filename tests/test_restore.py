@@ -131,3 +131,36 @@ def test_missing_weights_error_says_what_to_do(tmp_path):
     with pytest.raises(VarformerError, match="--tile 256"):
         restore_paths([str(tmp_path)], str(tmp_path / "o"), ModelRestorer(torch.nn.Identity(), torch.device("cpu")),
                       tile=128, progress=False)
+
+
+def test_restore_folder_with_a_small_varformer_checkpoint(tmp_path):
+    """A real (random-init, small) VarFormer saved with save_varformer, loaded by --weights, on mixed sizes."""
+    from varformer.model.checkpoint_io import save_varformer
+    from varformer.model.varformer import VarFormer
+
+    torch.manual_seed(0)
+    model = VarFormer(depth=2, vae_ch=32, n_cross=1)
+    ckpt = tmp_path / "small.pt"
+    save_varformer(ckpt, model)
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(_rgb(200, 180, 0)).save(d / "small.png")             # padded to one tile
+    Image.fromarray(_rgb(256, 300, 1)[..., 0]).save(d / "gray_wide.png")   # grayscale, two tiles
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    out = tmp_path / "out"
+    restorer = build_restorer(str(ckpt))
+    calls = []
+
+    def counted(x):
+        calls.append(x.shape[0])
+        return restorer(x)
+
+    rep = restore_paths([str(d)], str(out), counted, tile=256, overlap=32, batch_size=3, progress=False,
+                        log=lambda m: None)
+    assert calls == [3]  # the three tiles of both images in one model call
+    assert sorted(p.name for p in rep.written) == ["gray_wide.png", "small.png"]
+    assert [p.name for p, _ in rep.failed] == ["broken.jpg"]
+    a = np.asarray(Image.open(out / "small.png"))
+    b = np.asarray(Image.open(out / "gray_wide.png"))
+    assert a.shape == (200, 180, 3) and b.shape == (256, 300, 3)
+    # (that batching tiles of several images leaves each result unchanged is tested with the model)

@@ -66,8 +66,8 @@ class ModelRestorer:
         autocast = (torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
                     if self.precision != "fp32" else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
-            y = self.model(x_N3SS.to(self.device, torch.float32))
-        return y.float().clamp_(0, 1)
+            y = self.model(x_N3SS.to(self.device, torch.float32)).float().clamp(0, 1)
+        return y
 
 
 def resolve_device(device: str) -> torch.device:

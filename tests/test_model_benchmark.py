@@ -1,0 +1,59 @@
+"""``varformer benchmark model`` pieces on a small random-init VarFormer (timings are reported, never asserted)."""
+import pytest
+import torch
+
+from varformer.cli import main
+from varformer.model_benchmark import (PARTS, ModelBenchmark, PartTimer, PrecisionResult, Timing, cpu_features,
+                                       format_model_table, interleaved_timings,
+                                       official_style_forward)
+from varformer.restore import ModelRestorer
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    from varformer.model.varformer import VarFormer
+    torch.manual_seed(0)
+    return VarFormer(depth=2, vae_ch=32, n_cross=1).eval()
+
+
+def test_official_style_reference_gives_the_model_output_and_parts_are_timed(small_model):
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    dev = torch.device("cpu")
+    timer = PartTimer(small_model, dev)
+    run = timer.whole(ModelRestorer(small_model, dev, "fp32"))
+    with timer.active():
+        ours = run(x)
+    ref = official_style_forward(small_model, x)
+    # the model skips work (dead decoder level, duplicated CFG rows): results must stay identical
+    assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
+    shares = timer.shares()
+    assert set(shares) == set(PARTS) and abs(sum(shares.values()) - 1) < 1e-6
+    assert all(v > 0 for v in shares.values())
+    # hooks and wrappers are gone afterwards
+    import varformer.model.varformer as vf
+    assert vf.greedy_rollout.__name__ == "greedy_rollout" and "_vq_decoder_features" not in vars(small_model)
+    assert not small_model.unet_encoder._forward_hooks and not small_model.unet_encoder._forward_pre_hooks
+
+
+def test_interleaved_timings_alternate_and_report():
+    order = []
+    t = interleaved_timings({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+                            torch.device("cpu"), warmup=1, repeat=2, with_memory=True)
+    assert order == ["a", "b"] * 3
+    assert t["a"].peak_mem_bytes > 0 and t["b"].wall_s >= 0
+
+
+def test_table_and_cli_options(capsys):
+    res = ModelBenchmark(config={"depth": 2}, device="cpu", device_name="x86_64", threads=2, load_average=1.0,
+                         cpu_flags=cpu_features(), weights_note="random weights", params=10, flops_per_image=10 ** 11,
+                         model_memory_bytes=2 ** 28, batch=4,
+                         results=[PrecisionResult("fp32", Timing(2.0, 4.0, 2 ** 30), 0.6, 3.0, 50.0,
+                                                  {p: 1 / len(PARTS) for p in PARTS})],
+                         reference={"b1": Timing(3.0, 6.0, 2 ** 31), "flops_per_image": 1.1e11,
+                                    "max_abs_diff_vs_model_fp32": 0.0})
+    table = format_model_table(res)
+    assert "| fp32 | 2.000 | 4.000 | 0.600 | 3.000 | 1.00 GiB | 50.0 | 50.0 |" in table
+    assert "wall 1.50x, CPU time 1.50x" in table and "10.0% more" in table
+    with pytest.raises(SystemExit):
+        main(["benchmark", "model", "--image", "4kx2k"])
+    assert "expected HxW" in capsys.readouterr().err

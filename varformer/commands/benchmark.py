@@ -1,0 +1,93 @@
+"""``varformer benchmark backbone|model``: speed, FLOPs and memory of the VAR backbone or the whole restorer."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from varformer.errors import VarformerError
+
+
+def _hw(text: str):
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 2160x3840, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
+    return h, w
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="what", required=True, metavar="{backbone,model}")
+
+    b = sub.add_parser("backbone", help="VQVAE encoding, teacher-forced VAR forward, KV-cached generation")
+    b.add_argument("--depth", type=int, default=16)
+    b.add_argument("--vae-ch", type=int, default=160)
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--precision", nargs="+", choices=["fp32", "bf16", "fp16"], default=["fp32", "bf16"])
+    b.add_argument("--repeat", type=int, default=1)
+    b.add_argument("--ops", nargs="+", default=["encode", "teacher_forced", "generate_greedy", "generate_sampled"])
+    b.add_argument("--json", metavar="PATH", help="also write the raw result as JSON")
+
+    m = sub.add_parser("model", help="the whole VarFormer (VAR loop included) vs the official-style reference")
+    m.add_argument("--depth", type=int, default=16, help="VAR depth (default 16, the released model)")
+    m.add_argument("--vae-ch", type=int, default=160, help="VQVAE / U-Net width (default 160; 32 for a quick run)")
+    m.add_argument("--n-cross", type=int, default=None, help="cross-attention blocks (default depth // 2)")
+    m.add_argument("--weights", default=None, metavar="PATH",
+                   help="a VarFormer checkpoint (default: random weights, which do not change timings)")
+    m.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    m.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    m.add_argument("--batch", type=int, default=4, help="batch for the throughput measurement (1: skip it)")
+    m.add_argument("--warmup", type=int, default=1)
+    m.add_argument("--repeat", type=int, default=2, help="timed rounds (median)")
+    m.add_argument("--no-reference", action="store_true", help="skip the official-style reference path")
+    m.add_argument("--bf16-check", action="store_true",
+                   help="mean PSNR of bf16 vs fp32 outputs over the demo test set (builds it if needed)")
+    m.add_argument("--image", type=_hw, metavar="HxW",
+                   help="also restore one image of this size end to end with tiling, e.g. 2160x3840")
+    m.add_argument("--full-size-flops", action="store_true",
+                   help="also count the FLOPs of the full-size model (depth 16, vae_ch 160) without computing")
+    m.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    m.add_argument("--json", metavar="PATH", help="also write the raw result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.what == "backbone":
+        from varformer.backbone.benchmark import format_table, run_backbone_benchmark
+        try:
+            result = run_backbone_benchmark(depth=args.depth, batch=args.batch, device=args.device,
+                                            precisions=tuple(args.precision), vae_ch=args.vae_ch,
+                                            repeat=args.repeat, ops=tuple(args.ops))
+        except ValueError as e:
+            raise VarformerError(str(e)) from None
+        print(format_table(result))
+        _write_json(args.json, result)
+        return 0
+
+    from dataclasses import asdict
+
+    from varformer.model_benchmark import format_model_table, run_model_benchmark
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        result = run_model_benchmark(depth=args.depth, vae_ch=args.vae_ch, n_cross=args.n_cross, device=args.device,
+                                     precisions=tuple(args.precision), batch=args.batch, warmup=args.warmup,
+                                     repeat=args.repeat, weights=args.weights, reference=not args.no_reference,
+                                     bf16_check=args.bf16_check, image_hw=args.image,
+                                     full_size_flops=args.full_size_flops,
+                                     log=lambda msg: print(f"benchmark: {msg}", file=sys.stderr, flush=True))
+    except ValueError as e:
+        raise VarformerError(str(e)) from None
+    print(format_model_table(result))
+    _write_json(args.json, asdict(result))
+    return 0
+
+
+def _write_json(path, result) -> None:
+    if path:
+        with open(path, "w") as fh:
+            json.dump(result, fh, indent=2, default=str)
