@@ -22,7 +22,7 @@ import time
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 
 def _device(device) -> torch.device:
@@ -34,9 +34,20 @@ def _sync(device) -> None:
         torch.cuda.synchronize(_device(device))
 
 
+def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch's counter knows the CUDA attention kernels but not the CPU flash kernel SDPA dispatches to on CPU
+_EXTRA_FORMULAS = {}
+if hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu'):
+    _EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_attention_flops
+
+
 def count_flops(fn: Callable, *args, **kwargs) -> int:
-    """Total FLOPs of `fn(*args, **kwargs)` counted by torch's FlopCounterMode (runs fn once)."""
-    counter = FlopCounterMode(display=False)
+    """Total FLOPs of `fn(*args, **kwargs)` counted by torch's FlopCounterMode (runs fn once); attention counts
+    its two matmuls (masked entries included) on every device."""
+    counter = FlopCounterMode(display=False, custom_mapping=dict(_EXTRA_FORMULAS))
     with counter:
         fn(*args, **kwargs)
     return int(counter.get_total_flops())

@@ -2,8 +2,10 @@ from varformer.backbone.benchmark import format_table, run_backbone_benchmark
 
 
 def test_backbone_benchmark_small_config():
+    lines = []
     result = run_backbone_benchmark(depth=1, batch=1, device='cpu', precisions=('fp32', 'bf16'), vae_ch=32,
-                                    ops=('encode', 'teacher_forced', 'generate_greedy'), matmul_n=128)
+                                    ops=('encode', 'teacher_forced', 'generate_greedy'), matmul_n=128,
+                                    log=lines.append)
     ops = [(r['op'], r['precision']) for r in result['rows']]
     assert ops == [('encode', 'fp32'), ('teacher_forced', 'fp32'), ('generate_greedy', 'fp32'),
                    ('teacher_forced', 'bf16'), ('generate_greedy', 'bf16')]
@@ -15,3 +17,4 @@ def test_backbone_benchmark_small_config():
     table = format_table(result)
     assert 'generate_greedy' in table and 'random weights' in table and 'GFLOP/s' in table
     assert set(result['matmul_gflops']) == {'fp32', 'bf16'}
+    assert len(lines) == 1 + 2 + 5 and lines[0].startswith('models ready')

@@ -32,3 +32,9 @@ def test_peak_memory_sees_a_large_temporary():
         return float(t[-1])
     peak = measure_peak_memory(alloc, 'cpu')
     assert peak - before >= 0.9 * size
+
+
+def test_count_flops_includes_attention():
+    q = k = v = torch.randn(1, 2, 16, 8)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    assert count_flops(sdpa, q, k, v) == 2 * (2 * 2 * 16 * 8 * 16)

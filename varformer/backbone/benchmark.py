@@ -105,8 +105,11 @@ def _measure(fn: Callable[[], object], device: torch.device, repeat: int, with_f
 def run_backbone_benchmark(depth: int = 16, batch: int = 1, device: str = 'cpu',
                            precisions: tuple[str, ...] = ('fp32', 'bf16'), vae_ch: int = 160, repeat: int = 1,
                            ops: tuple[str, ...] = ('encode', 'teacher_forced', 'generate_greedy', 'generate_sampled'),
-                           checkpoints_dir=None, seed: int = 0, matmul_n: int = 2048) -> dict:
-    """Measure the backbone; returns a dict (see `format_table`). `repeat` timed calls per measurement."""
+                           checkpoints_dir=None, seed: int = 0, matmul_n: int = 2048,
+                           log: Callable[[str], None] | None = None) -> dict:
+    """Measure the backbone; returns a dict (see `format_table`). `repeat` timed calls per measurement (after one
+    untimed call that also counts the FLOPs); `log` (e.g. `print`) receives a line per finished measurement."""
+    log = log or (lambda line: None)
     dev = torch.device(device)
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available")
@@ -116,6 +119,7 @@ def run_backbone_benchmark(depth: int = 16, batch: int = 1, device: str = 'cpu',
     if unknown:
         raise ValueError(f"unknown benchmark ops {sorted(unknown)}")
     vae, var, weights = build_models(depth, vae_ch, dev, checkpoints_dir, seed)
+    log(f"models ready: {weights}")
     img = _images(batch, dev, seed)
     label_B = torch.arange(batch, device=dev) % var.num_classes
     with torch.inference_mode():
@@ -139,6 +143,7 @@ def run_backbone_benchmark(depth: int = 16, batch: int = 1, device: str = 'cpu',
     for precision in precisions:
         mm_dtype = PRECISIONS[precision] or torch.float32
         result['matmul_gflops'][precision] = matmul_gflops(dev, mm_dtype, n=matmul_n)
+        log(f"matmul {precision}: {result['matmul_gflops'][precision]:.1f} GFLOP/s")
         for op in ops:
             if op == 'encode' and precision != precisions[0]:
                 continue            # the VQVAE is float32 under every precision: measured once
@@ -151,6 +156,7 @@ def run_backbone_benchmark(depth: int = 16, batch: int = 1, device: str = 'cpu',
                 'flops_per_image': flops / batch, 'gflops_per_s': flops / m['seconds'] / 1e9,
                 'peak_bytes': m['peak_bytes'], 'before_bytes': m['before_bytes'],
             })
+            log(f"{op} {result['rows'][-1]['precision']}: {m['seconds']:.3f} s per batch of {batch}")
     return result
 
 
