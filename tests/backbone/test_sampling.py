@@ -3,15 +3,13 @@ import torch
 from backbone_testutils import assert_close
 
 from varformer.backbone.benchmark import bf16_token_flips
-from varformer.backbone.sampling import cfg_strength, combine_cfg, filter_top_k_top_p_
+from varformer.backbone.sampling import combine_cfg, filter_top_k_top_p_
 
 
 def _tf_cfg_logits(var, label_B, idx, cfg):
-    """Teacher-forced CFG logits (B, 680, V) along the token path `idx`."""
+    """Teacher-forced CFG logits (B, 680, V) along the token path `idx`, and the conditional ones."""
     x = var.vae.indices_to_var_input(idx)
-    both = var(torch.cat((label_B, torch.full_like(label_B, var.num_classes))), x.repeat(2, 1, 1))
-    return torch.cat([combine_cfg(both[:, b:e], cfg_strength(cfg, si, var.num_scales))
-                      for si, (b, e) in enumerate(var.begin_ends)], dim=1), both[:label_B.shape[0]]
+    return var.forward_cfg(label_B, x, cfg), var(label_B, x)
 
 
 def test_filters_on_known_logits():

@@ -45,12 +45,14 @@ def test_teacher_forced_logits(tf_outputs, ref):
 
 
 def test_cfg_logits_on_sampled_tokens(small_vae, small_var, ref):
+    cfg = ref['meta']['ar_main']['cfg']
     with torch.no_grad():
         x = small_vae.indices_to_var_input(ref['ar_idx_Bl'])
         both = small_var(torch.cat((ref['label_B'], torch.full_like(ref['label_B'], 1000))), x.repeat(2, 1, 1))
-    cfg = ref['meta']['ar_main']['cfg']
-    logits = torch.cat([combine_cfg(both[:, b:e], cfg_strength(cfg, si, 10))
-                        for si, (b, e) in enumerate(small_var.begin_ends)], dim=1)
+        logits = small_var.forward_cfg(ref['label_B'], x, cfg)
+    by_hand = torch.cat([combine_cfg(both[:, b:e], cfg_strength(cfg, si, 10))
+                         for si, (b, e) in enumerate(small_var.begin_ends)], dim=1)
+    assert_close(logits, by_hand, 1e-5, 1e-6)
     assert [cfg_strength(cfg, si, 10) for si in range(10)] == ref['meta']['ar_cfg_t_per_scale']
     assert_close(logits[..., ::256], ref['ar_logits_cfg_sub'], 1e-3, 1e-4, 'cfg logits')
     assert_close(logits.logsumexp(-1), ref['ar_lse_cfg'], 1e-3, 1e-5, 'cfg lse')

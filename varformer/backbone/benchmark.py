@@ -25,7 +25,6 @@ from typing import Callable
 import torch
 
 from varformer.backbone.hub import VAE_FILENAME, checkpoint_dirs, load_vae, load_var, var_filename
-from varformer.backbone.sampling import cfg_strength, combine_cfg
 from varformer.backbone.var import VAR
 from varformer.backbone.vqvae import VQVAE
 from varformer.profiling import count_flops, current_memory, matmul_gflops, measure_peak_memory
@@ -195,13 +194,9 @@ def bf16_token_flips(var: VAR, label_B: torch.Tensor, idx_list: list[torch.Tenso
     inputs, so `rollout_first_scale` (first scale with a difference, or None) matters more than the fraction."""
     vae, dev = var.vae, label_B.device
     x_BLCv = vae.indices_to_var_input(idx_list)
-    null_B = torch.full_like(label_B, var.num_classes)
 
     def cfg_logits():
-        both = var(torch.cat((label_B, null_B)), x_BLCv.repeat(2, 1, 1))
-        parts = [combine_cfg(both[:, b:e], cfg_strength(cfg, si, var.num_scales))
-                 for si, (b, e) in enumerate(var.begin_ends)]
-        return both[:label_B.shape[0]], torch.cat(parts, dim=1)
+        return var(label_B, x_BLCv), var.forward_cfg(label_B, x_BLCv, cfg)
 
     cond32, cfg32 = cfg_logits()
     with torch.autocast(device_type=dev.type, dtype=dtype):

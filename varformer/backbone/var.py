@@ -5,7 +5,8 @@
     logits = var(label_B, vae.indices_to_var_input(idx))    # (B, 680, 4096) teacher-forced; label 1000 = null
     idx, img = var.generate(B, label_B, cfg=1.5, top_k=900, top_p=0.96, g_seed=0)      # img in [0, 1]
 
-The VQVAE is reachable as `var.vae` but is *not* a sub-module (the official VAR checkpoint holds no `vae.*` keys).
+The VQVAE is reachable as `var.vae` but is *not* a sub-module (the official VAR checkpoint holds no `vae.*` keys):
+`var.to(device)` / `var.eval()` do not touch it, move and switch it yourself (the loaders in hub.py do).
 
 Building blocks for callers that run their own next-scale loop (VarFormer's greedy rollout with cross-attention;
 `sample` below is written with exactly these pieces):
@@ -194,6 +195,13 @@ class VAR(nn.Module):
         for block in self.blocks:
             x_BLC = block(x_BLC, block_cond, self.attn_bias_for_masking)
         return self.logits(x_BLC, cond_BD)
+
+    def forward_cfg(self, label_B: torch.Tensor, x_BLCv: torch.Tensor, cfg: float) -> torch.Tensor:
+        """Teacher-forced logits combined with the sampler's per-scale CFG schedule, (B, L, V): what `sample` sees
+        (before filtering) when it walks the token path that `x_BLCv` encodes. Runs cond and null rows in one batch."""
+        both = self(torch.cat((label_B, torch.full_like(label_B, self.num_classes))), x_BLCv.repeat(2, 1, 1))
+        return torch.cat([combine_cfg(both[:, b:e], cfg_strength(cfg, si, self.num_scales))
+                          for si, (b, e) in enumerate(self.begin_ends)], dim=1)
 
     # ------------------------------------------------------------------ sampling
     def _labels(self, B: int, label_B, generator: torch.Generator | None) -> torch.Tensor:
