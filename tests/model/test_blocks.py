@@ -135,6 +135,18 @@ def test_scale_selection_formula():
     assert prior.shape == (2, 64, 32, 32)
 
 
+def test_softmax_weight_heads_stay_float32_under_bf16_autocast():
+    sel = _randomize(ScaleSelection(32, 32, 1, heads=8), std=0.05)
+    fuse = _randomize(RegionFusion(32, 4), std=0.05)
+    g, priors = torch.randn(1, 32, 16, 16), torch.randn(1, 10, 32, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prior, w = sel(g, priors)
+        out = fuse(g, prior)
+    assert w.dtype == torch.float32 and prior.dtype == torch.bfloat16
+    torch.testing.assert_close(w, sel(g, priors)[1], atol=2e-2, rtol=0)
+    assert torch.isfinite(out).all()
+
+
 def test_region_fusion_is_a_convex_blend():
     fuse = _randomize(RegionFusion(32, 4), std=0.05)
     h, p = torch.randn(1, 32, 16, 16), torch.randn(1, 32, 16, 16)

@@ -13,29 +13,37 @@ SMALL = dict(depth=2, vae_ch=32)
 
 def _random_state(model, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {k: (torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone())
+    return {k: (torch.randn(v.shape, generator=g) if v.is_floating_point() else torch.zeros(v.shape, dtype=v.dtype))
             for k, v in model.state_dict().items()}
 
 
+_CACHE = {}
+
+
 def _official_small(cls, seed=0, **kw):
-    """An official-layout state dict at reduced width: our layout mapped back, plus inert official tensors."""
-    torch.manual_seed(seed)
-    model = cls(**SMALL, **kw)
-    sd = to_official(_random_state(model, seed))
-    C = model.var.C
-    for j in range(model.n_cross):
-        sd[f"cross_attn_blocks.{j}.zero_k_bias"] = torch.zeros(C)
-    if cls is VarFormer:
-        sd["Mainencoder.AFT.Level_0.q.weight"] = torch.randn(32, 32, 1, 1)
-        sd["main_decoder.DAE.Level_0.conv1x1.bias"] = torch.randn(2)
-        sd["main_decoder.conv1__w.weight"] = torch.randn(1, 1, 1, 1)
-        sd["main_decoder.conv1__w.bias"] = torch.randn(1)
-        rstb = "Mainencoder.DAE.Level_2.swin_blocks.1"
-        sd[f"{rstb}.patch_embed.proj.weight"] = torch.empty(64, 0, 4, 4)
-        sd[f"{rstb}.patch_embed.proj.bias"] = torch.randn(64)
-        sd[f"{rstb}.residual_group.blocks.1.attn_mask"] = torch.zeros(256, 16, 16)
-        sd[f"{rstb}.residual_group.blocks.0.attn.relative_position_index"] = torch.zeros(16, 16, dtype=torch.long)
-    return sd
+    """An official-layout state dict at reduced width: our layout (shapes from a meta-device model, random values)
+    mapped back, plus inert official tensors. A fresh dict each call (the tensors are shared: do not modify them
+    in place)."""
+    key = (cls.__name__, seed, tuple(sorted(kw.items())))
+    if key not in _CACHE:
+        with torch.device("meta"):
+            model = cls(**SMALL, **kw)
+        sd = to_official(_random_state(model, seed))
+        for j in range(model.n_cross):
+            sd[f"cross_attn_blocks.{j}.zero_k_bias"] = torch.zeros(model.var.C)
+        if cls is VarFormer:
+            sd["Mainencoder.AFT.Level_0.q.weight"] = torch.randn(32, 32, 1, 1)
+            sd["main_decoder.DAE.Level_0.conv1x1.bias"] = torch.randn(2)
+            sd["main_decoder.conv1__w.weight"] = torch.randn(1, 1, 1, 1)
+            sd["main_decoder.conv1__w.bias"] = torch.randn(1)
+            rstb = "Mainencoder.DAE.Level_2.swin_blocks.1"
+            sd[f"{rstb}.patch_embed.proj.weight"] = torch.empty(64, 0, 4, 4)
+            sd[f"{rstb}.patch_embed.proj.bias"] = torch.randn(64)
+            sd[f"{rstb}.residual_group.blocks.1.attn_mask"] = torch.zeros(256, 16, 16)
+            sd[f"{rstb}.residual_group.blocks.0.attn.relative_position_index"] = torch.zeros(16, 16,
+                                                                                           dtype=torch.long)
+        _CACHE[key] = sd
+    return dict(_CACHE[key])
 
 
 @pytest.mark.parametrize("cls, kw, config", [
@@ -85,7 +93,7 @@ def test_wrong_depth_and_stray_tensors_are_reported():
     with pytest.raises(CheckpointMismatchError, match="shape mismatches: word_embed.bias"):
         convert_official(off)
     off = _official_small(VarFormerStage1, n_cross=2)
-    off["cross_attn_blocks.0.zero_k_bias"] += 1
+    off["cross_attn_blocks.0.zero_k_bias"] = off["cross_attn_blocks.0.zero_k_bias"] + 1
     with pytest.raises(CheckpointMismatchError, match="all-zero"):
         convert_official(off)
 
@@ -112,16 +120,24 @@ def test_basicsr_file_key_selection_and_cli(tmp_path):
     assert main(["convert", "official", str(tmp_path / "missing.pth"), "-o", str(out)]) == 2
 
 
-def test_our_format_round_trip(tmp_path):
-    model = VarFormer(**SMALL, n_cross=1, cfg=0.7)
-    path = tmp_path / "m.pt"
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_our_format_round_trip(tmp_path, suffix):
+    model = VarFormerStage1(**SMALL, n_cross=1, cfg=0.7)
+    path = tmp_path / f"m{suffix}"
     save_varformer(path, model)
-    obj = torch.load(path, weights_only=True)
-    assert obj["config"] == dict(stage=2, depth=2, vae_ch=32, n_cross=1, cfg=0.7, head_layout="official",
-                                 dec_adjust=False)
+    if suffix == ".pt":
+        obj = torch.load(path, weights_only=True)
+        assert obj["config"] == dict(stage=1, depth=2, vae_ch=32, n_cross=1, cfg=0.7, head_layout="official")
     loaded = load_varformer(path)
-    assert isinstance(loaded, VarFormer) and loaded.cfg == 0.7
+    assert isinstance(loaded, VarFormerStage1) and loaded.cfg == 0.7
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
-    with pytest.raises(CheckpointMismatchError, match="stage-2.*stage-1"):
-        load_varformer(path, expect_stage=1)
+    with pytest.raises(CheckpointMismatchError, match="stage-1.*stage-2"):
+        load_varformer(path, expect_stage=2)
     assert load_varformer(path, head_layout="standard").cross_attn[0].head_layout == "standard"
+
+
+def test_stage2_config_names_the_architecture():
+    with torch.device("meta"):
+        model = VarFormer(**SMALL, n_cross=1, dec_adjust=True)
+    assert model.config() == dict(stage=2, depth=2, vae_ch=32, n_cross=1, cfg=0.5, head_layout="official",
+                                  dec_adjust=True)

@@ -34,10 +34,17 @@ def official():
         return json.load(f)
 
 
+_MODELS = {}
+
+
 def _build(cls, config):
-    kw = {k: v for k, v in config.items() if k != "stage"}
-    with torch.device("meta"):
-        return cls(**kw)
+    """Meta-device model per layout, built once per session (freeze_official resets requires_grad itself)."""
+    key = (cls.__name__, tuple(sorted(config.items())))
+    if key not in _MODELS:
+        kw = {k: v for k, v in config.items() if k != "stage"}
+        with torch.device("meta"):
+            _MODELS[key] = cls(**kw)
+    return _MODELS[key]
 
 
 def _count(model, prefix):

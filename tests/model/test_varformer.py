@@ -55,6 +55,7 @@ def make_small(cls, seed=0, **kw):
 
 @pytest.fixture(scope="module")
 def run():
+    """One inference call and one training_outputs call on the same image (the two full passes of this file)."""
     m = make_small(VarFormer, n_cross=1).freeze_official()
     lq = photos(2)
     shapes = {}
@@ -68,16 +69,18 @@ def run():
     handles += [m.unet_decoder.guidance[f"level{i}"].register_forward_hook(hook(f"dec{i}")) for i in range(1, 5)]
     handles.append(m.unet_decoder.up[0].block[0].register_forward_hook(hook("dec0")))
     handles.append(m.unet_decoder.register_forward_hook(hook("decoder")))
-    batch_out = m(lq)                               # inference, batch of 2
-    t = m.training_outputs(lq[:1])                  # autograd graph, image 0 alone
+    handles.append(m.adapter.register_forward_hook(
+        lambda mod, args, out: shapes.__setitem__("adapter_io", (args[0].detach(), out.detach()))))
+    out = m(lq[:1])                                 # inference
+    t = m.training_outputs(lq[:1])                  # autograd graph
     for h in handles:
         h.remove()
-    return m, lq, batch_out, t, shapes
+    return m, lq, out, t, shapes
 
 
 def test_shapes_at_every_level(run):
-    m, lq, batch_out, t, shapes = run
-    assert batch_out.shape == (2, 3, 256, 256) and 0 <= batch_out.min() and batch_out.max() <= 1
+    m, lq, out, t, shapes = run
+    assert out.shape == (1, 3, 256, 256) and 0 <= out.min() and out.max() <= 1
     assert t.restored.shape == (1, 3, 256, 256) and t.restored.abs().max() <= 1
     assert t.lq_feat.shape == (1, 32, 16, 16)
     assert t.logits.shape == (1, 680, 4096) and t.logits.dtype == torch.float32
@@ -103,20 +106,27 @@ def test_shapes_at_every_level(run):
     assert y == (1, 32, 16, 16)
 
 
-def test_per_image_equals_batched_and_training_outputs_equal_call(run):
-    m, lq, batch_out, t, _ = run
-    alone = t.restored.detach().add(1).mul(0.5).clamp(0, 1)
-    torch.testing.assert_close(alone, batch_out[:1], atol=2e-5, rtol=0)
-    # the tokens of the greedy rollout are those of the batched run too (batch-independent re-cut)
-    x = (lq - 0.5) / 0.5
+def test_training_outputs_equal_call(run):
+    m, lq, out, t, _ = run
+    torch.testing.assert_close(t.restored.detach().add(1).mul(0.5).clamp(0, 1), out, atol=2e-5, rtol=0)
+
+
+def test_per_image_equals_batched(run):
+    """Rows only mix inside the VAR loop (the official re-cut, applied per image pair); the tokenizer side and the
+    rollout of a batch must give each image what it gets alone. (The U-Net is per-sample by construction --
+    GroupNorm, InstanceNorm, windows and anchors never cross images -- and its blocks are checked batched against
+    per-sample formulas in test_blocks.py.)"""
+    m, lq, _, t, _ = run
     with torch.no_grad():
-        _, _, r2 = m._adapt_and_rollout(x)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(r2.tokens, t.tokens))
+        _, _, r2 = m._adapt_and_rollout((lq - 0.5) / 0.5)      # image 0 with image 1 beside it
+    assert all(torch.equal(a[:1], b) for a, b in zip(r2.tokens, t.tokens))
     torch.testing.assert_close(r2.logits[:1], t.logits.detach(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(r2.priors[:1], t.priors, atol=1e-5, rtol=1e-5)
+    assert not all(torch.equal(a[:1], a[1:]) for a in r2.tokens)  # the two images do differ
 
 
 def test_rollout_outputs_are_consistent(run):
-    m, lq, _, t, _ = run
+    m, lq, _, t, shapes = run
     # tokens are the argmax of the returned logits, priors are the per-scale increments of f_hat
     ends = np.cumsum([pn * pn for pn in (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)])
     starts = np.concatenate([[0], ends[:-1]])
@@ -125,17 +135,17 @@ def test_rollout_outputs_are_consistent(run):
     fhat = m.vae.indices_to_fhat(t.tokens)[-1]
     torch.testing.assert_close(t.priors.sum(1), fhat, atol=1e-5, rtol=1e-5)
     # lq_feat has the value of the quantised adapted latent
-    with torch.no_grad():
-        f_a = m.adapter(m.vae.encode((lq[:1] - 0.5) / 0.5))
-        f_lq = m.vae.f_to_indices_and_fhats(f_a)[1][-1]
+    f, f_a = shapes["adapter_io"]
+    assert f.shape == (1, 32, 16, 16)
+    f_lq = m.vae.f_to_indices_and_fhats(f_a)[1][-1]
     torch.testing.assert_close(t.lq_feat.detach(), f_lq, atol=1e-5, rtol=1e-5)
 
 
 def test_gradient_routing_per_loss_term(run):
     m, lq, _, t, _ = run
-    gt = lq[:1] * 2 - 1
-    idx_gt = torch.cat(m.vae.img_to_indices(gt), dim=1)
-    f_gt = m.vae.indices_to_fhat(m.vae.img_to_indices(gt))[-1]
+    gt = lq[:1].flip(-1) * 2 - 1                       # any target image and token map will do
+    idx_gt = torch.cat(t.tokens, dim=1).flip(-1)
+    f_gt = torch.randn(1, 32, 16, 16)
     losses = {
         "pixel": (t.restored - gt).abs().mean(),
         "feature": 0.5 * F.mse_loss(t.lq_feat, f_gt.detach()),
@@ -173,6 +183,11 @@ def test_stage1_model():
     # the stage-1 output is VAR's reconstruction of the greedy tokens
     torch.testing.assert_close(t.restored.detach(), m.vae.indices_to_img(t.tokens), atol=1e-5, rtol=0)
     torch.testing.assert_close(out, t.restored.detach().add(1).mul(0.5).clamp(0, 1), atol=2e-5, rtol=0)
+    # bf16 autocast: the tokenizer side (encoder, adapter, quantizer) and the logits stay float32
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        t16 = m.training_outputs(lq)
+    assert torch.equal(t16.lq_feat, t.lq_feat.detach())
+    assert t16.logits.dtype == torch.float32 and t16.restored.dtype == torch.float32
 
 
 def test_rollout_without_cross_attention_is_vars_greedy_sampler():

@@ -16,6 +16,7 @@ from torchvision.ops import deform_conv2d
 
 from varformer.model.adapter import LayerNorm2d
 from varformer.model.aft import group_norm
+from varformer.model.numerics import fp32_region
 
 
 class ChannelCrossAttention(nn.Module):
@@ -66,7 +67,7 @@ class ModulatedDeformConv(nn.Module):
     def forward(self, x: torch.Tensor, offset_feat: torch.Tensor) -> torch.Tensor:
         o1, o2, mask = self.conv_offset(offset_feat).chunk(3, dim=1)
         offset = torch.cat([o1, o2], dim=1)
-        with torch.autocast(device_type=x.device.type, enabled=False):  # no bf16 kernel for deform_conv2d
+        with fp32_region(x.device):  # no bf16 kernel for deform_conv2d
             return deform_conv2d(x.float(), offset.float(), self.weight.float(), self.bias.float(), padding=(1, 1),
                                  mask=mask.float().sigmoid())
 

@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from varformer.model.numerics import fp32_region
 from varformer.model.swin import RSTB
 
 
 def _fp32_conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with fp32_region(x.device):
         return F.conv2d(x.float(), conv.weight.float(), conv.bias.float())
 
 

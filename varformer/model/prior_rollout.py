@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from varformer.model.cross_attention import CrossAttentionInjection
+from varformer.model.numerics import fp32_region
 
 
 @dataclass
@@ -28,9 +29,6 @@ class RolloutOutput:
     f_hat: torch.Tensor            # (B, Cv, 16, 16) cumulative reconstruction after the last scale
     priors: torch.Tensor           # (B, SN, Cv, 16, 16) per-scale increments (not cumulative)
 
-
-def _no_autocast(device: torch.device):
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def greedy_rollout(var: nn.Module, cross_blocks: Sequence[CrossAttentionInjection], x_lq_BLc: torch.Tensor,
@@ -46,7 +44,7 @@ def greedy_rollout(var: nn.Module, cross_blocks: Sequence[CrossAttentionInjectio
     if n_cross > len(var.blocks):
         raise ValueError(f"{n_cross} cross-attention blocks but only {len(var.blocks)} VAR blocks")
 
-    with _no_autocast(device):
+    with fp32_region(device):
         # every row is the null class (no label anywhere), so one condition row serves all rows
         cond_1D = var.class_emb(torch.full((1,), var.num_classes, dtype=torch.long, device=device))
         lvl_pos = var.lvl_pos()

@@ -30,6 +30,7 @@ from varformer.backbone.var import VAR
 from varformer.backbone.vqvae import VQVAE
 from varformer.errors import VarformerError
 from varformer.model.adapter import Adapter
+from varformer.model.numerics import fp32_region
 from varformer.model.cross_attention import HEAD_LAYOUTS, CrossAttentionInjection
 from varformer.model.prior_rollout import RolloutOutput, greedy_rollout
 from varformer.model.unet import UNetDecoder, UNetEncoder
@@ -56,9 +57,6 @@ class VarFormerOutputs(Stage1Outputs):
     priors: Optional[torch.Tensor] = None                 # (B, 10, 32, 16, 16) per-scale increments
     dae_weights: Optional[Dict[str, torch.Tensor]] = None  # 'encoder.level1'.. 'decoder.level1' -> (B, 10)
 
-
-def _no_autocast(device: torch.device):
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 class _AdaptedVAR(nn.Module):
@@ -135,7 +133,7 @@ class _AdaptedVAR(nn.Module):
 
     def _adapt_and_rollout(self, x: torch.Tensor):
         """x in [-1, 1] -> (VQVAE encoder level features, lq_feat, rollout)."""
-        with _no_autocast(x.device):  # tokenizer side in float32: code search near-ties flip under bf16
+        with fp32_region(x.device):  # tokenizer side in float32: code search near-ties flip under bf16
             z, enc_feats, _ = self.vae.encoder.forward_features(x.float())
             f = self.vae.quant_conv(z)
             f_a = self.adapter(f)
@@ -209,7 +207,7 @@ class VarFormer(_AdaptedVAR):
         dec = self.vae.decoder
         lowest = 0 if self.dec_adjust else 1
         feats: List[Optional[torch.Tensor]] = [None] * len(dec.up)
-        with _no_autocast(f_hat.device):
+        with fp32_region(f_hat.device):
             mid = dec.mid(dec.conv_in(self.vae.post_quant_conv(f_hat.float())))
             h = mid
             for level in range(len(dec.up) - 1, lowest - 1, -1):
