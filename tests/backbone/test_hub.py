@@ -88,3 +88,10 @@ def test_weights_only_refuses_pickled_objects(tmp_path):
     torch.save({'w': torch.zeros(1), 'args': argparse.Namespace(a=1)}, path)
     with pytest.raises(CheckpointMismatchError, match='weights_only'):
         load_vae(path, ch=32)
+
+
+def test_truncated_file_gives_clear_error(tmp_path):
+    path = tmp_path / 'vae_ch160v4096z32.pth'
+    path.write_bytes(b'PK\x03\x04 not really a checkpoint')
+    with pytest.raises(CheckpointMismatchError, match='cannot be read as a torch checkpoint'):
+        load_vae(path)

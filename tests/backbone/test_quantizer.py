@@ -103,3 +103,10 @@ def test_bad_index_maps_are_rejected(small_vae, ref):
     bad[3] = bad[3][:, :5]
     with pytest.raises(ValueError, match='scale 3'):
         small_vae.indices_to_fhat(bad)
+
+
+def test_bad_latent_shape_is_rejected(small_vae):
+    with pytest.raises(ValueError, match=r'expected a latent \(B, 32, 16, 16\)'):
+        small_vae.f_to_indices(torch.zeros(1, 32, 8, 8))
+    with pytest.raises(ValueError, match='expected a latent'):
+        small_vae.quantize(torch.zeros(1, 16, 16, 16))

@@ -105,10 +105,14 @@ def run_backbone_benchmark(depth: int = 16, batch: int = 1, device: str = 'cpu',
                            precisions: tuple[str, ...] = ('fp32', 'bf16'), vae_ch: int = 160, repeat: int = 1,
                            ops: tuple[str, ...] = ('encode', 'teacher_forced', 'generate_greedy', 'generate_sampled'),
                            checkpoints_dir=None, seed: int = 0, matmul_n: int = 2048,
-                           log: Callable[[str], None] | None = None) -> dict:
+                           log: Callable[[str], None] | None = None, threads: int | None = None) -> dict:
     """Measure the backbone; returns a dict (see `format_table`). `repeat` timed calls per measurement (after one
     untimed call that also counts the FLOPs); `log` (e.g. `print`) receives a line per finished measurement."""
     log = log or (lambda line: None)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)      # on a busy machine fewer threads avoid stalls at OpenMP barriers
     dev = torch.device(device)
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available")

@@ -94,6 +94,10 @@ def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointMismatchError(
             f"{path} holds more than tensors and cannot be read with torch.load(weights_only=True) "
             f"(the official VAR files are plain state dicts): {str(exc).splitlines()[0]}") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointMismatchError(
+            f"{path} cannot be read as a torch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"a partial download? delete it and fetch it again") from exc
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointMismatchError(f"{path} is not a plain state dict of tensors (the official VAR files are)")
     return sd

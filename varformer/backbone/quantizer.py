@@ -85,7 +85,7 @@ class MultiScaleQuantizer(nn.Module):
         self.patch_nums = tuple(int(p) for p in patch_nums)
         self.quant_resi = SharedPhis(Cvae, quant_resi, share_quant_resi, len(patch_nums))
         self.embedding = nn.Embedding(vocab_size, Cvae)
-        # monitoring only: EMA of codebook hits per scale, updated in distributed training (see `quantize`)
+        # monitoring only: EMA of codebook hits per scale, updated in distributed training (see `forward`)
         self.register_buffer('ema_vocab_hit_SV', torch.zeros(len(patch_nums), vocab_size))
         self.record_hit = 0
 
@@ -117,6 +117,11 @@ class MultiScaleQuantizer(nn.Module):
         pn = self.patch_nums[si + 1]
         return self._down(f_hat_BChw, pn).flatten(2).transpose(1, 2)
 
+    def _check_latent(self, f_BChw: torch.Tensor) -> None:
+        side = self.patch_nums[-1]
+        if f_BChw.ndim != 4 or f_BChw.shape[1] != self.Cvae or tuple(f_BChw.shape[-2:]) != (side, side):
+            raise ValueError(f"expected a latent (B, {self.Cvae}, {side}, {side}), got {tuple(f_BChw.shape)}")
+
     def _nearest_code(self, z_NC: torch.Tensor) -> torch.Tensor:
         # |z|^2 + |e|^2 - 2 z.e, evaluated like the official code (one addmm): near-ties are decided by the
         # float32 rounding of exactly this expression, so a cdist would pick other codes
@@ -129,6 +134,7 @@ class MultiScaleQuantizer(nn.Module):
     @torch.no_grad()
     def f_to_indices_and_fhats(self, f_BChw: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Tokenise a latent: 10 index maps (B, pn^2) and the cumulative f_hat after each scale."""
+        self._check_latent(f_BChw)
         with autocast_disabled(f_BChw.device.type):
             f_rest = f_BChw.detach().float().clone()
             B, C, H, W = f_rest.shape
@@ -185,6 +191,7 @@ class MultiScaleQuantizer(nn.Module):
 
         vq_loss = mean over scales of `beta * mse(sg(f_hat_si), f) + mse(f_hat_si, sg(f))`; the search runs on a
         detached residual; f_hat_out = sg(f_hat) + f - sg(f) passes downstream gradients to f unchanged."""
+        self._check_latent(f_BChw)
         with autocast_disabled(f_BChw.device.type):
             f = f_BChw.float()
             B, C, H, W = f.shape
