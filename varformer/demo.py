@@ -101,18 +101,22 @@ def find_trained_weights(folder: str = "checkpoints") -> List[str]:
 
 def demo_train_config(stage: int, demo_dir: str, out_dir: str, seconds: float, device: str, extra: Sequence[str] = ()):
     from varformer.config import load_config
+    cuda = device.startswith("cuda")
+    # CPU: batch 1 (more updates in the same minutes) and fp32 (bf16 backward kernels are slower on CPUs
+    # without AMX); CUDA: batch 4 in bf16
     common = DEMO_MODEL + [
-        "data.demo=true", f"data.demo_cache={demo_dir}", "data.batch_size=2", "data.num_workers=0",
-        "data.persistent_workers=false", f"train.output_dir={out_dir}", "train.resume=none",
+        "data.demo=true", f"data.demo_cache={demo_dir}", f"data.batch_size={4 if cuda else 1}",
+        "data.num_workers=0", "data.persistent_workers=false", f"train.output_dir={out_dir}", "train.resume=none",
         "train.total_iters=100000", f"train.max_seconds={seconds}", "train.milestones=[1000000]",
-        "train.lr=1e-3", "train.ema_decay=0.9", "train.precision=bf16", f"train.device={device}",
+        "train.lr=2e-3", "train.ema_decay=0.9", f"train.precision={'bf16' if cuda else 'fp32'}",
+        f"train.device={device}",
         "train.log_every=2", "train.save_every=100000", "train.image_every=10",
         # no VGG19 weights offline; with checkpoints/vgg19-dcbb9e9d.pth the official perceptual term is used
         f"train.loss.perceptual={1.0 if os.path.isfile('checkpoints/vgg19-dcbb9e9d.pth') else 0.0}"]
     if stage == 1:
         common += ["train.val_every=0"]
     else:
-        common += ["data.tasks=[rain,haze,blur,lowlight,noise]", "train.val_every=10", "train.val_images=10",
+        common += ["data.tasks=[rain,haze,blur,lowlight,noise]", "train.val_every=10", "train.val_images=5",
                    "train.val_at_start=true"]
     return load_config(None, common + list(extra))
 

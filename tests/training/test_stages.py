@@ -42,7 +42,7 @@ def test_gradient_routing_matches_the_spec_table(vgg_file):
     gt_pm1 = gt * 2 - 1
     tokens, feat = task.clean_targets(gt_pm1)
     out = model.training_outputs(lq)
-    from varformer.losses import feature_mse, negative_psnr, pixel_l1, psnr_loss, token_cross_entropy
+    from varformer.losses import feature_mse, pixel_l1, psnr_loss, token_cross_entropy
     terms = {"pixel_l1": pixel_l1(out.restored, gt_pm1), "psnr": psnr_loss(out.restored, gt_pm1),
              "perceptual": task.loss.vgg(out.restored, gt_pm1),
              "token_ce": token_cross_entropy(out.logits, tokens), "feature_l2": feature_mse(out.lq_feat, feat)}
@@ -60,7 +60,6 @@ def test_gradient_routing_matches_the_spec_table(vgg_file):
     # frozen parts never receive gradients: the VQVAE and the VAR blocks have requires_grad=False
     assert not any(p.requires_grad for p in model.vae.parameters())
     assert not any(p.requires_grad for p in model.var.blocks.parameters())
-    del negative_psnr
 
 
 def test_paper_formulation_freezes_var_and_stage1_parts():

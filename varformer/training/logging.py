@@ -56,7 +56,7 @@ class TrainLogger:
         if self.writer is None or not columns:
             return
         from torchvision.utils import make_grid
-        cols = [c.detach()[:max_rows].float().clamp(0, 1).cpu() for c in columns.values()]
+        cols = [c.detach()[:max_rows].float().nan_to_num(0.0).clamp(0, 1).cpu() for c in columns.values()]
         rows = torch.stack(cols, dim=1).flatten(0, 1)  # (rows*cols, 3, H, W), row-major
         grid = make_grid(rows, nrow=len(cols), padding=2, pad_value=1.0)
         self.writer.add_image(tag, grid, step)

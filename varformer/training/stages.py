@@ -14,7 +14,6 @@ import os
 from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -208,11 +207,9 @@ def build_sampler(dataset: Dataset, cfg, rank: int, world_size: int):
 
 
 def _resize_256(x: torch.Tensor) -> torch.Tensor:
-    # the official validation: bilinear, half-pixel centres, no antialiasing (cv2 INTER_LINEAR)
-    if tuple(x.shape[-2:]) == (VAL_SIZE, VAL_SIZE):
-        return x
-    return F.interpolate(x[None], size=(VAL_SIZE, VAL_SIZE), mode="bilinear", align_corners=False,
-                         antialias=False)[0].clamp(0, 1)
+    # the evaluator's paper protocol: cv2 INTER_LINEAR (half-pixel centres, no antialiasing) to 256x256
+    from varformer.protocols import resize_bilinear
+    return resize_bilinear(x, VAL_SIZE).clamp(0, 1)
 
 
 def build_val_pairs(cfg) -> List[Dict[str, torch.Tensor]]:
