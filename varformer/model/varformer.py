@@ -76,6 +76,8 @@ class _AdaptedVAR(nn.Module):
         self.var = VAR(self.vae, depth=depth, num_classes=1000, shared_aln=False, attn_l2_norm=True,
                        drop_path_rate=0.0)
         self.adapter = Adapter(channels=32, n_blocks=4)
+        # False: the VAR loop (blocks, cross-attention) stays float32 under autocast; True: it follows autocast
+        self.bf16_transformer = False
         self.cross_attn = nn.ModuleList(CrossAttentionInjection(self.var.C, CROSS_HEADS, head_layout)
                                         for _ in range(n_cross))
 
@@ -140,7 +142,10 @@ class _AdaptedVAR(nn.Module):
             idx_lq, fhats = self.vae.f_to_indices_and_fhats(f_a)
             lq_feat = f_a + (fhats[-1] - f_a).detach()
             x_lq = self.vae.indices_to_var_input(idx_lq)
-        rollout = greedy_rollout(self.var, self.cross_attn, x_lq, self.cfg, self.head_layout)
+        # the VAR loop follows the caller's autocast only when asked: greedy argmax over 4096 logits flips under
+        # bf16 (measured on random weights: 575 of 680 tokens), which changes every prior downstream
+        with contextlib.nullcontext() if self.bf16_transformer else fp32_region(x.device):
+            rollout = greedy_rollout(self.var, self.cross_attn, x_lq, self.cfg, self.head_layout)
         return enc_feats, lq_feat, rollout
 
     @contextlib.contextmanager
@@ -155,7 +160,9 @@ class _AdaptedVAR(nn.Module):
 
     def forward(self, lq: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """(B, 3, 256, 256) in [0, 1] -> restored (B, 3, 256, 256) in [0, 1]; no autograd graph.
-        ``precision='bf16'``: bf16 autocast for the transformer and U-Net (tokenizer and heads stay float32)."""
+        ``precision='bf16'``: bf16 autocast for the U-Net (and for the VAR transformer and cross-attention when
+        ``bf16_transformer`` is set); the tokenizer, quantizer, codebook lookups, logits and the softmax-weight
+        heads always stay float32."""
         self._check_input(lq)
         with torch.inference_mode(), self._precision(lq.device, precision):
             out = self._restore(lq)
