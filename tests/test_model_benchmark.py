@@ -47,12 +47,12 @@ def test_table_and_cli_options(capsys):
     res = ModelBenchmark(config={"depth": 2}, device="cpu", device_name="x86_64", threads=2, load_average=1.0,
                          cpu_flags=cpu_features(), weights_note="random weights", params=10, flops_per_image=10 ** 11,
                          model_memory_bytes=2 ** 28, batch=4,
-                         results=[PrecisionResult("fp32", Timing(2.0, 4.0, 2 ** 30), 0.6, 3.0, 50.0,
+                         results=[PrecisionResult("fp32", Timing(2.0, 4.0, 2 ** 30), 0.6, 3.0, 50.0, 25.0,
                                                   {p: 1 / len(PARTS) for p in PARTS})],
                          reference={"b1": Timing(3.0, 6.0, 2 ** 31), "flops_per_image": 1.1e11,
                                     "max_abs_diff_vs_model_fp32": 0.0})
     table = format_model_table(res)
-    assert "| fp32 | 2.000 | 4.000 | 0.600 | 3.000 | 1.00 GiB | 50.0 | 50.0 |" in table
+    assert "| fp32 | 2.000 | 4.000 | 0.600 | 3.000 | 1.00 GiB | 50.0 / 25.0 | 50.0 / 25.0 |" in table
     assert "wall 1.50x, CPU time 1.50x" in table and "10.0% more" in table
     with pytest.raises(SystemExit):
         main(["benchmark", "model", "--image", "4kx2k"])

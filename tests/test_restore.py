@@ -1,5 +1,4 @@
 """``varformer restore``: inputs, robust reading, outputs, skipping, failures (identity restorer; model below)."""
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from varformer.profiling import count_flops, current_memory, matmul_gflops, measure_peak_memory
+from varformer.profiling import count_flops, current_memory, measure_peak_memory
 from varformer.restore import ModelRestorer, resolve_device
 from varformer.tiling import count_tiles, tiled_forward
 
@@ -252,6 +252,16 @@ def interleaved_timings(fns: Dict[str, Callable[[], object]], device: torch.devi
     return {k: Timing(med(walls[k]), med(cpus[k]), peaks[k]) for k in fns}
 
 
+def matmul_roofline(device: torch.device, dtype: torch.dtype, n: int = 2048, repeat: int = 3) -> Tuple[float, float]:
+    """GFLOP/s of an (n x n) @ (n x n) matmul per wall second and per CPU second of this process (the CPU figure
+    is the one to read CPU-time measurements against on a shared machine; on CUDA only the wall figure counts)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+    t = interleaved_timings({"mm": lambda: torch.mm(a, b)}, device, 1, repeat, with_memory=False)["mm"]
+    flops = 2 * n ** 3
+    return flops / t.wall_s / 1e9, flops / max(t.cpu_s, 1e-9) / 1e9
+
+
 def _images(batch: int, device: torch.device, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g).to(device)
@@ -285,7 +295,8 @@ class PrecisionResult:
     b1: Timing
     throughput_ips: Optional[float]       # images/s at the larger batch (wall)
     throughput_cpu_s_per_img: Optional[float]
-    matmul_gflops: float
+    matmul_gflops: float                  # per wall second
+    matmul_cpu_gflops: float              # per CPU second
     part_shares: Dict[str, float] = field(default_factory=dict)
 
 
@@ -312,7 +323,7 @@ class ModelBenchmark:
 def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[int] = None, device: str = "cpu",
                         precisions: Sequence[str] = ("fp32", "bf16"), batch: int = 4, warmup: int = 1,
                         repeat: int = 2, weights: Optional[str] = None, reference: bool = True,
-                        bf16_check: bool = False, image_hw: Optional[Tuple[int, int]] = None, tile_overlap: int = 32,
+                        bf16_check: bool = False, bf16_check_images_per_task: Optional[int] = None, image_hw: Optional[Tuple[int, int]] = None, tile_overlap: int = 32,
                         tile_batch: int = 4, full_size_flops: bool = False,
                         log: Callable[[str], None] = lambda m: None) -> ModelBenchmark:
     dev = resolve_device(device)
@@ -359,17 +370,18 @@ def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[in
     results = []
     for p in precisions:
         log(f"[{p}] matmul roofline")
-        roof = matmul_gflops(dev, torch.float32 if p == "fp32" else torch.bfloat16)
+        roof_wall, roof_cpu = matmul_roofline(dev, torch.float32 if p == "fp32" else torch.bfloat16)
         t = thr.get(p)
         results.append(PrecisionResult(p, b1[p], batch / t.wall_s if t else None, t.cpu_s / batch if t else None,
-                                       roof, timers[p].shares()))
+                                       roof_wall, roof_cpu, timers[p].shares()))
 
     ref = None
     if use_ref:
         diff = float((outputs["reference"] - outputs["fp32"]).abs().max()) if "fp32" in outputs else None
         ref = {"b1": b1["reference"], "flops_per_image": counted["reference"], "max_abs_diff_vs_model_fp32": diff}
 
-    bcheck = bf16_psnr_check(model, dev, log=log) if bf16_check else None
+    bcheck = (bf16_psnr_check(model, dev, images_per_task=bf16_check_images_per_task, log=log)
+              if bf16_check else None)
     large = None
     if image_hw is not None:
         large = benchmark_large_image(model, dev, image_hw, precisions[-1], tile_overlap, tile_batch, log=log)
@@ -392,8 +404,10 @@ def _device_name(dev: torch.device) -> str:
 
 
 def bf16_psnr_check(model, device: torch.device, cache_dir: Optional[str] = None,
+                    images_per_task: Optional[int] = None,
                     log: Callable[[str], None] = lambda m: None) -> Dict[str, float]:
-    """Mean PSNR (dB, RGB, 8-bit outputs) over the demo test benchmark of fp32 and bf16 outputs, tiled at full size."""
+    """Mean PSNR (dB, RGB, 8-bit outputs) over the demo test benchmark of fp32 and bf16 outputs, tiled at full size
+    (all of its images, or the first ``images_per_task`` of every task)."""
     import numpy as np
 
     from varformer.data.demo import DEMO_TASKS, ensure_demo
@@ -404,7 +418,7 @@ def bf16_psnr_check(model, device: torch.device, cache_dir: Optional[str] = None
     pairs = []
     for task in DEMO_TASKS:
         d = os.path.join(root, "test", task)
-        for name in sorted(os.listdir(os.path.join(d, "input"))):
+        for name in sorted(os.listdir(os.path.join(d, "input")))[:images_per_task]:
             pairs.append((os.path.join(d, "input", name), os.path.join(d, "target", name)))
     scores: Dict[str, List[float]] = {"fp32": [], "bf16": []}
     agree: List[float] = []
@@ -454,16 +468,19 @@ def format_model_table(r: ModelBenchmark) -> str:
              + (f"; model resident: {_gib(r.model_memory_bytes)}" if r.model_memory_bytes else ""),
              "",
              f"| precision | latency b1 wall (s/img) | CPU time b1 (s/img) | throughput b{r.batch} (img/s) "
-             f"| CPU time b{r.batch} (s/img) | peak mem b1 | achieved GFLOP/s b1 | matmul GFLOP/s |",
+             f"| CPU time b{r.batch} (s/img) | peak mem b1 | achieved GFLOP/s b1, wall / CPU "
+             f"| matmul GFLOP/s, wall / CPU |",
              "|---|---|---|---|---|---|---|---|"]
-    rows = [(p.precision, p.b1, p.throughput_ips, p.throughput_cpu_s_per_img, p.matmul_gflops) for p in r.results]
+    rows = [(p.precision, p.b1, p.throughput_ips, p.throughput_cpu_s_per_img, (p.matmul_gflops, p.matmul_cpu_gflops))
+            for p in r.results]
     if r.reference:
         rows.append(("official-style ref. (fp32)", r.reference["b1"], None, None, None))
     for name, t, thr, thr_cpu, roof in rows:
         flops = r.reference["flops_per_image"] if name.startswith("official") else r.flops_per_image
         lines.append(f"| {name} | {t.wall_s:.3f} | {t.cpu_s:.3f} | {'-' if thr is None else f'{thr:.3f}'} | "
                      f"{'-' if thr_cpu is None else f'{thr_cpu:.3f}'} | {_gib(t.peak_mem_bytes)} | "
-                     f"{flops / t.wall_s / 1e9:.1f} | {'-' if roof is None else f'{roof:.1f}'} |")
+                     f"{flops / t.wall_s / 1e9:.1f} / {flops / max(t.cpu_s, 1e-9) / 1e9:.1f} | "
+                     f"{'-' if roof is None else f'{roof[0]:.1f} / {roof[1]:.1f}'} |")
     if r.results and r.results[0].part_shares:
         lines += ["", "| share of batch-1 time | " + " | ".join(p.precision for p in r.results) + " |",
                   "|---|" + "---|" * len(r.results)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Deque, Hashable, Iterable, Iterator, List, Sequence, Tuple
+from typing import Callable, Deque, Hashable, Iterable, Iterator, List, Tuple
 
 import torch
 import torch.nn.functional as F

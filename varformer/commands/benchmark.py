@@ -43,8 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--warmup", type=int, default=1)
     m.add_argument("--repeat", type=int, default=2, help="timed rounds (median)")
     m.add_argument("--no-reference", action="store_true", help="skip the official-style reference path")
-    m.add_argument("--bf16-check", action="store_true",
-                   help="mean PSNR of bf16 vs fp32 outputs over the demo test set (builds it if needed)")
+    m.add_argument("--bf16-check", nargs="?", type=int, const=0, default=None, metavar="N",
+                   help="mean PSNR of bf16 vs fp32 outputs over the demo test set (built if needed); "
+                        "N: only the first N images of every task")
     m.add_argument("--image", type=_hw, metavar="HxW",
                    help="also restore one image of this size end to end with tiling, e.g. 2160x3840")
     m.add_argument("--full-size-flops", action="store_true",
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_model_benchmark(depth=args.depth, vae_ch=args.vae_ch, n_cross=args.n_cross, device=args.device,
                                      precisions=tuple(args.precision), batch=args.batch, warmup=args.warmup,
                                      repeat=args.repeat, weights=args.weights, reference=not args.no_reference,
-                                     bf16_check=args.bf16_check, image_hw=args.image,
+                                     bf16_check=args.bf16_check is not None,
+                                     bf16_check_images_per_task=args.bf16_check or None, image_hw=args.image,
                                      full_size_flops=args.full_size_flops,
                                      log=lambda msg: print(f"benchmark: {msg}", file=sys.stderr, flush=True))
     except ValueError as e:
