@@ -8,6 +8,7 @@ running loss sums and the non-finite flag stay on the device between them.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import time
@@ -141,7 +142,10 @@ class Trainer:
         # DDP after freezing: parameters with requires_grad=False never enter its gradient buckets.
         if info.distributed:
             ids = [info.device.index] if info.device.type == "cuda" else None
-            self.step_module: nn.Module = DDP(self.task, device_ids=ids, broadcast_buffers=False,  # buffers are constants
+            # buffers are constants (no batch norm): no per-forward buffer broadcast
+            sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                    else {"broadcast_buffers": False})
+            self.step_module: nn.Module = DDP(self.task, device_ids=ids, **sync,
                                               find_unused_parameters=cfg_train.find_unused_parameters)
         else:
             self.step_module = self.task
