@@ -376,6 +376,9 @@ class Trainer:
                     self.logger.scalars(values, self.step)
                     self.logger.postfix({"loss": values.get("loss/total", float("nan")), "lr": values["lr"],
                                          "img/s": round(values["speed/images_per_s"], 2)})
+                    if not self.progress:  # no bar: one log line per log step instead
+                        self._log(f"step {self.step}/{cfg.total_iters} " + " ".join(
+                            f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items() if k != "memory/max_allocated_gib"))
                     self.history.append({"step": self.step, **values})
                     sums, n_logged, images_since, t_last = {}, 0, 0, now
                 if info.is_main and self._every(cfg.image_every):
