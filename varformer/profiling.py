@@ -4,8 +4,8 @@ memory.
 - `count_flops(fn, *args, **kwargs)`: FLOPs of one call as counted by `torch.utils.flop_counter` (matmuls,
   convolutions, attention; a multiply-add counts 2; elementwise ops are not counted).
 - `time_fn(fn, warmup=1, repeat=3, device='cpu')`: median wall time in seconds (CUDA synchronised around calls).
-- `matmul_gflops(device, dtype, n)`: achieved GFLOP/s of an n x n matmul, the practical compute roofline to read
-  a model's achieved GFLOP/s against.
+- `matmul_gflops(device, dtype, n)`: achieved GFLOP/s of an n x n matmul (best of a few runs), the practical
+  compute roofline to read a model's achieved GFLOP/s against.
 - `measure_peak_memory(fn, device)`: peak memory in bytes while `fn` runs. CUDA: the caching allocator's peak of
   allocated tensor memory (`torch.cuda.max_memory_allocated` after a reset). CPU: the peak resident set size of
   the whole process (Linux `VmHWM`, reset through `/proc/self/clear_refs` before the call), so it includes the
@@ -71,13 +71,15 @@ def time_fn(fn: Callable[[], object], *, warmup: int = 1, repeat: int = 3, devic
 
 
 def matmul_gflops(device: str | torch.device = 'cpu', dtype: torch.dtype = torch.float32, n: int = 2048,
-                  repeat: int = 3) -> float:
-    """Achieved GFLOP/s of an (n x n) @ (n x n) matmul (2 n^3 FLOPs) on `device` in `dtype`."""
+                  repeat: int = 5) -> float:
+    """Achieved GFLOP/s of an (n x n) @ (n x n) matmul (2 n^3 FLOPs) on `device` in `dtype`: the best of `repeat`
+    timed runs, since a roofline is what the hardware can reach (a median would fold in interference)."""
     gen = torch.Generator(device='cpu').manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
-    seconds = time_fn(lambda: torch.mm(a, b), warmup=1, repeat=repeat, device=device)
-    return 2 * n ** 3 / seconds / 1e9
+    best = min(time_fn(lambda: torch.mm(a, b), warmup=1 if i == 0 else 0, repeat=1, device=device)
+               for i in range(max(repeat, 1)))
+    return 2 * n ** 3 / best / 1e9
 
 
 def _status_kib(field: str) -> int | None:

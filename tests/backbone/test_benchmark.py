@@ -1,3 +1,5 @@
+import pytest
+
 from varformer.backbone.benchmark import format_table, run_backbone_benchmark
 
 
@@ -5,7 +7,7 @@ def test_backbone_benchmark_small_config():
     lines = []
     result = run_backbone_benchmark(depth=1, batch=1, device='cpu', precisions=('fp32', 'bf16'), vae_ch=32,
                                     ops=('encode', 'teacher_forced', 'generate_greedy'), matmul_n=128,
-                                    log=lines.append)
+                                    warmup=0, log=lines.append)
     ops = [(r['op'], r['precision']) for r in result['rows']]
     assert ops == [('encode', 'fp32'), ('teacher_forced', 'fp32'), ('generate_greedy', 'fp32'),
                    ('teacher_forced', 'bf16'), ('generate_greedy', 'bf16')]
@@ -18,3 +20,10 @@ def test_backbone_benchmark_small_config():
     assert 'generate_greedy' in table and 'random weights' in table and 'GFLOP/s' in table
     assert set(result['matmul_gflops']) == {'fp32', 'bf16'}
     assert len(lines) == 1 + 2 + 5 and lines[0].startswith('models ready')
+
+
+def test_backbone_benchmark_rejects_bad_arguments():
+    with pytest.raises(ValueError, match='unknown benchmark ops'):
+        run_backbone_benchmark(depth=1, vae_ch=32, ops=('decode_everything',))
+    with pytest.raises(ValueError, match='repeat'):
+        run_backbone_benchmark(depth=1, vae_ch=32, repeat=0)

@@ -76,11 +76,12 @@ def _images(batch: int, device: torch.device, seed: int) -> torch.Tensor:
     return (torch.rand(batch, 3, 256, 256, generator=gen) * 2 - 1).to(device)
 
 
-def _measure(fn: Callable[[], object], device: torch.device, repeat: int, with_flops: bool) -> dict:
-    """One warm-up call (counting FLOPs if asked), then `repeat` timed calls, the first inside the peak-memory probe."""
+def _measure(fn: Callable[[], object], device: torch.device, repeat: int, warmup: int, with_flops: bool) -> dict:
+    """A FLOP-counting call if asked, `warmup` untimed calls, then `repeat` timed calls, the first inside the
+    peak-memory probe. (The FLOP-counting call runs under a dispatch mode and does not warm up the kernels.)"""
     import time
     flops = count_flops(fn) if with_flops else None
-    if not with_flops:
+    for _ in range(warmup):
         fn()
     times = []
 
@@ -105,10 +106,14 @@ def run_backbone_benchmark(depth: int = 16, batch: int = 1, device: str = 'cpu',
                            precisions: tuple[str, ...] = ('fp32', 'bf16'), vae_ch: int = 160, repeat: int = 1,
                            ops: tuple[str, ...] = ('encode', 'teacher_forced', 'generate_greedy', 'generate_sampled'),
                            checkpoints_dir=None, seed: int = 0, matmul_n: int = 2048,
-                           log: Callable[[str], None] | None = None, threads: int | None = None) -> dict:
-    """Measure the backbone; returns a dict (see `format_table`). `repeat` timed calls per measurement (after one
-    untimed call that also counts the FLOPs); `log` (e.g. `print`) receives a line per finished measurement."""
+                           log: Callable[[str], None] | None = None, threads: int | None = None,
+                           warmup: int = 1) -> dict:
+    """Measure the backbone; returns a dict (see `format_table`). Per measurement: one FLOP-counting call (once per
+    op), `warmup` untimed calls and `repeat` timed calls (median reported); `log` (e.g. `print`) receives a line per
+    finished measurement; `threads` sets torch's CPU threads."""
     log = log or (lambda line: None)
+    if repeat < 1 or warmup < 0:
+        raise ValueError(f"need repeat >= 1 and warmup >= 0, got repeat={repeat}, warmup={warmup}")
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -137,7 +142,7 @@ def run_backbone_benchmark(depth: int = 16, batch: int = 1, device: str = 'cpu',
     result = {
         'device': str(dev), 'device_name': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or platform.machine(),
         'threads': torch.get_num_threads(), 'torch': torch.__version__, 'depth': depth, 'vae_ch': vae_ch,
-        'batch': batch, 'weights': weights, 'repeat': repeat,
+        'batch': batch, 'weights': weights, 'repeat': repeat, 'warmup': warmup,
         'var_params': sum(p.numel() for p in var.parameters()),
         'vae_params': sum(p.numel() for p in vae.parameters()),
         'matmul_gflops': {}, 'rows': [],
@@ -151,7 +156,7 @@ def run_backbone_benchmark(depth: int = 16, batch: int = 1, device: str = 'cpu',
             if op == 'encode' and precision != precisions[0]:
                 continue            # the VQVAE is float32 under every precision: measured once
             with torch.inference_mode(), precision_context(precision if op != 'encode' else 'fp32', dev):
-                m = _measure(calls[op], dev, repeat, with_flops=op not in flops_cache)
+                m = _measure(calls[op], dev, repeat, warmup, with_flops=op not in flops_cache)
             flops = flops_cache.setdefault(op, m['flops'])
             result['rows'].append({
                 'op': op, 'precision': 'fp32' if op == 'encode' else precision,
