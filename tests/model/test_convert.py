@@ -141,3 +141,18 @@ def test_stage2_config_names_the_architecture():
         model = VarFormer(**SMALL, n_cross=1, dec_adjust=True)
     assert model.config() == dict(stage=2, depth=2, vae_ch=32, n_cross=1, cfg=0.5, head_layout="official",
                                   dec_adjust=True)
+
+
+def test_load_backbone_from_official_files(tmp_path):
+    torch.manual_seed(3)
+    src = VarFormerStage1(**SMALL, n_cross=1)
+    torch.save(src.vae.state_dict(), tmp_path / "vae.pth")
+    torch.save(src.var.state_dict(), tmp_path / "var_d2.pth")
+    with torch.device("meta"):
+        model = VarFormerStage1(**SMALL, n_cross=1)
+    model.load_backbone(str(tmp_path / "vae.pth"), str(tmp_path / "var_d2.pth"))
+    assert torch.equal(model.vae.quantize.embedding.weight, src.vae.quantize.embedding.weight)
+    assert torch.equal(model.var.head.weight, src.var.head.weight)
+    assert model.var.vae is model.vae
+    with pytest.raises(WeightsNotFoundError, match="var_d2"):
+        model.load_backbone(str(tmp_path / "vae.pth"), str(tmp_path / "nope" / "var_d2.pth"))

@@ -184,19 +184,20 @@ def test_stage1_model():
     torch.testing.assert_close(t.restored.detach(), m.vae.indices_to_img(t.tokens), atol=1e-5, rtol=0)
     torch.testing.assert_close(out, t.restored.detach().add(1).mul(0.5).clamp(0, 1), atol=2e-5, rtol=0)
     # bf16 autocast: the tokenizer side (encoder, adapter, quantizer) and the VAR loop stay float32 by default...
+    x = (lq - 0.5) / 0.5
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        t16 = m.training_outputs(lq)
-    assert torch.equal(t16.lq_feat, t.lq_feat.detach())
-    assert all(torch.equal(a, b) for a, b in zip(t16.tokens, t.tokens))
-    torch.testing.assert_close(t16.logits, t.logits.detach(), atol=1e-4, rtol=1e-5)
+        _, lq_feat16, r16 = m._adapt_and_rollout(x)
+    assert torch.equal(lq_feat16, t.lq_feat.detach())
+    assert all(torch.equal(a, b) for a, b in zip(r16.tokens, t.tokens))
+    torch.testing.assert_close(r16.logits, t.logits.detach(), atol=1e-4, rtol=1e-5)
     # ...and with bf16_transformer the blocks follow autocast while the logits and the tokenizer stay float32
     m.bf16_transformer = True
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        t16 = m.training_outputs(lq)
+        _, lq_feat16, r16 = m._adapt_and_rollout(x)
     m.bf16_transformer = False
-    assert torch.equal(t16.lq_feat, t.lq_feat.detach())
-    assert t16.logits.dtype == torch.float32 and t16.restored.dtype == torch.float32
-    assert not torch.allclose(t16.logits, t.logits.detach(), atol=1e-4, rtol=1e-5)
+    assert torch.equal(lq_feat16, t.lq_feat.detach())
+    assert r16.logits.dtype == torch.float32 and r16.f_hat.dtype == torch.float32
+    assert not torch.allclose(r16.logits, t.logits.detach(), atol=1e-4, rtol=1e-5)
 
 
 def test_rollout_without_cross_attention_is_vars_greedy_sampler():

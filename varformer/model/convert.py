@@ -232,7 +232,10 @@ def read_official(obj, key: Optional[str] = None, map_location="cpu", source: st
                 f"official checkpoint {obj} does not exist; the released weights are `net_g_last.pth` from "
                 f"https://huggingface.co/wsy541/VarFormer")
         source = str(obj)
-        obj = torch.load(obj, map_location=map_location, weights_only=True, mmap=True)
+        try:
+            obj = torch.load(obj, map_location=map_location, weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) torch files cannot be memory-mapped
+            obj = torch.load(obj, map_location=map_location, weights_only=True)
     if not isinstance(obj, dict):
         raise CheckpointMismatchError(f"{source}: expected a dict, got {type(obj).__name__}")
     if any(k in obj for k in ("params", "params_ema")) or key is not None:
