@@ -208,3 +208,13 @@ def test_rollout_without_cross_attention_is_vars_greedy_sampler():
         ref = m.var.sample(2, label_B=-1, cfg=0.5, greedy=True)
     assert all(torch.equal(a, b) for a, b in zip(r.tokens, ref.idx_Bl))
     torch.testing.assert_close(r.f_hat, ref.f_hat, atol=1e-5, rtol=1e-5)
+
+
+def test_standard_head_layout_rollout_is_per_image():
+    m = make_small(VarFormerStage1, n_cross=1, head_layout="standard")
+    x_lq = torch.randn(2, 679, 32)
+    with torch.no_grad():
+        both = greedy_rollout(m.var, m.cross_attn, x_lq, cfg=0.5, head_layout="standard")
+        one = greedy_rollout(m.var, m.cross_attn, x_lq[1:], cfg=0.5, head_layout="standard")
+    assert all(torch.equal(a[1:], b) for a, b in zip(both.tokens, one.tokens))
+    torch.testing.assert_close(both.logits[1:], one.logits, atol=1e-4, rtol=1e-5)

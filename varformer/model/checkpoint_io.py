@@ -107,7 +107,7 @@ def save_varformer(path: str | os.PathLike, model: nn.Module) -> None:
     """Write ``model`` with its config; ``.safetensors`` by extension, else a weights_only-loadable torch file."""
     path = Path(path)
     config = model.config()
-    state_dict = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
