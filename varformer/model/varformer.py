@@ -32,7 +32,7 @@ from varformer.errors import VarformerError
 from varformer.model.adapter import Adapter
 from varformer.model.numerics import fp32_region
 from varformer.model.cross_attention import HEAD_LAYOUTS, CrossAttentionInjection
-from varformer.model.prior_rollout import RolloutOutput, greedy_rollout
+from varformer.model.prior_rollout import greedy_rollout
 from varformer.model.unet import UNetDecoder, UNetEncoder
 
 IMAGE_SIZE = 256
