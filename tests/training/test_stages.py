@@ -107,3 +107,7 @@ def test_short_stage1_then_stage2_run_on_demo_data(tmp_path, vgg_file, capsys):
     assert restored.adapter.state_dict().keys() == {k[len("adapter."):] for k in s1_ck["ema"]
                                                     if k.startswith("adapter.")}
     assert os.listdir(s2_dir / "tb")
+    # a random-init backbone exists only in checkpoints: stage 1 stores it and stage 2 starts from the same one
+    assert torch.equal(s1_ck["model"]["vae.encoder.conv_in.weight"], restored.vae.encoder.conv_in.weight)
+    assert "var.blocks.0.attn.mat_qkv.weight" in s1_ck["model"] or any(k.startswith("var.blocks.")
+                                                                       for k in s1_ck["model"])

@@ -87,9 +87,10 @@ def find_resume_checkpoint(resume: str, folder: str) -> Optional[Tuple[str, dict
     return None
 
 
-def trainable_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Every parameter that trains plus every persistent buffer; frozen parameters are left out."""
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+def trainable_state_dict(model: nn.Module, include_frozen: bool = False) -> Dict[str, torch.Tensor]:
+    """Every parameter that trains plus every persistent buffer; frozen parameters are left out unless
+    ``include_frozen`` (a backbone that comes from a seed rather than from a weight file)."""
+    frozen = set() if include_frozen else {n for n, p in model.named_parameters() if not p.requires_grad}
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k not in frozen}
 
 

@@ -56,6 +56,7 @@ class TrainTask(nn.Module):
     leaves them out of its gradient buckets)."""
 
     model: nn.Module
+    store_frozen_params: bool = False  # True when frozen weights come from a seed, not from a weight file
 
     def forward(self, batch) -> StepOutput:  # pragma: no cover - interface
         raise TypeError(f"{type(self).__name__} must define forward(batch) -> StepOutput")
@@ -199,7 +200,7 @@ class Trainer:
     def state(self, rngs: List[dict]) -> dict:
         return {
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "model": ckpt_io.trainable_state_dict(self.model), "ema": self.ema.state_dict(),
+            "model": ckpt_io.trainable_state_dict(self.model, self.task.store_frozen_params), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": rngs, "world_size": self.info.world_size, "config": self.config_yaml,
         }

@@ -53,9 +53,11 @@ def build_model(cfg, stage: int, announce=print) -> nn.Module:
         load_backbone_weights(model, m.vae_path, m.var_path, local_files_only=m.local_files_only)
         announce(f"model: VQVAE and VAR d{m.depth} weights loaded")
     if stage == 2 and m.stage1_weights:
-        n = load_stage1_into_stage2(model, m.stage1_weights)
+        n = load_stage1_into_stage2(model, m.stage1_weights,
+                                    include_backbone=bool(m.random_init_backbone and not m.weights))
         announce(f"model: {n} adapter / cross-attention / VAR embedding+head tensors from stage 1 "
-                 f"({m.stage1_weights})")
+                 + ("(and its random-init backbone) " if m.random_init_backbone and not m.weights else "")
+                 + f"({m.stage1_weights})")
     return model
 
 
@@ -89,16 +91,20 @@ def _stage1_state(path: str) -> Dict[str, torch.Tensor]:
     return sd
 
 
-def load_stage1_into_stage2(model: nn.Module, path: str) -> int:
+def load_stage1_into_stage2(model: nn.Module, path: str, include_backbone: bool = False) -> int:
     """Copy the adapter, the first ``n_cross`` cross-attention blocks and the trained VAR embeddings/head of a
-    stage-1 model into the stage-2 model (shapes checked; nothing else is touched)."""
+    stage-1 model into the stage-2 model (shapes checked; nothing else is touched). ``include_backbone``: also
+    the frozen VQVAE/VAR blocks (a random-init backbone, which only the stage-1 checkpoint holds)."""
     sd = _stage1_state(path)
     own = model.state_dict()
     take = {}
     for k, v in sd.items():
+        if include_backbone and k.startswith("vae.") and k in own:
+            take[k] = v
+            continue
         if not (k.startswith("adapter.") or k.startswith("cross_attn.") or k.startswith("var.")):
             continue
-        if k.startswith("var.blocks.") or k not in own:
+        if (k.startswith("var.blocks.") and not include_backbone) or k not in own:
             continue  # frozen VAR blocks come from the VAR file; stage 2 keeps only its first n_cross blocks
         if own[k].shape != v.shape:
             raise CheckpointMismatchError(f"stage-1 tensor {k} has shape {tuple(v.shape)}, stage 2 expects "
@@ -118,9 +124,12 @@ class VarFormerTask(TrainTask):
     model's training outputs, the stage's weighted losses."""
 
     def __init__(self, model: nn.Module, loss: VarFormerLoss, stage: int,
-                 val_pairs: Optional[List[Dict[str, torch.Tensor]]] = None, val_batch: int = 4):
+                 val_pairs: Optional[List[Dict[str, torch.Tensor]]] = None, val_batch: int = 4,
+                 random_backbone: bool = False):
         super().__init__()
         self.model, self.loss, self.stage = model, loss, stage
+        # a random-init backbone exists only in its checkpoints: store it with them
+        self.store_frozen_params = random_backbone
         self.val_pairs = val_pairs or []
         self.val_batch = val_batch
         self._val_visuals: Dict[str, torch.Tensor] = {}
@@ -246,4 +255,5 @@ def build_task(cfg, stage: int, announce=print) -> VarFormerTask:
     loss = VarFormerLoss.from_config(cfg.train.loss, stage, announce)
     announce(f"stage {stage} losses ({cfg.train.loss.formulation}): "
              + " + ".join(f"{w:g} x {k}" for k, w in loss.weights.items()))
-    return VarFormerTask(model, loss, stage, build_val_pairs(cfg), val_batch=cfg.eval.batch_size)
+    return VarFormerTask(model, loss, stage, build_val_pairs(cfg), val_batch=cfg.eval.batch_size,
+                         random_backbone=bool(cfg.model.random_init_backbone and not cfg.model.weights))
