@@ -324,7 +324,7 @@ def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[in
                         precisions: Sequence[str] = ("fp32", "bf16"), batch: int = 4, warmup: int = 1,
                         repeat: int = 2, weights: Optional[str] = None, reference: bool = True,
                         bf16_check: bool = False, bf16_check_images_per_task: Optional[int] = None, image_hw: Optional[Tuple[int, int]] = None, tile_overlap: int = 32,
-                        tile_batch: int = 4, full_size_flops: bool = False,
+                        tile_batch: int = 4, full_size_flops: bool = False, bf16_transformer: bool = False,
                         log: Callable[[str], None] = lambda m: None) -> ModelBenchmark:
     dev = resolve_device(device)
     for p in precisions:
@@ -335,7 +335,12 @@ def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[in
     mem_before = current_memory(dev)
     model, note = build_model(depth, vae_ch, n_cross, weights, dev)
     model_mem = current_memory(dev) - mem_before if mem_before else None
+    if bf16_transformer:
+        if not hasattr(model, "bf16_transformer"):
+            raise ValueError("this model has no bf16_transformer switch")
+        model.bf16_transformer = True
     cfg = model.config()
+    note += "; VAR loop in bf16 under bf16" if bf16_transformer else ""
     x1, xb = _images(1, dev), _images(batch, dev, seed=1)
     log(f"model {cfg} on {dev}; {note}")
     log("FLOPs per image (counted on fake tensors: nothing computed)")

@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a VarFormer checkpoint (default: random weights, which do not change timings)")
     m.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     m.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    m.add_argument("--bf16-transformer", action="store_true",
+                   help="with bf16: also run the VAR scale loop in bf16 (the model keeps it fp32 by default)")
     m.add_argument("--batch", type=int, default=4, help="batch for the throughput measurement (1: skip it)")
     m.add_argument("--warmup", type=int, default=1)
     m.add_argument("--repeat", type=int, default=2, help="timed rounds (median)")
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                                      repeat=args.repeat, weights=args.weights, reference=not args.no_reference,
                                      bf16_check=args.bf16_check is not None,
                                      bf16_check_images_per_task=args.bf16_check or None, image_hw=args.image,
-                                     full_size_flops=args.full_size_flops,
+                                     full_size_flops=args.full_size_flops, bf16_transformer=args.bf16_transformer,
                                      log=lambda msg: print(f"benchmark: {msg}", file=sys.stderr, flush=True))
     except ValueError as e:
         raise VarformerError(str(e)) from None
