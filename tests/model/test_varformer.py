@@ -69,6 +69,9 @@ def run():
     handles += [m.unet_decoder.guidance[f"level{i}"].register_forward_hook(hook(f"dec{i}")) for i in range(1, 5)]
     handles.append(m.unet_decoder.up[0].block[0].register_forward_hook(hook("dec0")))
     handles.append(m.unet_decoder.register_forward_hook(hook("decoder")))
+    handles += [mod.register_forward_hook(hook(name)) for name, mod in (
+        ("vq_dec.up0", m.vae.decoder.up[0].block[0]), ("vq_dec.conv_out", m.vae.decoder.conv_out),
+        ("block0", m.var.blocks[0]), ("block1", m.var.blocks[1]))]
     handles.append(m.adapter.register_forward_hook(
         lambda mod, args, out: shapes.__setitem__("adapter_io", (args[0].detach(), out.detach()))))
     out = m(lq[:1])                                 # inference
@@ -218,3 +221,12 @@ def test_standard_head_layout_rollout_is_per_image():
         one = greedy_rollout(m.var, m.cross_attn, x_lq[1:], cfg=0.5, head_layout="standard")
     assert all(torch.equal(a[1:], b) for a, b in zip(both.tokens, one.tokens))
     torch.testing.assert_close(both.logits[1:], one.logits, atol=1e-4, rtol=1e-5)
+
+
+
+def test_unused_work_is_skipped(run):
+    """The RGB head and full-resolution level of the VQVAE decoder never run without dec_adjust, and VAR block 0
+    runs once for both CFG halves (B rows) while later blocks see 2B rows."""
+    m, lq, out, t, shapes = run
+    assert "vq_dec.up0" not in shapes and "vq_dec.conv_out" not in shapes
+    assert shapes["block0"][0][0] == 1 and shapes["block1"][0][0] == 2
