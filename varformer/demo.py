@@ -99,7 +99,8 @@ def find_trained_weights(folder: str = "checkpoints") -> List[str]:
     return found
 
 
-def demo_train_config(stage: int, demo_dir: str, out_dir: str, seconds: float, device: str, extra: Sequence[str] = ()):
+def demo_train_config(stage: int, demo_dir: str, out_dir: str, seconds: float, device: str, extra: Sequence[str] = (),
+                      val_images: int = 5):
     from varformer.config import load_config
     cuda = device.startswith("cuda")
     # CPU: batch 1 (more updates in the same minutes) and fp32 (bf16 backward kernels are slower on CPUs
@@ -116,13 +117,14 @@ def demo_train_config(stage: int, demo_dir: str, out_dir: str, seconds: float, d
     if stage == 1:
         common += ["train.val_every=0"]
     else:
-        common += ["data.tasks=[rain,haze,blur,lowlight,noise]", "train.val_every=10", "train.val_images=5",
+        common += ["data.tasks=[rain,haze,blur,lowlight,noise]", "train.val_every=10", f"train.val_images={val_images}",
                    "train.val_at_start=true"]
     return load_config(None, common + list(extra))
 
 
 def training_step(run_dir: str, device: str = "auto", stage1_seconds: float = 60.0, stage2_seconds: float = 240.0,
-                  log: Callable[[str], None] = print, grid_path: Optional[str] = None) -> TrainStep:
+                  log: Callable[[str], None] = print, grid_path: Optional[str] = None,
+                  val_images: int = 5) -> TrainStep:
     """A ``TrainStep`` that trains the small demo model (stage 1 then stage 2, each for a wall-clock budget) on
     the demo training split and returns it as a ``Restorer``; it logs the loss curve and validation PSNR."""
 
@@ -138,7 +140,7 @@ def training_step(run_dir: str, device: str = "auto", stage1_seconds: float = 60
                           print_config=False)
         log(f"training stage 2 for {stage2_seconds:.0f} s on {dev} (logs: {s2_dir}) ...")
         r2 = run_training(2, demo_train_config(2, demo_dir, s2_dir, stage2_seconds, str(dev),
-                                               [f"model.stage1_weights={r1.checkpoint}"]),
+                                               [f"model.stage1_weights={r1.checkpoint}"], val_images),
                           progress=False, print_config=False)
         log(summarise_history(1, r1.history))
         log(summarise_history(2, r2.history))

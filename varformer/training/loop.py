@@ -365,7 +365,7 @@ class Trainer:
                         if stop_now and not self._stop_requested:
                             status = "time_limit"
                         self._stop_requested = stop_now
-                if log_now:
+                if (log_now or stop_now) and n_logged > 0:
                     now = time.perf_counter()
                     values = {f"loss/{k}": v for k, v in mean_over_interval(sums, n_logged).items()}
                     values["lr"] = self.optimizer.param_groups[0]["lr"]
