@@ -104,7 +104,8 @@ def build_restorer(weights: Optional[str] = None, device: str = "cpu", precision
     """A restorer for ``varformer restore`` and the evaluator.
 
     ``weights``: a checkpoint written by ``save_varformer`` / ``varformer convert official`` (None: the default
-    ``checkpoints/varformer_d16.pt``), or ``"identity"`` for a pipeline check without a model.
+    ``checkpoints/varformer_d16.pt``), or ``"identity"`` for a pipeline check without a model. With ``bf16`` the
+    model holds its bf16-eligible weights in bf16 (``VarFormer.prepare_inference``).
     """
     if precision not in PRECISIONS:
         raise VarformerError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
@@ -115,6 +116,8 @@ def build_restorer(weights: Optional[str] = None, device: str = "cpu", precision
     from varformer.model.checkpoint_io import load_varformer  # imported late: the model is heavy to import
 
     model = load_varformer(str(path))
+    if precision == "bf16" and hasattr(model, "prepare_inference"):
+        model.prepare_inference("bf16")  # weights held in bf16 where autocast would cast them anyway: less memory
     return ModelRestorer(model, dev, precision, input_size=256)
 
 

@@ -230,3 +230,49 @@ def test_unused_work_is_skipped(run):
     m, lq, out, t, shapes = run
     assert "vq_dec.up0" not in shapes and "vq_dec.conv_out" not in shapes
     assert shapes["block0"][0][0] == 1 and shapes["block1"][0][0] == 2
+
+
+def test_prepare_inference_bf16_weights(run):
+    """bf16-held weights give exactly the bf16-autocast outputs of the float32-held model; only the conv/linear
+    weights autocast would cast anyway are converted, never the tokenizer side, the softmax heads or the norms."""
+    import copy
+    m, lq, out, _, _ = run
+    m = copy.deepcopy(m)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_autocast = m(lq[:1])
+    m.prepare_inference("bf16")
+    dtypes = {n: p.dtype for n, p in m.named_parameters()}
+    bf16 = {n for n, d in dtypes.items() if d == torch.bfloat16}
+    assert bf16 and all(n.startswith(("unet_encoder.", "unet_decoder.")) for n in bf16)
+    for n in ("unet_encoder.guidance.level1.select.to_weights.weight", "unet_decoder.guidance.level2.fuse.to_logits.weight",
+              "unet_decoder.theta", "unet_encoder.norm_out.weight", "input_weight"):
+        assert dtypes[n] == torch.float32, n
+    assert dtypes["unet_encoder.conv_in.weight"] == torch.bfloat16
+    assert dtypes["unet_decoder.guidance.level1.aft.q.weight"] == torch.bfloat16
+    assert not m.training
+    y_held = m(lq[:1])                                 # default precision: the held one
+    assert torch.equal(y_held, y_autocast)
+    assert (y_held - out).abs().max() < 0.1            # and near the float32 output
+    with pytest.raises(ValueError, match="bf16"):
+        m(lq[:1], precision="fp32")
+    with pytest.raises(ValueError, match="prepare_inference"):
+        m.training_outputs(lq[:1])
+    m.prepare_inference("fp32")
+    assert all(p.dtype == torch.float32 for p in m.parameters()) and m.weights_precision == "fp32"
+
+
+def test_prepare_inference_bf16_transformer_dtypes():
+    with torch.device("meta"):
+        m = VarFormer(depth=2, vae_ch=CH, n_cross=1)
+    m.prepare_inference("bf16", bf16_transformer=True)
+    dtypes = {n: p.dtype for n, p in m.named_parameters()}
+    assert dtypes["var.blocks.0.attn.mat_qkv.weight"] == torch.bfloat16
+    assert dtypes["cross_attn.0.mat_kv.weight"] == dtypes["cross_attn.0.proj.weight"] == torch.bfloat16
+    assert dtypes["var.blocks.0.attn.q_bias"] == dtypes["var.blocks.0.attn.scale_mul_1H11"] == torch.float32
+    assert all(d == torch.float32 for n, d in dtypes.items()
+               if n.startswith(("vae.", "adapter.")) or (n.startswith("var.") and not n.startswith("var.blocks.")))
+    m.bf16_transformer = False
+    with pytest.raises(ValueError, match="bf16_transformer"):
+        m(torch.rand(1, 3, 256, 256, device="meta"))
+    with pytest.raises(ValueError, match="precision"):
+        m.prepare_inference("fp16")

@@ -80,6 +80,9 @@ class _AdaptedVAR(nn.Module):
         self.bf16_transformer = False
         self.cross_attn = nn.ModuleList(CrossAttentionInjection(self.var.C, CROSS_HEADS, head_layout)
                                         for _ in range(n_cross))
+        # the dtype the weights are held in: "fp32" (training, any precision) or "bf16" (``prepare_inference``)
+        self.weights_precision = "fp32"
+        self._bf16_held_transformer = False
 
     # ------------------------------------------------------------------ config and weights
     def config(self) -> dict:
@@ -98,6 +101,59 @@ class _AdaptedVAR(nn.Module):
             for p in m.parameters():
                 p.requires_grad_(False)
         return self
+
+    # ------------------------------------------------------------------ inference precision
+    def _bf16_weight_modules(self) -> List[nn.Module]:
+        """The modules whose weights may be held in bf16: those that run under bf16 autocast anyway. The VAR
+        blocks and cross-attention only with ``bf16_transformer``; never the VQVAE, codebook, VAR embeddings or
+        head (they run in float32 whatever the caller asks)."""
+        return [self.var.blocks, self.cross_attn] if self.bf16_transformer else []
+
+    def _fp32_weight_modules(self) -> List[nn.Module]:
+        """Parts of the bf16 modules whose weights stay float32 (the softmax-weight heads and the like)."""
+        return []
+
+    def prepare_inference(self, precision: str = "bf16", bf16_transformer: Optional[bool] = None):
+        """Hold the weights for inference at ``precision`` and switch to eval mode; returns the model.
+
+        ``"bf16"``: the convolution and linear weights that bf16 autocast casts to bf16 at every call anyway are
+        stored in bf16 -- those of the U-Net with its DAE/AFT/bridge parts, except the softmax-weight heads and
+        the deformable alignment, and those of the VAR blocks and cross-attention if ``bf16_transformer`` (which
+        this call may also set). Norm affines, gates and bias tables (a few thousand values) stay float32, and
+        so do the VQVAE, codebook, VAR embeddings and head. Outputs equal those of the float32-held model under
+        bf16 autocast; the resident weights shrink by 2 bytes per such parameter (full size: 3.3 -> 2.5 GiB,
+        1.9 GiB with the transformer). Such a model runs only ``precision='bf16'`` (its default) and cannot
+        train. ``"fp32"``: every weight back to float32 (bf16-rounded values stay rounded)."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if bf16_transformer is not None:
+            self.bf16_transformer = bool(bf16_transformer)
+        self.float()
+        self.weights_precision, self._bf16_held_transformer = "fp32", False
+        if precision == "bf16":
+            keep = {id(m) for root in self._fp32_weight_modules() for m in root.modules()}
+            for root in self._bf16_weight_modules():
+                for m in root.modules():
+                    if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in keep:
+                        m.to(torch.bfloat16)
+            self.weights_precision, self._bf16_held_transformer = "bf16", self.bf16_transformer
+        return self.eval()
+
+    def _resolve_precision(self, precision: Optional[str]) -> str:
+        if self._bf16_held_transformer and not self.bf16_transformer:
+            raise ValueError("the VAR blocks are held in bf16 but bf16_transformer was switched off; call "
+                             "prepare_inference again")
+        if precision is None:
+            return self.weights_precision
+        if self.weights_precision == "bf16" and precision != "bf16":
+            raise ValueError(f"this model holds its weights in bf16 (prepare_inference('bf16')); it runs "
+                             f"precision='bf16' only, got {precision!r}; call prepare_inference('fp32') first")
+        return precision
+
+    def _check_trainable(self) -> None:
+        if self.weights_precision != "fp32":
+            raise ValueError("training_outputs needs float32 weights; this model was prepared for bf16 inference "
+                             "(call prepare_inference('fp32') first)")
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -137,6 +193,7 @@ class _AdaptedVAR(nn.Module):
         """x in [-1, 1] -> (VQVAE encoder level features, lq_feat, rollout)."""
         with fp32_region(x.device):  # tokenizer side in float32: code search near-ties flip under bf16
             z, enc_feats, _ = self.vae.encoder.forward_features(x.float())
+            enc_feats[0] = None  # the full-resolution level is never used (no Lvl-0 guidance): free it now
             f = self.vae.quant_conv(z)
             f_a = self.adapter(f)
             idx_lq, fhats = self.vae.f_to_indices_and_fhats(f_a)
@@ -158,12 +215,14 @@ class _AdaptedVAR(nn.Module):
         else:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
 
-    def forward(self, lq: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    def forward(self, lq: torch.Tensor, precision: Optional[str] = None) -> torch.Tensor:
         """(B, 3, 256, 256) in [0, 1] -> restored (B, 3, 256, 256) in [0, 1]; no autograd graph.
         ``precision='bf16'``: bf16 autocast for the U-Net (and for the VAR transformer and cross-attention when
         ``bf16_transformer`` is set); the tokenizer, quantizer, codebook lookups, logits and the softmax-weight
-        heads always stay float32."""
+        heads always stay float32. Default: the precision the weights are held in (``prepare_inference``);
+        ``'fp32'`` inside a caller's autocast follows that autocast."""
         self._check_input(lq)
+        precision = self._resolve_precision(precision)
         with torch.inference_mode(), self._precision(lq.device, precision):
             out = self._restore(lq)
         return out.float().add(1).mul(0.5).clamp(0, 1)
@@ -181,6 +240,7 @@ class VarFormerStage1(_AdaptedVAR):
 
     def training_outputs(self, lq: torch.Tensor) -> Stage1Outputs:
         self._check_input(lq)
+        self._check_trainable()
         _, lq_feat, r = self._adapt_and_rollout((lq - 0.5) / 0.5)
         return Stage1Outputs(restored=self.vae.fhat_to_img(r.f_hat), lq_feat=lq_feat, logits=r.logits,
                              tokens=r.tokens)
@@ -207,6 +267,20 @@ class VarFormer(_AdaptedVAR):
 
     def config(self) -> dict:
         return dict(super().config(), dec_adjust=self.dec_adjust)
+
+    def _bf16_weight_modules(self) -> List[nn.Module]:
+        return super()._bf16_weight_modules() + [self.unet_encoder, self.unet_decoder]
+
+    def _fp32_weight_modules(self) -> List[nn.Module]:
+        # the DAE softmax heads (spec: float32) and the deformable alignment (no bf16 deform_conv2d kernel)
+        keep: List[nn.Module] = [g.select.to_weights for g in self._guidances()]
+        keep += [g.fuse.to_logits for g in self._guidances()]
+        if self.unet_decoder.align is not None:
+            keep.append(self.unet_decoder.align)
+        return keep
+
+    def _guidances(self):
+        return list(self.unet_encoder.guidance.values()) + list(self.unet_decoder.guidance.values())
 
     def _vq_decoder_features(self, f_hat: torch.Tensor):
         """Frozen VQVAE decoder on f_hat, features only: (mid, per-level features); the levels below the lowest
@@ -236,6 +310,7 @@ class VarFormer(_AdaptedVAR):
 
     def training_outputs(self, lq: torch.Tensor) -> VarFormerOutputs:
         self._check_input(lq)
+        self._check_trainable()
         out, lq_feat, r, weights = self._stage2((lq - 0.5) / 0.5)
         return VarFormerOutputs(restored=out, lq_feat=lq_feat, logits=r.logits, tokens=r.tokens, priors=r.priors,
                                 dae_weights=weights)
