@@ -3,6 +3,7 @@
     m = VarFormer(depth=16, vae_ch=160, n_cross=8, dec_adjust=False, cfg=0.5)   # released (test) layout
     out = m(lq)                     # (B, 3, 256, 256) in [0, 1] -> [0, 1], under torch.inference_mode
     t = m.training_outputs(lq)      # autograd graph; restored in [-1, 1], lq_feat, logits, tokens, priors, ...
+    m.prepare_inference("bf16")     # inference only: weights that bf16 autocast casts anyway held in bf16
 
 A constructor builds every part with random weights (the frozen VQVAE + VAR included): use
 ``VarFormer.from_official(path)`` (released BasicSR checkpoint), ``load_varformer(path)`` (our checkpoint) or
