@@ -257,6 +257,9 @@ def test_prepare_inference_bf16_weights(run):
         m(lq[:1], precision="fp32")
     with pytest.raises(ValueError, match="prepare_inference"):
         m.training_outputs(lq[:1])
+    from varformer.model import save_varformer
+    with pytest.raises(ValueError, match="float32"):
+        save_varformer("unused.pt", m)
     m.prepare_inference("fp32")
     assert all(p.dtype == torch.float32 for p in m.parameters()) and m.weights_precision == "fp32"
 

@@ -106,6 +106,9 @@ def build_from_state_dict(cls: Optional[Type[nn.Module]], config: dict, state_di
 def save_varformer(path: str | os.PathLike, model: nn.Module) -> None:
     """Write ``model`` with its config; ``.safetensors`` by extension, else a weights_only-loadable torch file."""
     path = Path(path)
+    if getattr(model, "weights_precision", "fp32") != "fp32":
+        raise ValueError("this model holds bf16 weights for inference (prepare_inference); checkpoints are "
+                         "written from float32 weights")
     config = model.config()
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
