@@ -156,3 +156,20 @@ def test_load_backbone_from_official_files(tmp_path):
     assert model.var.vae is model.vae
     with pytest.raises(WeightsNotFoundError, match="var_d2"):
         model.load_backbone(str(tmp_path / "vae.pth"), str(tmp_path / "nope" / "var_d2.pth"))
+
+
+def test_safetensors_reader_without_memory_map(tmp_path):
+    from safetensors.torch import save_file
+
+    from varformer.model.checkpoint_io import read_safetensors_unmapped
+    t = {"x": torch.randn(3, 4).bfloat16(), "s": torch.tensor(2.0), "e": torch.empty(0, 5),
+         "i": torch.arange(7), "h": torch.randn(2, 2).half(), "b": torch.tensor([True, False])}
+    save_file(t, str(tmp_path / "t.safetensors"))
+    r = read_safetensors_unmapped(tmp_path / "t.safetensors")
+    assert r.keys() == t.keys()
+    for k in t:
+        assert r[k].dtype == t[k].dtype and r[k].shape == t[k].shape and torch.equal(r[k], t[k]), k
+    data = (tmp_path / "t.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-8])
+    with pytest.raises(CheckpointMismatchError, match="truncated"):
+        read_safetensors_unmapped(tmp_path / "cut.safetensors")

@@ -130,12 +130,12 @@ def read_varformer(path: str | os.PathLike, map_location="cpu") -> tuple[dict, d
             f"-o checkpoints/varformer_d16.pt`, or pass the file directly)")
     if path.suffix == ".safetensors":
         from safetensors import safe_open
-        from safetensors.torch import load_file
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         if meta.get("format") != FORMAT or "varformer_config" not in meta:
             raise CheckpointMismatchError(f"{path} has no VarFormer config in its metadata")
-        return json.loads(meta["varformer_config"]), load_file(str(path), device=str(map_location))
+        state_dict = {k: v.to(map_location) for k, v in read_safetensors_unmapped(path).items()}
+        return json.loads(meta["varformer_config"]), state_dict
     obj = torch.load(str(path), map_location=map_location, weights_only=True)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if not {"config", "state_dict"} <= obj.keys():
@@ -143,6 +143,39 @@ def read_varformer(path: str | os.PathLike, map_location="cpu") -> tuple[dict, d
         return dict(obj["config"]), obj["state_dict"]
     from varformer.model.convert import convert_official, read_official
     return convert_official(read_official(obj, source=str(path)))
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def read_safetensors_unmapped(path: str | os.PathLike) -> dict:
+    """A ``.safetensors`` file read into one ordinary allocation per tensor (no memory map).
+
+    ``safetensors.torch.load_file`` maps the whole file: every tensor keeps the one mapping alive, so pages once
+    read stay resident until the last tensor goes -- converting the U-Net weights to bf16 for inference would
+    then keep their float32 pages as well (measured: 5.2 GiB peak instead of 3.8 at full size)."""
+    out = {}
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+        header.pop("__metadata__", None)
+        start = 8 + n
+        for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            if info["dtype"] not in _SAFETENSORS_DTYPES:
+                raise CheckpointMismatchError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+            begin, end = info["data_offsets"]
+            t = torch.empty(info["shape"], dtype=_SAFETENSORS_DTYPES[info["dtype"]])
+            raw = t.reshape(-1).view(torch.uint8)  # the tensor's bytes (little-endian, as the format stores them)
+            if raw.numel() != end - begin:
+                raise CheckpointMismatchError(f"{path}: tensor {name} has {end - begin} bytes for shape "
+                                              f"{info['shape']} {info['dtype']}")
+            fh.seek(start + begin)
+            if raw.numel() and fh.readinto(memoryview(raw.numpy())) != raw.numel():
+                raise CheckpointMismatchError(f"{path} is truncated (tensor {name})")
+            out[name] = t
+    return out
 
 
 def load_varformer(path: str | os.PathLike, map_location="cpu", expect_stage: Optional[int] = None,
