@@ -163,3 +163,20 @@ def test_restore_folder_with_a_small_varformer_checkpoint(tmp_path):
     b = np.asarray(Image.open(out / "gray_wide.png"))
     assert a.shape == (200, 180, 3) and b.shape == (256, 300, 3)
     # (that batching tiles of several images leaves each result unchanged is tested with the model)
+
+
+def test_bf16_restorer_holds_bf16_weights(tmp_path):
+    """--precision bf16 loads the model with its autocast-cast weights held in bf16 (less memory, same output)."""
+    from varformer.model.checkpoint_io import save_varformer
+    from varformer.model.varformer import VarFormer
+
+    with torch.device("meta"):
+        model = VarFormer(depth=2, vae_ch=32, n_cross=1)
+    model = model.to_empty(device="cpu")
+    ckpt = tmp_path / "small.safetensors"
+    save_varformer(ckpt, model)
+    r = build_restorer(str(ckpt), precision="bf16")
+    assert r.precision == "bf16" and r.model.weights_precision == "bf16"
+    assert r.model.unet_decoder.conv_out.weight.dtype == torch.bfloat16
+    assert r.model.vae.quant_conv.weight.dtype == torch.float32
+    assert build_restorer(str(ckpt)).model.weights_precision == "fp32"
