@@ -96,7 +96,7 @@ class _Level(nn.Module):
         return h
 
 
-class _Middle(nn.Module):
+class MidBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.block_1 = ResnetBlock(channels, channels)
@@ -127,7 +127,7 @@ class Encoder(nn.Module):
                 stage.downsample = Downsample(c_out)
             self.down.append(stage)
             c_in = c_out
-        self.mid = _Middle(c_in)
+        self.mid = MidBlock(c_in)
         self.norm_out = group_norm(c_in)
         self.conv_out = nn.Conv2d(c_in, z_channels, kernel_size=3, stride=1, padding=1)
 
@@ -164,7 +164,7 @@ class Decoder(nn.Module):
         n_levels = len(ch_mult)
         c_in = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(z_channels, c_in, kernel_size=3, stride=1, padding=1)
-        self.mid = _Middle(c_in)
+        self.mid = MidBlock(c_in)
         levels: list[_Level] = [None] * n_levels  # type: ignore[list-item]
         for level in reversed(range(n_levels)):
             c_out = ch * ch_mult[level]

@@ -13,60 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# the U-Net is VQVAE-shaped: its blocks are the autoencoder's (same computation, same key names)
+from varformer.backbone.vqvae_blocks import AttnBlock, Downsample, MidBlock, ResnetBlock, Upsample
 from varformer.model.aft import AnchorAttention, BridgeFeature, group_norm
 from varformer.model.alignment import AlignStep
 from varformer.model.dae import RegionFusion, ScaleSelection
 
 LATENT_SIZE = 16
-
-
-class ResnetBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__()
-        self.norm1 = group_norm(c_in)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.norm2 = group_norm(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.nin_shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return (x if self.nin_shortcut is None else self.nin_shortcut(x)) + h
-
-
-class AttnBlock(nn.Module):
-    """Single-head spatial self-attention with 1x1 qkv / output convs, residual."""
-
-    def __init__(self, c: int):
-        super().__init__()
-        self.norm = group_norm(c)
-        self.qkv = nn.Conv2d(c, 3 * c, 1)
-        self.proj_out = nn.Conv2d(c, c, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        q, k, v = (t.flatten(2).transpose(1, 2).contiguous()[:, None] for t in self.qkv(self.norm(x)).chunk(3, dim=1))
-        out = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(B, C, H, W)
-        return x + self.proj_out(out)
-
-
-class Downsample(nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
 class Level(nn.Module):
@@ -84,17 +37,6 @@ class Level(nn.Module):
             if len(self.attn):
                 h = self.attn[i](h)
         return h
-
-
-class MidBlock(nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.block_1 = ResnetBlock(c, c)
-        self.attn_1 = AttnBlock(c)
-        self.block_2 = ResnetBlock(c, c)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.block_2(self.attn_1(self.block_1(h)))
 
 
 class PriorGuidance(nn.Module):

@@ -39,8 +39,11 @@ def enable_activation_checkpointing(model: nn.Module, targets: Iterable[Type[nn.
         model.set_grad_checkpointing(True)
         return sum(1 for _ in model.modules())
     types = tuple(targets) or _default_targets()
+    # by default only the U-Net's blocks: the frozen VQVAE is built from the same block classes but never trains
+    roots = ([model] if targets else
+             [getattr(model, name) for name in ("unet_encoder", "unet_decoder") if hasattr(model, name)])
     n = 0
-    for m in model.modules():
+    for m in (m for root in roots for m in root.modules()):
         if isinstance(m, types) and not getattr(m, "_varformer_checkpointed", False):
             _wrap(m)
             n += 1
