@@ -37,6 +37,7 @@ class ModelConfig:
     stage1_weights: Optional[str] = None  # stage 2 only: a stage-1 run's ckpt_*.pt / final_ema.pt (adapter,
                                         # cross-attention, VAR embeddings/head carried over from its EMA)
     local_files_only: bool = False      # never reach the hub, only its local cache
+    input_weight_init: float = 0.5      # stage 2 from scratch: global-residual weight at init (official 0.5; 1.0 = identity start)
     random_init_backbone: bool = False  # tests/demo only: build the frozen VAR backbone with random weights, explicitly
 
 

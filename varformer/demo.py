@@ -117,8 +117,9 @@ def demo_train_config(stage: int, demo_dir: str, out_dir: str, seconds: float, d
     if stage == 1:
         common += ["train.val_every=0"]
     else:
+        # identity start (configs/demo_stage2.yaml explains): minutes of CPU training then improve on the input
         common += ["data.tasks=[rain,haze,blur,lowlight,noise]", "train.val_every=10", f"train.val_images={val_images}",
-                   "train.val_at_start=true"]
+                   "train.val_at_start=true", "model.input_weight_init=1.0"]
     return load_config(None, common + list(extra))
 
 

@@ -279,3 +279,13 @@ def test_prepare_inference_bf16_transformer_dtypes():
         m(torch.rand(1, 3, 256, 256, device="meta"))
     with pytest.raises(ValueError, match="precision"):
         m.prepare_inference("fp16")
+
+
+def test_identity_start_returns_the_input():
+    """input_weight_init=1.0 (short runs from scratch) starts the restorer as the identity, whatever the U-Net."""
+    from varformer.model import VarFormer
+    torch.manual_seed(0)
+    m = VarFormer(depth=2, vae_ch=32, n_cross=1, input_weight_init=1.0).eval()
+    lq = torch.rand(1, 3, 256, 256)
+    assert torch.allclose(m(lq), lq, atol=1e-6)
+    assert VarFormer(depth=2, vae_ch=32, n_cross=1).input_weight.item() == 0.5  # official default

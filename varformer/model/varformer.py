@@ -257,14 +257,16 @@ class VarFormer(_AdaptedVAR):
     stage = 2
 
     def __init__(self, depth: int = 16, vae_ch: int = 160, n_cross: int = 8, dec_adjust: bool = False,
-                 cfg: float = 0.5, head_layout: str = "official"):
+                 cfg: float = 0.5, head_layout: str = "official", input_weight_init: float = 0.5):
         super().__init__(depth, vae_ch, n_cross, cfg, head_layout)
         self.dec_adjust = dec_adjust
         self.unet_encoder = UNetEncoder(ch=vae_ch, ch_mult=CH_MULT, num_res_blocks=2, z_channels=32, heads=8)
         self.unet_decoder = UNetDecoder(ch=vae_ch, ch_mult=CH_MULT, num_res_blocks=2, z_channels=32, heads=4,
                                         dec_adjust=dec_adjust)
-        # global residual: out = (1 - w) * net + w * input
-        self.input_weight = nn.Parameter(torch.tensor(0.5))
+        # global residual: out = (1 - w) * net + w * input. Official init 0.5. For short runs from scratch, 1.0
+        # starts the restorer as the identity; Adam still gives the U-Net full-size steps (its gradient is scaled
+        # by 1 - w, which Adam normalises away) while w itself learns how much of the network to mix in.
+        self.input_weight = nn.Parameter(torch.tensor(float(input_weight_init)))
 
     def config(self) -> dict:
         return dict(super().config(), dec_adjust=self.dec_adjust)

@@ -37,7 +37,7 @@ def build_model(cfg, stage: int, announce=print) -> nn.Module:
                                 head_layout=m.head_layout)
     elif stage == 2:
         model = VarFormer(depth=m.depth, vae_ch=m.vae_ch, n_cross=m.n_cross, dec_adjust=m.dec_adjust, cfg=m.cfg,
-                          head_layout=m.head_layout)
+                          head_layout=m.head_layout, input_weight_init=m.input_weight_init)
     else:
         raise ConfigError(f"stage must be 1 or 2, got {stage}")
     if m.weights:
