@@ -140,14 +140,15 @@ class PartTimer:
     def __init__(self, model, device: torch.device):
         self.model, self.device = model, device
         self.seconds: Dict[str, float] = {p: 0.0 for p in PARTS if p != REST}
-        self.total = 0.0
+        self._totals: Dict[str, float] = {"total": 0.0}
         self._stack: List[float] = []
 
     def _sync(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _wrap(self, name: str, fn: Callable) -> Callable:
+    def _timed(self, fn: Callable, into: Dict[str, float], key: str) -> Callable:
+        """``fn`` that adds its own (device-synchronised) wall time to ``into[key]``."""
         def timed(*a, **k):
             self._sync()
             t0 = time.perf_counter()
@@ -155,8 +156,11 @@ class PartTimer:
                 return fn(*a, **k)
             finally:
                 self._sync()
-                self.seconds[name] += time.perf_counter() - t0
+                into[key] += time.perf_counter() - t0
         return timed
+
+    def _wrap(self, name: str, fn: Callable) -> Callable:
+        return self._timed(fn, self.seconds, name)
 
     @contextlib.contextmanager
     def active(self):
@@ -186,15 +190,11 @@ class PartTimer:
 
     def whole(self, fn: Callable) -> Callable:
         """Wrap a whole forward call: its time is the denominator of the shares."""
-        def timed(*a, **k):
-            self._sync()
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                self._sync()
-                self.total += time.perf_counter() - t0
-        return timed
+        return self._timed(fn, self._totals, "total")
+
+    @property
+    def total(self) -> float:
+        return self._totals["total"]
 
     def shares(self) -> Dict[str, float]:
         """Fractions of the wrapped calls' time. What runs before the rollout (VQVAE encoder, Adapter, code search)
