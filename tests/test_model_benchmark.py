@@ -50,9 +50,11 @@ def test_table_and_cli_options(capsys):
                          results=[PrecisionResult("fp32", Timing(2.0, 4.0, 2 ** 30), 0.6, 3.0, 50.0, 25.0,
                                                   {p: 1 / len(PARTS) for p in PARTS})],
                          reference={"b1": Timing(3.0, 6.0, 2 ** 31), "flops_per_image": 1.1e11,
-                                    "max_abs_diff_vs_model_fp32": 0.0})
+                                    "max_abs_diff_vs_model_fp32": 0.0},
+                         tensor_peaks={"fp32": 2 ** 29, "reference": 2 ** 30})
     table = format_model_table(res)
-    assert "| fp32 | 2.000 | 4.000 | 0.600 | 3.000 | 1.00 GiB | 50.0 / 25.0 | 50.0 / 25.0 |" in table
+    assert "| fp32 | 2.000 | 4.000 | 0.600 | 3.000 | 0.50 GiB | 1.00 GiB | 50.0 / 25.0 | 50.0 / 25.0 |" in table
+    assert "| official-style ref. (fp32) | 3.000 | 6.000 | - | - | 1.00 GiB | 2.00 GiB |" in table
     assert "wall 1.50x, CPU time 1.50x" in table and "10.0% more" in table
     with pytest.raises(SystemExit):
         main(["benchmark", "model", "--image", "4kx2k"])

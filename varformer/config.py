@@ -48,6 +48,7 @@ class DataConfig:
     demo_cache: Optional[str] = None    # where the demo set is built; None: the user's cache directory
     tasks: List[str] = field(default_factory=lambda: ["blur", "lowlight", "realnoise", "rain", "noise", "haze"])
     task_weights: List[float] = field(default_factory=list)  # empty: equal probabilities (official intent, spec 10.1)
+    task_order: str = "random"          # "random" (official) or "cycle": sample k gets task k mod n (short runs)
     crop_size: int = 256
     flip: bool = False                  # official stage 2: no flips, no rotations
     rot90: bool = False
@@ -84,6 +85,9 @@ class TrainConfig:
     precision: str = "bf16"             # "bf16" (autocast where the spec allows) or "fp32"
     grad_checkpointing: bool = False    # recompute activations in backward (the official batch needs it on 80 GB)
     grad_clip: float = 0.0              # 0: off (official)
+    gate_lr_scale: float = 1.0          # lr multiplier for the model's blend gates (stage 2: input_weight, theta);
+                                        # 1 = official. An identity start (input_weight 1.0) opens only as fast as
+                                        # Adam moves w (about lr per step): short runs raise this
     fused_adam: bool = True             # CUDA only: one fused kernel for the Adam update
     find_unused_parameters: bool = False  # DDP: only needed if a trainable module gets no gradient
     save_every: int = 10_000

@@ -118,13 +118,17 @@ def demo_train_config(stage: int, demo_dir: str, out_dir: str, seconds: float, d
         common += ["train.val_every=0"]
     else:
         # identity start (configs/demo_stage2.yaml explains): minutes of CPU training then improve on the input
-        common += ["data.tasks=[rain,haze,blur,lowlight,noise]", "train.val_every=10", f"train.val_images={val_images}",
-                   "train.val_at_start=true", "model.input_weight_init=1.0",
+        # tasks in turn (one log window of 5 steps = one image of each task) and the gates at 20x the lr, so the
+        # identity start opens within the run (measured over 150 s: validation PSNR +0.21 dB with 20x against
+        # +0.07 dB with 1x; 50x oscillates)
+        common += ["data.tasks=[rain,haze,blur,lowlight,noise]", "data.task_order=cycle", "train.log_every=5",
+                   "train.val_every=10", f"train.val_images={val_images}", "train.val_at_start=true",
+                   "model.input_weight_init=1.0", "train.gate_lr_scale=20",
                    "train.lr=1e-3"]  # batch 1 over five tasks: 2e-3 overshoots after ~40 steps
     return load_config(None, common + list(extra))
 
 
-def training_step(run_dir: str, device: str = "auto", stage1_seconds: float = 60.0, stage2_seconds: float = 240.0,
+def training_step(run_dir: str, device: str = "auto", stage1_seconds: float = 60.0, stage2_seconds: float = 300.0,
                   log: Callable[[str], None] = print, grid_path: Optional[str] = None,
                   val_images: int = 5) -> TrainStep:
     """A ``TrainStep`` that trains the small demo model (stage 1 then stage 2, each for a wall-clock budget) on
@@ -163,11 +167,17 @@ def training_step(run_dir: str, device: str = "auto", stage1_seconds: float = 60
 
 def summarise_history(stage: int, history: List[Dict[str, float]]) -> str:
     losses = [(h["step"], h["loss/total"]) for h in history if "loss/total" in h]
-    vals = [(h["step"], h["val/psnr"], h.get("val/psnr_input")) for h in history if "val/psnr" in h]
-    lines = [f"stage {stage} loss (step: total): " + ", ".join(f"{s}: {v:.4f}" for s, v in losses)]
+    vals = [h for h in history if "val/psnr" in h]
+    lines = [f"stage {stage} training loss (step: mean over the steps since the last log): "
+             + ", ".join(f"{s}: {v:.4f}" for s, v in losses)]
     if vals:
         lines.append(f"stage {stage} validation PSNR (paper protocol, 256x256; step: model / identity): "
-                     + ", ".join(f"{s}: {p:.2f} / {i:.2f}" for s, p, i in vals))
+                     + ", ".join(f"{h['step']}: {h['val/psnr']:.2f} / {h.get('val/psnr_input', float('nan')):.2f}"
+                                 for h in vals))
+        if any("val/loss" in h for h in vals):
+            lines.append(f"stage {stage} validation loss (the image terms of the training loss on the same "
+                         "held-out images; step: loss): "
+                         + ", ".join(f"{h['step']}: {h['val/loss']:.4f}" for h in vals if "val/loss" in h))
     return "\n".join(lines)
 
 

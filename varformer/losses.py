@@ -191,11 +191,8 @@ class VarFormerLoss(nn.Module):
                          "term (not the official recipe)\n" + "!" * 100)
         return cls(loss_cfg, stage, vgg)
 
-    def forward(self, out, gt_pm1: torch.Tensor, gt_tokens: Sequence[torch.Tensor],
-                gt_feat: torch.Tensor) -> LossTerms:
-        w = self.weights
-        raw: Dict[str, torch.Tensor] = {}
-        restored = out.restored
+    def _image_terms(self, restored: torch.Tensor, gt_pm1: torch.Tensor) -> Dict[str, torch.Tensor]:
+        w, raw = self.weights, {}
         if "pixel_l1" in w:
             raw["pixel_l1"] = pixel_l1(restored, gt_pm1)
         if "psnr" in w:
@@ -203,6 +200,19 @@ class VarFormerLoss(nn.Module):
                 else negative_psnr(restored, gt_pm1)
         if "perceptual" in w:
             raw["perceptual"] = self.vgg(restored, gt_pm1)
+        return raw
+
+    def image_loss(self, restored_pm1: torch.Tensor, gt_pm1: torch.Tensor) -> Optional[torch.Tensor]:
+        """The weighted image terms of this stage's loss (L1, PSNR, perceptual) on restored images, e.g. held-out
+        ones at validation, where there are no token targets; None when the stage has no image term (stage 1)."""
+        raw = self._image_terms(restored_pm1, gt_pm1)
+        return sum(self.weights[k] * v for k, v in raw.items()) if raw else None
+
+    def forward(self, out, gt_pm1: torch.Tensor, gt_tokens: Sequence[torch.Tensor],
+                gt_feat: torch.Tensor) -> LossTerms:
+        w = self.weights
+        restored = out.restored
+        raw: Dict[str, torch.Tensor] = self._image_terms(restored, gt_pm1)
         if "token_ce" in w:
             raw["token_ce"] = token_cross_entropy(out.logits, gt_tokens)
         if "feature_l2" in w:

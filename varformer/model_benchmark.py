@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from varformer.profiling import count_flops, current_memory, measure_peak_memory
+from varformer.profiling import count_flops, current_memory, measure_peak_memory, peak_tensor_bytes, tensor_bytes
 from varformer.restore import ModelRestorer, resolve_device
 from varformer.tiling import count_tiles, tiled_forward
 
@@ -318,6 +318,9 @@ class ModelBenchmark:
     bf16_check: Optional[Dict[str, float]] = None
     large_image: Optional[Dict[str, object]] = None
     full_size_flops: Optional[Dict[str, int]] = None
+    # batch-1 peak of weights + live activations per call ("fp32", "bf16", "reference"): what CUDA's
+    # max_memory_allocated reports; on CPU tracked op by op in one extra call (the process RSS adds the runtime)
+    tensor_peaks: Dict[str, int] = field(default_factory=dict)
 
 
 def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[int] = None, device: str = "cpu",
@@ -375,6 +378,16 @@ def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[in
         fns["reference"] = lambda: outputs.__setitem__("reference", official_style_forward(model, x1))
     log(f"batch 1: {', '.join(fns)} in alternation, {warmup} warm-up + {repeat} timed rounds")
     b1 = interleaved_timings(fns, dev, warmup, repeat, with_memory=True)
+    tensor_peaks: Dict[str, int] = {}
+    if dev.type == "cuda":
+        tensor_peaks = {k: t.peak_mem_bytes for k, t in b1.items() if t.peak_mem_bytes is not None}
+    else:
+        log("batch 1: peak tensor memory, one tracked call each")
+        held = tensor_bytes([model])
+        plain = {p: (lambda p=p: ModelRestorer(model, dev, p)(x1)) for p in precisions}  # not the part timers
+        if use_ref:
+            plain["reference"] = lambda: official_style_forward(model, x1)
+        tensor_peaks = {k: held + peak_tensor_bytes(fn) for k, fn in plain.items()}
 
     thr: Dict[str, Timing] = {}
     if batch > 1:
@@ -408,7 +421,8 @@ def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[in
         load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         cpu_flags=cpu_features() if dev.type == "cpu" else {}, weights_note=note,
         params=sum(p.numel() for p in model.parameters()), flops_per_image=flops, model_memory_bytes=model_mem,
-        batch=batch, results=results, reference=ref, bf16_check=bcheck, large_image=large, full_size_flops=full)
+        batch=batch, results=results, reference=ref, bf16_check=bcheck, large_image=large, full_size_flops=full,
+        tensor_peaks=tensor_peaks)
 
 
 def _device_name(dev: torch.device) -> str:
@@ -482,19 +496,23 @@ def format_model_table(r: ModelBenchmark) -> str:
              + (f"; model resident: {_gib(r.model_memory_bytes)}" if r.model_memory_bytes else ""),
              "",
              f"| precision | latency b1 wall (s/img) | CPU time b1 (s/img) | throughput b{r.batch} (img/s) "
-             f"| CPU time b{r.batch} (s/img) | peak mem b1 | achieved GFLOP/s b1, wall / CPU "
-             f"| matmul GFLOP/s, wall / CPU |",
-             "|---|---|---|---|---|---|---|---|"]
-    rows = [(p.precision, p.b1, p.throughput_ips, p.throughput_cpu_s_per_img, (p.matmul_gflops, p.matmul_cpu_gflops))
-            for p in r.results]
+             f"| CPU time b{r.batch} (s/img) | peak tensor mem b1 | peak {'RSS' if r.device == 'cpu' else 'mem'} b1 "
+             f"| achieved GFLOP/s b1, wall / CPU | matmul GFLOP/s, wall / CPU |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    rows = [(p.precision, p.precision, p.b1, p.throughput_ips, p.throughput_cpu_s_per_img,
+             (p.matmul_gflops, p.matmul_cpu_gflops)) for p in r.results]
     if r.reference:
-        rows.append(("official-style ref. (fp32)", r.reference["b1"], None, None, None))
-    for name, t, thr, thr_cpu, roof in rows:
-        flops = r.reference["flops_per_image"] if name.startswith("official") else r.flops_per_image
+        rows.append(("official-style ref. (fp32)", "reference", r.reference["b1"], None, None, None))
+    for name, key, t, thr, thr_cpu, roof in rows:
+        flops = r.reference["flops_per_image"] if key == "reference" else r.flops_per_image
         lines.append(f"| {name} | {t.wall_s:.3f} | {t.cpu_s:.3f} | {'-' if thr is None else f'{thr:.3f}'} | "
-                     f"{'-' if thr_cpu is None else f'{thr_cpu:.3f}'} | {_gib(t.peak_mem_bytes)} | "
+                     f"{'-' if thr_cpu is None else f'{thr_cpu:.3f}'} | {_gib(r.tensor_peaks.get(key))} | "
+                     f"{_gib(t.peak_mem_bytes)} | "
                      f"{flops / t.wall_s / 1e9:.1f} / {flops / max(t.cpu_s, 1e-9) / 1e9:.1f} | "
                      f"{'-' if roof is None else f'{roof[0]:.1f} / {roof[1]:.1f}'} |")
+    lines += ["", "peak tensor mem = weights + live activations at their peak (what CUDA's max_memory_allocated "
+                  "counts); peak RSS = the whole process (interpreter, libraries, allocator caches included)"
+              if r.device == "cpu" else "peak memory = torch.cuda.max_memory_allocated (weights + activations)"]
     if r.results and r.results[0].part_shares:
         lines += ["", "| share of batch-1 time | " + " | ".join(p.precision for p in r.results) + " |",
                   "|---|" + "---|" * len(r.results)]

@@ -12,6 +12,10 @@ memory.
   interpreter, libraries and the weights already loaded; subtract `current_memory('cpu')` taken before the call
   for the extra memory of `fn`. Where the peak cannot be reset, the RSS is sampled every millisecond by a thread
   instead (short spikes may be missed).
+- `peak_tensor_bytes(fn)`: on any device, the peak bytes of tensor storage allocated while `fn` runs and still
+  alive, tracked op by op (a `TorchDispatchMode`; slow, for measurement runs only). Added to the bytes of the
+  tensors that exist before (`tensor_bytes(model)`), it is what CUDA's `max_memory_allocated` reports, so a CPU
+  run gives the figure a GPU would, without the interpreter and libraries the process RSS includes.
 """
 from __future__ import annotations
 
@@ -19,9 +23,12 @@ import re
 import statistics
 import threading
 import time
-from typing import Callable
+import weakref
+from typing import Callable, Dict, Iterable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 
@@ -141,3 +148,53 @@ def _sampled_peak_rss(fn: Callable[[], object]) -> int:
         done.set()
         thread.join()
     return max(peak[0], current_memory('cpu'))
+
+
+class _LiveStorageTracker(TorchDispatchMode):
+    """Counts the storage of every tensor an op creates (not views or in-place results, which alias an input)
+    until the storage is freed."""
+
+    def __init__(self):
+        super().__init__()
+        self.current = self.peak = 0
+        self._live: Dict[int, int] = {}   # storage data_ptr -> bytes
+
+    def _freed(self, ptr: int, nbytes: int) -> None:
+        if self._live.pop(ptr, None) is not None:
+            self.current -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            ptr, nbytes = storage.data_ptr(), storage.nbytes()
+            if nbytes == 0 or ptr in inputs or ptr in self._live:
+                continue
+            self._live[ptr] = nbytes
+            self.current += nbytes
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(storage, self._freed, ptr, nbytes)
+        return out
+
+
+def peak_tensor_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes of tensor storage allocated during `fn()` and alive at the same time (see the module docstring);
+    what `fn` returns is dropped before this returns."""
+    tracker = _LiveStorageTracker()
+    with tracker:
+        fn()
+    return tracker.peak
+
+
+def tensor_bytes(modules: Iterable[torch.nn.Module]) -> int:
+    """Bytes of the distinct parameter and buffer storages of `modules` (shared tensors counted once)."""
+    seen: Dict[int, int] = {}
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+    return sum(seen.values())

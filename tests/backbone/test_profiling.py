@@ -40,3 +40,32 @@ def test_count_flops_includes_attention():
     q = k = v = torch.randn(1, 2, 16, 8)
     sdpa = torch.nn.functional.scaled_dot_product_attention
     assert count_flops(sdpa, q, k, v) == 2 * (2 * 2 * 16 * 8 * 16)
+
+
+def test_peak_tensor_bytes_counts_live_allocations_not_views_or_inplace():
+    from varformer.profiling import peak_tensor_bytes
+    mb = 2 ** 20
+    w = torch.ones(mb // 4)  # exists before: its views and in-place updates allocate nothing
+
+    def fn():
+        a = torch.ones(mb // 4)          # 1 MiB
+        v = a[:10]                       # view: nothing
+        w.add_(1)                        # in place on an outside tensor: nothing
+        w.view(-1, 4).t()                # view of an outside tensor: nothing
+        del a                            # still alive through the view
+        b = torch.ones(2 * mb // 4)      # 2 MiB -> 3 MiB live
+        del v                            # frees a
+        c = b * 2                        # 2 MiB -> 4 MiB live
+        return c
+
+    assert peak_tensor_bytes(fn) == 4 * mb
+    assert peak_tensor_bytes(lambda: [torch.ones(mb // 4) for _ in range(3)]) == 3 * mb
+    assert peak_tensor_bytes(lambda: [float(torch.ones(mb // 4).sum()) for _ in range(3)]) == mb + 4
+
+
+def test_tensor_bytes_counts_shared_weights_once():
+    from varformer.profiling import tensor_bytes
+    lin = torch.nn.Linear(8, 4)
+    tied = torch.nn.Linear(8, 4)
+    tied.weight = lin.weight
+    assert tensor_bytes([lin, tied]) == (32 + 4 + 4) * 4

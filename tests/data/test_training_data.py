@@ -106,3 +106,17 @@ def test_gopro_per_sequence_training_layout(tmp_path):
                 write_rgb(str(tmp_path / "GOPRO_Large" / "train" / seq / sub / frame))
     src = find_training_source(str(tmp_path), "blur")
     assert len(src) == 4 and src.pairs[0] == ("GOPR0372_07_00/blur/000047.png", "GOPR0372_07_00/sharp/000047.png")
+
+
+def test_cycle_task_order_goes_round_the_tasks(tmp_path):
+    root = _official_root(tmp_path)
+    tasks = ["blur", "lowlight", "haze"]
+    ds = build_stage2_dataset(str(root), tasks, crop_size=8, seed=0, task_order="cycle")
+    assert [ds[i]["task"] for i in range(7)] == tasks * 2 + ["blur"]
+    # an unshuffled sampler keeps consecutive ids together: a batch of 3 (or 3 ranks of 1) covers every task
+    loader = build_loader(ds, batch_size=3, seed=0)
+    assert sorted(next(iter(loader))["task"]) == sorted(tasks)
+    with pytest.raises(DataError, match="cannot honour task weights"):
+        build_stage2_dataset(str(root), ["blur", "lowlight"], task_weights=[1, 2], crop_size=8, task_order="cycle")
+    with pytest.raises(DataError, match="task order must be one of"):
+        build_stage2_dataset(str(root), ["blur"], crop_size=8, task_order="roundrobin")

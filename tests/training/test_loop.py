@@ -146,3 +146,28 @@ def test_bf16_autocast_path_trains(tmp_path):
     res = _trainer(tiny_config(tmp_path, total_iters=3, precision="bf16", save_every=0)).fit()
     assert res.status == "finished"
     assert all(torch.isfinite(torch.tensor(h["loss/mse"])) for h in res.history if "loss/mse" in h)
+
+
+def test_gate_parameters_get_their_own_learning_rate(tmp_path):
+    from varformer.training.loop import build_optimizer
+    from varformer.errors import ConfigError
+    cfg = tiny_config(tmp_path, total_iters=1)
+    net = torch.nn.Linear(4, 4)
+    gate = torch.nn.Parameter(torch.tensor(1.0))
+    params = list(net.parameters()) + [gate]
+    assert len(build_optimizer(params, cfg.train, torch.device("cpu"), [gate]).param_groups) == 1  # scale 1
+    cfg.train.gate_lr_scale = 10.0
+    opt = build_optimizer(params, cfg.train, torch.device("cpu"), [gate])
+    assert [g["lr"] for g in opt.param_groups] == [cfg.train.lr, 10 * cfg.train.lr]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1], gamma=0.5)
+    before = [p.detach().clone() for p in params]
+    (net(torch.ones(1, 4)).sum() * gate).backward()
+    opt.step()  # Adam's first step moves every parameter by about its lr
+    steps = [float((p.detach() - b).abs().max()) for p, b in zip(params, before)]
+    assert steps[-1] == pytest.approx(10 * cfg.train.lr, rel=1e-3)
+    assert steps[0] == pytest.approx(cfg.train.lr, rel=1e-3)
+    sched.step()
+    assert [g["lr"] for g in opt.param_groups] == [cfg.train.lr / 2, 5 * cfg.train.lr]
+    cfg.train.gate_lr_scale = 0.0
+    with pytest.raises(ConfigError, match="gate_lr_scale"):
+        build_optimizer(params, cfg.train, torch.device("cpu"), [gate])

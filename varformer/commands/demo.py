@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--train-minutes", type=float, default=5.0,
-                        help="wall-clock training budget, 1/5 for stage 1 and 4/5 for stage 2 (default 5)")
+    parser.add_argument("--train-minutes", type=float, default=6.0,
+                        help="wall-clock training budget, 1/6 for stage 1 and 5/6 for stage 2 (default 6)")
     parser.add_argument("--train", action="store_true",
                         help="train the small demo model even when weights are present under checkpoints/")
     parser.add_argument("--baseline-only", action="store_true",
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.run_dir or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
         grid = os.path.join(args.output_dir or run_dir, "demo_grid.png")
         seconds = args.train_minutes * 60
-        steps = [training_step(run_dir, args.device, seconds / 5, seconds * 4 / 5, grid_path=grid)]
+        steps = [training_step(run_dir, args.device, seconds / 6, seconds * 5 / 6, grid_path=grid)]
     outcome = run_demo(args.demo_cache, args.output_dir, args.overwrite, args.device, train_steps=steps,
                        progress=not args.quiet)
     print(f"demo set: {outcome.demo_dir} (ready in {outcome.build_seconds:.1f} s)")

@@ -157,17 +157,29 @@ def sample_rng(seed: int, sample_id: int) -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------------------------
 # Datasets (indexed by sample id, any non-negative integer; __len__ is one nominal epoch)
 # ---------------------------------------------------------------------------------------------------------------
+TASK_ORDERS = ("random", "cycle")
+
+
 class TaskMixtureDataset(Dataset):
-    """Stage 2: draw a task by ``task_weights``, then a uniform pair of that task, then a paired crop."""
+    """Stage 2: a task, then a uniform pair of that task, then a paired crop.
+
+    ``task_order='random'`` (official) draws the task by ``task_weights``; ``'cycle'`` gives sample id ``k`` task
+    ``k mod n_tasks`` (equal weights only), so consecutive ids, i.e. a batch or a log window read with an
+    unshuffled sampler, cover every task equally: lower-variance steps for short runs such as the demo."""
 
     def __init__(self, sources: Sequence[PairedSource], task_weights: Optional[Sequence[float]] = None,
                  crop_size: int = 256, flip: bool = False, rot90: bool = False, seed: int = 0,
-                 small_images: str = "official"):
+                 small_images: str = "official", task_order: str = "random"):
         if not sources:
             raise DataError("the training mixture needs at least one task")
         if small_images not in SMALL_IMAGE_RULES:
             raise DataError(f"small_images must be one of {SMALL_IMAGE_RULES}, got '{small_images}'")
+        if task_order not in TASK_ORDERS:
+            raise DataError(f"task order must be one of {TASK_ORDERS}, got '{task_order}'")
         weights = list(task_weights or [])
+        if task_order == "cycle" and weights and len(set(weights)) > 1:
+            raise DataError(f"task_order 'cycle' gives every task the same share; it cannot honour task weights "
+                            f"{weights} (use task_order 'random', or no weights)")
         if not weights:
             weights = [1.0] * len(sources)
         if len(weights) != len(sources):
@@ -179,14 +191,17 @@ class TaskMixtureDataset(Dataset):
         self.tasks = [s.task for s in sources]
         self.probs = np.asarray(weights, dtype=np.float64) / float(sum(weights))
         self.crop_size, self.flip, self.rot90, self.seed = crop_size, flip, rot90, seed
-        self.small_images = small_images
+        self.small_images, self.task_order = small_images, task_order
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
 
     def __getitem__(self, sample_id: int) -> Dict[str, object]:
         rng = sample_rng(self.seed, sample_id)
-        t = int(rng.choice(len(self.sources), p=self.probs))
+        if self.task_order == "cycle":
+            t = sample_id % len(self.sources)
+        else:
+            t = int(rng.choice(len(self.sources), p=self.probs))
         src = self.sources[t]
         lq_rel, gt_rel = src.pairs[int(rng.integers(0, len(src)))]
         lq, _ = read_image(os.path.join(src.lq_dir, lq_rel))
@@ -276,11 +291,18 @@ def seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
+def shuffles_ids(dataset: Dataset) -> bool:
+    """Whether the sampler should permute sample ids: yes (the order does not change what a sample is: each id
+    seeds its own task, image and crop), except for ``task_order='cycle'``, where consecutive ids, hence
+    consecutive steps and the ranks of one step, must go round the tasks."""
+    return getattr(dataset, "task_order", "random") != "cycle"
+
+
 def build_loader(dataset: Dataset, batch_size: int, *, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
                  start_sample: int = 0) -> DataLoader:
     """An endless DataLoader for one rank (``start_sample``: this rank's samples already consumed, for resume)."""
-    sampler = InfiniteShardedSampler(len(dataset), rank, world_size, seed, True, start_sample)
+    sampler = InfiniteShardedSampler(len(dataset), rank, world_size, seed, shuffles_ids(dataset), start_sample)
     gen = torch.Generator()
     gen.manual_seed(int(seed) * 1000 + rank)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
@@ -293,13 +315,13 @@ def build_loader(dataset: Dataset, batch_size: int, *, num_workers: int = 0, pin
 # ---------------------------------------------------------------------------------------------------------------
 def build_stage2_dataset(root: str, tasks: Sequence[str], task_weights: Sequence[float] = (), crop_size: int = 256,
                          flip: bool = False, rot90: bool = False, seed: int = 0,
-                         small_images: str = "official") -> TaskMixtureDataset:
+                         small_images: str = "official", task_order: str = "random") -> TaskMixtureDataset:
     if not root or not os.path.isdir(root):
         raise DataError(f"training data root not found: {root!r} (expected the official layout, e.g. "
                         f"<root>/GoPro/train/{{input,groundtruth}}, <root>/rain13k/train/{{input,target}}, ...; "
                         f"or set data.demo=true for the built-in demo set)")
     sources = [find_training_source(root, t) for t in tasks]
-    return TaskMixtureDataset(sources, task_weights, crop_size, flip, rot90, seed, small_images)
+    return TaskMixtureDataset(sources, task_weights, crop_size, flip, rot90, seed, small_images, task_order)
 
 
 def build_stage1_dataset(root: str, crop_size: int = 256, flip: bool = False, rot90: bool = False, seed: int = 0,
@@ -315,7 +337,7 @@ def build_stage1_dataset(root: str, crop_size: int = 256, flip: bool = False, ro
 
 def build_demo_stage2_dataset(cache_dir: Optional[str] = None, tasks: Optional[Sequence[str]] = None,
                               task_weights: Sequence[float] = (), crop_size: int = 256, flip: bool = False,
-                              rot90: bool = False, seed: int = 0) -> TaskMixtureDataset:
+                              rot90: bool = False, seed: int = 0, task_order: str = "random") -> TaskMixtureDataset:
     """The stage-2 mixture on the demo set's training split (tasks without demo data, e.g. realnoise, dropped
     only when ``tasks`` is None; asking for them explicitly is an error)."""
     from varformer.data.demo import DEMO_TASKS, ensure_demo
@@ -324,7 +346,7 @@ def build_demo_stage2_dataset(cache_dir: Optional[str] = None, tasks: Optional[S
     missing = [t for t in use if t not in DEMO_TASKS]
     if missing:
         raise DataError(f"the demo set has no training data for {missing} (it has {', '.join(DEMO_TASKS)})")
-    return build_stage2_dataset(root, use, task_weights, crop_size, flip, rot90, seed)
+    return build_stage2_dataset(root, use, task_weights, crop_size, flip, rot90, seed, task_order=task_order)
 
 
 def build_demo_stage1_dataset(cache_dir: Optional[str] = None, crop_size: int = 256, flip: bool = False,
@@ -345,6 +367,7 @@ def build_training_dataset(data_cfg, stage: int, seed: int, log=print) -> Datase
     if stage not in (1, 2):
         raise DataError(f"stage must be 1 or 2, got {stage}")
     common = dict(crop_size=data_cfg.crop_size, flip=data_cfg.flip, rot90=data_cfg.rot90, seed=seed)
+    order = dict(task_order=data_cfg.task_order)
     if data_cfg.demo:
         if stage == 1:
             return build_demo_stage1_dataset(data_cfg.demo_cache, **common)
@@ -359,7 +382,10 @@ def build_training_dataset(data_cfg, stage: int, seed: int, log=print) -> Datase
         if not keep:
             raise DataError(f"none of the tasks {tasks} has demo data (demo tasks: {', '.join(DEMO_TASKS)})")
         return build_demo_stage2_dataset(data_cfg.demo_cache, [tasks[i] for i in keep],
-                                         [weights[i] for i in keep] if weights else (), **common)
+                                         [weights[i] for i in keep] if weights else (), **common, **order)
+    if not data_cfg.root:
+        raise DataError("data.root is not set: point it at the training data (official layouts), or use "
+                        "data.demo=true for the built-in demo set")
     if stage == 1:
         return build_stage1_dataset(data_cfg.root, **common)
-    return build_stage2_dataset(data_cfg.root, list(data_cfg.tasks), list(data_cfg.task_weights), **common)
+    return build_stage2_dataset(data_cfg.root, list(data_cfg.tasks), list(data_cfg.task_weights), **common, **order)

@@ -255,6 +255,8 @@ class VarFormer(_AdaptedVAR):
     """Stage 2: the restorer. Released (test) layout: depth 16, 8 cross blocks, no decoder alignment."""
 
     stage = 2
+    # blend weights between whole signals (global residual, mix-up skips): a trainer may give them their own lr
+    gate_parameter_names = ("input_weight", "unet_decoder.theta")
 
     def __init__(self, depth: int = 16, vae_ch: int = 160, n_cross: int = 8, dec_adjust: bool = False,
                  cfg: float = 0.5, head_layout: str = "official", input_weight_init: float = 0.5):

@@ -32,7 +32,7 @@ def run_training(stage: int, cfg, progress: bool = True, print_config: bool = Tr
             announce(f"resolved config saved to {save_config(cfg, out_dir)}")
         seed_everything(cfg.train.seed, info.rank)  # official: 114514 + rank
         task = build_task(cfg, stage, announce)
-        dataset = build_train_dataset(cfg, stage)
+        dataset = build_train_dataset(cfg, stage, announce)
         announce(f"training data: {len(dataset)} samples per nominal epoch"
                  + (" (built-in demo set)" if cfg.data.demo else f" under {cfg.data.root}"))
         sampler = build_sampler(dataset, cfg, info.rank, info.world_size)

@@ -158,7 +158,7 @@ class VarFormerTask(TrainTask):
         from varformer.metrics import psnr, ssim
         device = next(model.parameters()).device
         vals = {"psnr": [], "ssim": [], "psnr_input": []}
-        outs = []
+        loss_sum, outs = 0.0, []
         for i in range(0, len(self.val_pairs), self.val_batch):
             chunk = self.val_pairs[i:i + self.val_batch]
             lq = torch.stack([p["lq"] for p in chunk]).to(device)
@@ -167,10 +167,16 @@ class VarFormerTask(TrainTask):
             vals["psnr"] += [float(v) for v in psnr(out, gt, crop_border=4)]
             vals["ssim"] += [float(v) for v in ssim(out, gt, crop_border=4)]
             vals["psnr_input"] += [float(v) for v in psnr(lq, gt, crop_border=4)]
+            image_loss = self.loss.image_loss(out.float() * 2 - 1, gt * 2 - 1)
+            if image_loss is not None:
+                loss_sum += float(image_loss) * len(chunk)
             outs.append((lq[:2].cpu(), out[:2].cpu(), gt[:2].cpu()))
         lq, out, gt = (torch.cat(t) for t in zip(*outs))
         self._val_visuals = {"lq": lq[:4], "output": out[:4], "gt": gt[:4]}
-        return {k: sum(v) / len(v) for k, v in vals.items()}
+        metrics = {k: sum(v) / len(v) for k, v in vals.items()}
+        if self.stage == 2:  # the image terms of the training loss on the same held-out images every time
+            metrics["loss"] = loss_sum / len(self.val_pairs)
+        return metrics
 
     def validation_visuals(self) -> Dict[str, torch.Tensor]:
         return self._val_visuals
@@ -187,32 +193,15 @@ class VarFormerTask(TrainTask):
 # ---------------------------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------------------------
-def build_train_dataset(cfg, stage: int) -> Dataset:
-    from varformer.data import training as T
-    d, seed = cfg.data, cfg.train.seed
-    if d.demo:
-        if stage == 1:
-            return T.build_demo_stage1_dataset(d.demo_cache, d.crop_size, d.flip, d.rot90, seed)
-        from varformer.data.demo import DEMO_TASKS
-        tasks = [t for t in d.tasks if t in DEMO_TASKS]
-        if not tasks:
-            raise ConfigError(f"data.demo: none of data.tasks={list(d.tasks)} has demo data ({', '.join(DEMO_TASKS)})")
-        if len(d.task_weights) and len(tasks) != len(d.tasks):
-            raise ConfigError("data.demo drops the tasks without demo data; give data.task_weights for "
-                              f"{tasks} only, or none")
-        return T.build_demo_stage2_dataset(d.demo_cache, tasks, list(d.task_weights), d.crop_size, d.flip,
-                                           d.rot90, seed)
-    if not d.root:
-        raise ConfigError("data.root is not set: point it at the training data (official layouts), or use "
-                          "data.demo=true for the built-in demo set")
-    if stage == 1:
-        return T.build_stage1_dataset(d.root, d.crop_size, d.flip, d.rot90, seed)
-    return T.build_stage2_dataset(d.root, list(d.tasks), list(d.task_weights), d.crop_size, d.flip, d.rot90, seed)
+def build_train_dataset(cfg, stage: int, announce=print) -> Dataset:
+    from varformer.data.training import build_training_dataset
+    return build_training_dataset(cfg.data, stage, cfg.train.seed, log=announce)
 
 
 def build_sampler(dataset: Dataset, cfg, rank: int, world_size: int):
-    from varformer.data.training import InfiniteShardedSampler
-    return InfiniteShardedSampler(len(dataset), rank, world_size, cfg.train.seed, True)
+    from varformer.data.training import InfiniteShardedSampler, shuffles_ids
+    return InfiniteShardedSampler(len(dataset), rank, world_size, cfg.train.seed, shuffles_ids(dataset))
+
 
 
 def _resize_256(x: torch.Tensor) -> torch.Tensor:
