@@ -19,7 +19,7 @@ def _hw(text: str):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="what", required=True, metavar="{backbone,model}")
+    sub = p.add_subparsers(dest="what", required=True, metavar="{backbone,model,train}")
 
     b = sub.add_parser("backbone", help="VQVAE encoding, teacher-forced VAR forward, KV-cached generation")
     b.add_argument("--depth", type=int, default=16)
@@ -57,6 +57,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     m.add_argument("--json", metavar="PATH", help="also write the raw result as JSON")
 
+    t = sub.add_parser("train", help="images/s and peak memory of a training step (small config), activation "
+                                     "memory of the official config (meta device)")
+    t.add_argument("--stage", type=int, choices=[1, 2], default=2)
+    t.add_argument("--batch", type=int, default=2)
+    t.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--steps", type=int, default=2, help="timed optimiser steps after one warm-up step")
+    t.add_argument("--skip-small", action="store_true", help="only the meta-device estimate of the official config")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
 
 def run(args: argparse.Namespace) -> int:
     import torch
@@ -71,6 +81,19 @@ def run(args: argparse.Namespace) -> int:
             raise VarformerError(str(e)) from None
         print(format_table(result))
         _write_json(args.json, result)
+        return 0
+
+    if args.what == "train":
+        from varformer.training.memory import run_training_benchmark
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        try:
+            lines = run_training_benchmark(args.stage, args.batch, args.precision, args.device, args.steps,
+                                           not args.skip_small,
+                                           log=lambda msg: print(f"benchmark: {msg}", file=sys.stderr, flush=True))
+        except ValueError as e:
+            raise VarformerError(str(e)) from None
+        print("\n".join(lines))
         return 0
 
     from dataclasses import asdict
