@@ -85,9 +85,9 @@ class TrainConfig:
     precision: str = "bf16"             # "bf16" (autocast where the spec allows) or "fp32"
     grad_checkpointing: bool = False    # recompute activations in backward (the official batch needs it on 80 GB)
     grad_clip: float = 0.0              # 0: off (official)
-    gate_lr_scale: float = 1.0          # lr multiplier for the model's blend gates (stage 2: input_weight, theta);
-                                        # 1 = official. An identity start (input_weight 1.0) opens only as fast as
-                                        # Adam moves w (about lr per step): short runs raise this
+    input_weight_lr_scale: float = 1.0  # lr multiplier for stage 2's global-residual weight (1 = official). An
+                                        # identity start (input_weight 1.0) opens only as fast as Adam moves that
+                                        # weight (about lr per step): short runs raise this
     fused_adam: bool = True             # CUDA only: one fused kernel for the Adam update
     find_unused_parameters: bool = False  # DDP: only needed if a trainable module gets no gradient
     save_every: int = 10_000

@@ -148,7 +148,7 @@ def test_bf16_autocast_path_trains(tmp_path):
     assert all(torch.isfinite(torch.tensor(h["loss/mse"])) for h in res.history if "loss/mse" in h)
 
 
-def test_gate_parameters_get_their_own_learning_rate(tmp_path):
+def test_input_weight_gets_its_own_learning_rate(tmp_path):
     from varformer.training.loop import build_optimizer
     from varformer.errors import ConfigError
     cfg = tiny_config(tmp_path, total_iters=1)
@@ -156,7 +156,7 @@ def test_gate_parameters_get_their_own_learning_rate(tmp_path):
     gate = torch.nn.Parameter(torch.tensor(1.0))
     params = list(net.parameters()) + [gate]
     assert len(build_optimizer(params, cfg.train, torch.device("cpu"), [gate]).param_groups) == 1  # scale 1
-    cfg.train.gate_lr_scale = 10.0
+    cfg.train.input_weight_lr_scale = 10.0
     opt = build_optimizer(params, cfg.train, torch.device("cpu"), [gate])
     assert [g["lr"] for g in opt.param_groups] == [cfg.train.lr, 10 * cfg.train.lr]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1], gamma=0.5)
@@ -168,6 +168,6 @@ def test_gate_parameters_get_their_own_learning_rate(tmp_path):
     assert steps[0] == pytest.approx(cfg.train.lr, rel=1e-3)
     sched.step()
     assert [g["lr"] for g in opt.param_groups] == [cfg.train.lr / 2, 5 * cfg.train.lr]
-    cfg.train.gate_lr_scale = 0.0
-    with pytest.raises(ConfigError, match="gate_lr_scale"):
+    cfg.train.input_weight_lr_scale = 0.0
+    with pytest.raises(ConfigError, match="input_weight_lr_scale"):
         build_optimizer(params, cfg.train, torch.device("cpu"), [gate])

@@ -106,21 +106,22 @@ def autocast_context(device: torch.device, precision: str):
 
 
 def build_optimizer(params: List[nn.Parameter], cfg, device: torch.device,
-                    gates: Sequence[nn.Parameter] = ()) -> torch.optim.Optimizer:
-    """Adam over ``params``; with ``cfg.gate_lr_scale != 1`` the trainable ``gates`` form a second parameter group
-    at ``lr * gate_lr_scale`` (the schedule scales both groups alike)."""
+                    input_weights: Sequence[nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """Adam over ``params``; with ``cfg.input_weight_lr_scale != 1`` the trainable ``input_weights`` (the global
+    residual blend weight) form a second parameter group at ``lr * input_weight_lr_scale`` (the schedule scales
+    both groups alike)."""
     if not params:
         raise ConfigError("nothing to train: every parameter of the model is frozen")
-    if cfg.gate_lr_scale <= 0:
-        raise ConfigError(f"train.gate_lr_scale must be > 0, got {cfg.gate_lr_scale}")
+    if cfg.input_weight_lr_scale <= 0:
+        raise ConfigError(f"train.input_weight_lr_scale must be > 0, got {cfg.input_weight_lr_scale}")
     kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     if device.type == "cuda" and cfg.fused_adam:
         kwargs["fused"] = True  # one kernel for the whole update instead of a launch per tensor
-    gate_ids = {id(p) for p in gates if p.requires_grad} if cfg.gate_lr_scale != 1 else set()
-    if not gate_ids:
+    blend_ids = ({id(p) for p in input_weights if p.requires_grad} if cfg.input_weight_lr_scale != 1 else set())
+    if not blend_ids:
         return torch.optim.Adam(params, **kwargs)
-    groups = [{"params": [p for p in params if id(p) not in gate_ids]},
-              {"params": [p for p in params if id(p) in gate_ids], "lr": cfg.lr * cfg.gate_lr_scale}]
+    groups = [{"params": [p for p in params if id(p) not in blend_ids]},
+              {"params": [p for p in params if id(p) in blend_ids], "lr": cfg.lr * cfg.input_weight_lr_scale}]
     return torch.optim.Adam([g for g in groups if g["params"]], **kwargs)
 
 
@@ -148,8 +149,8 @@ class Trainer:
         if stray:
             raise ConfigError(f"task parameters outside the model must be frozen: {stray[:5]}")
         named = dict(self.model.named_parameters())
-        gates = [named[n] for n in getattr(self.model, "gate_parameter_names", ()) if n in named]
-        self.optimizer = build_optimizer(self.trainable, cfg_train, info.device, gates)
+        blend = [named[n] for n in getattr(self.model, "input_weight_parameter_names", ()) if n in named]
+        self.optimizer = build_optimizer(self.trainable, cfg_train, info.device, blend)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(cfg_train.milestones),
                                                               gamma=cfg_train.gamma)
         # DDP after freezing: parameters with requires_grad=False never enter its gradient buckets.
