@@ -180,3 +180,22 @@ def test_bf16_restorer_holds_bf16_weights(tmp_path):
     assert r.model.unet_decoder.conv_out.weight.dtype == torch.bfloat16
     assert r.model.vae.quant_conv.weight.dtype == torch.float32
     assert build_restorer(str(ckpt)).model.weights_precision == "fp32"
+
+
+def test_compile_option_compiles_the_unet_in_place(tmp_path):
+    """--compile wraps the U-Net's call in torch.compile without renaming anything (the compilation itself runs
+    at the first call and takes minutes on a CPU, so it is measured by the benchmark, not here)."""
+    from varformer.model.checkpoint_io import save_varformer
+    from varformer.model.varformer import VarFormer
+
+    with torch.device("meta"):
+        model = VarFormer(depth=2, vae_ch=32, n_cross=1)
+    model = model.to_empty(device="cpu")
+    keys = list(model.state_dict())
+    ckpt = tmp_path / "small.safetensors"
+    save_varformer(ckpt, model)
+    r = build_restorer(str(ckpt), compile_unet=True)
+    assert list(r.model.state_dict()) == keys
+    assert r.model.unet_encoder._compiled_call_impl is not None
+    assert r.model.unet_decoder._compiled_call_impl is not None
+    assert r.model.vae.encoder._compiled_call_impl is None

@@ -13,6 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16 autocast for the network (the VQVAE quantizer stays fp32); default fp32")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the U-Net (CUDA: with CUDA graphs); the first call compiles for minutes")
     p.add_argument("--tile", type=int, default=256, help="tile size: the model's input size (default 256)")
     p.add_argument("--overlap", type=int, default=32, help="minimum overlap of neighbouring tiles in px (default 32)")
     p.add_argument("--batch", type=int, default=4, help="tiles per model call, shared across images (default 4)")
@@ -23,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from varformer.restore import build_restorer, restore_paths
 
-    restorer = build_restorer(args.weights, device=args.device, precision=args.precision)
+    restorer = build_restorer(args.weights, device=args.device, precision=args.precision,
+                              compile_unet=args.compile)
     report = restore_paths(args.inputs, args.output, restorer, tile=args.tile, overlap=args.overlap,
                            batch_size=args.batch, skip_existing=args.skip_existing, progress=not args.no_progress)
     print(f"{report.summary()} -> {args.output}")
