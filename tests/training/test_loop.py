@@ -171,3 +171,20 @@ def test_input_weight_gets_its_own_learning_rate(tmp_path):
     cfg.train.input_weight_lr_scale = 0.0
     with pytest.raises(ConfigError, match="input_weight_lr_scale"):
         build_optimizer(params, cfg.train, torch.device("cpu"), [gate])
+
+
+def test_resume_refuses_a_different_input_weight_lr_scale(tmp_path):
+    from varformer.errors import CheckpointMismatchError
+
+    def task():
+        t = TinyTask()
+        t.model.input_weight_parameter_names = ("head.0.bias",)  # stands in for VarFormer's input_weight
+        return t
+
+    first = _trainer(tiny_config(tmp_path, total_iters=2, save_every=2), task=task())
+    first.fit()
+    assert len(first.optimizer.param_groups) == 1  # scale 1: one group, as before this option existed
+    again = _trainer(tiny_config(tmp_path, total_iters=4, save_every=2, input_weight_lr_scale=5.0), task=task())
+    assert len(again.optimizer.param_groups) == 2
+    with pytest.raises(CheckpointMismatchError, match="input_weight_lr_scale differs"):
+        again.fit()

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from varformer.errors import ConfigError, VarformerError
+from varformer.errors import CheckpointMismatchError, ConfigError, VarformerError
 from varformer.training import checkpoint as ckpt_io
 from varformer.training.data import ResumableSampler, ShardedShuffleSampler
 from varformer.training.distributed import (DistInfo, any_rank, barrier, gather_objects, rng_state, seed_everything,
@@ -237,6 +237,12 @@ class Trainer:
         path, ck = found
         ckpt_io.load_trainable_state(self.model, ck["model"])
         self.ema.load_state_dict(ck["ema"])
+        saved_groups = len(ck["optimizer"]["param_groups"])
+        if saved_groups != len(self.optimizer.param_groups):
+            raise CheckpointMismatchError(
+                f"{path}: its optimizer has {saved_groups} parameter group(s), this run has "
+                f"{len(self.optimizer.param_groups)} (train.input_weight_lr_scale differs between the runs: a scale "
+                "other than 1 gives the global-residual weight its own group); resume with the original value")
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.step, self.epoch, self.batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
