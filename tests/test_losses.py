@@ -109,3 +109,11 @@ def test_paper_formulation_and_switches(capsys):
         VarFormerLoss(load_config(None, ["train.loss.token_ce=0", "train.loss.feature_l2=0"]).train.loss, 1)
     with pytest.raises(ConfigError, match=">= 0"):
         VarFormerLoss(load_config(None, ["train.loss.psnr=-1"]).train.loss, 2)
+
+
+def test_image_loss_is_the_weighted_image_terms_and_none_in_stage_1():
+    cfg = load_config(None, ["train.loss.perceptual=0"]).train.loss
+    pred, gt = torch.rand(2, 3, 8, 8) * 2 - 1, torch.rand(2, 3, 8, 8) * 2 - 1
+    got = VarFormerLoss(cfg, 2).image_loss(pred, gt)
+    assert torch.allclose(got, pixel_l1(pred, gt) + 0.5 * psnr_loss(pred, gt))
+    assert VarFormerLoss(cfg, 1).image_loss(pred, gt) is None

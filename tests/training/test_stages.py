@@ -1,4 +1,5 @@
 """Stage integration on the small model (vae_ch 32, VAR depth 2, random backbone) and the demo set."""
+import math
 import os
 
 import pytest
@@ -101,6 +102,7 @@ def test_short_stage1_then_stage2_run_on_demo_data(tmp_path, vgg_file, capsys):
     assert {"loss/pixel_l1", "loss/psnr", "loss/perceptual", "loss/token_ce", "loss/feature_l2"} <= set(logs[0])
     vals = [h for h in r2.history if "val/psnr" in h]
     assert vals and vals[0]["val/psnr"] > 0 and "val/psnr_input" in vals[0]
+    assert math.isfinite(vals[0]["val/loss"])  # the image terms of the loss on the held-out images
     restored = load_varformer(r2.export, expect_stage=2)
     s1_ck = torch.load(s1_dir / "ckpt_00000001.pt", weights_only=False)
     # (the stage-2 step then trained these further; before it they were the stage-1 EMA values)
