@@ -59,3 +59,17 @@ def test_table_and_cli_options(capsys):
     with pytest.raises(SystemExit):
         main(["benchmark", "model", "--image", "4kx2k"])
     assert "expected HxW" in capsys.readouterr().err
+
+
+def test_bf16_is_timed_as_restore_runs_it_beside_a_float32_reference():
+    """bf16 alone: a bf16-held, channels-last model (restore's path) is timed, and the official-style reference
+    still runs on the float32 model it was copied from; memory is reported per model."""
+    from varformer.model_benchmark import run_model_benchmark
+    r = run_model_benchmark(depth=2, vae_ch=32, n_cross=1, precisions=("bf16",), batch=1, warmup=0, repeat=1)
+    assert [p.precision for p in r.results] == ["bf16"] and r.reference is not None
+    assert "channels-last" in r.weights_note
+    assert set(r.tensor_peaks) == {"bf16", "reference"}
+    # the bf16-held model is lighter than the float32 one the reference runs
+    assert r.tensor_peaks["bf16"] < r.tensor_peaks["reference"]
+    with pytest.raises(ValueError, match="fp32 bf16"):
+        run_model_benchmark(depth=2, vae_ch=32, precisions=("bf16",), bf16_check=True)

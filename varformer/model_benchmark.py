@@ -21,6 +21,7 @@ Optionally (``image_hw``) an image of any size (e.g. 2160x3840) is restored end 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import platform
 import time
@@ -335,10 +336,7 @@ def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[in
             raise ValueError(f"unknown precision {p!r}; choose fp32 or bf16")
     if repeat < 1 or warmup < 0 or batch < 1:
         raise ValueError("need repeat >= 1, warmup >= 0, batch >= 1")
-    # bf16 alone: the model holds its bf16-eligible weights in bf16 (as ``varformer restore --precision bf16``
-    # does); with fp32 beside it, one float32-held model serves both precisions (bf16 by autocast)
-    hold_bf16 = tuple(precisions) == ("bf16",)
-    if hold_bf16 and bf16_check:
+    if bf16_check and set(precisions) != {"fp32", "bf16"}:
         raise ValueError("the bf16 check compares fp32 and bf16 outputs: run it with --precision fp32 bf16")
     mem_before = current_memory(dev)
     model, note = build_model(depth, vae_ch, n_cross, weights, dev)
@@ -346,12 +344,18 @@ def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[in
         if not hasattr(model, "bf16_transformer"):
             raise ValueError("this model has no bf16_transformer switch")
         model.bf16_transformer = True
-    if hold_bf16 and hasattr(model, "prepare_inference"):
-        model.prepare_inference("bf16")
-        note += "; weights held in bf16 where autocast allows (prepare_inference)"
-        reference = False  # the official-style reference path runs float32 weights
+    # bf16 runs as ``varformer restore --precision bf16`` runs it: a copy holding its bf16-eligible weights in
+    # bf16, convolutions channels-last (prepare_inference); fp32 and the official-style reference use the
+    # float32 model the copy was made from
+    models = {p: model for p in precisions}
+    if "bf16" in precisions and hasattr(model, "prepare_inference"):
+        keep_fp32 = "fp32" in precisions or reference
+        models["bf16"] = (copy.deepcopy(model) if keep_fp32 else model).prepare_inference("bf16")
+        note += "; bf16: weights held in bf16 where autocast allows, convolutions channels-last (prepare_inference)"
+        if not keep_fp32:
+            model = None
     model_mem = current_memory(dev) - mem_before if mem_before else None
-    cfg = model.config()
+    cfg = models[precisions[0]].config()
     note += "; VAR loop in bf16 under bf16" if bf16_transformer else ""
     x1, xb = _images(1, dev), _images(batch, dev, seed=1)
     log(f"model {cfg} on {dev}; {note}")
@@ -361,11 +365,11 @@ def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[in
     flops = counted["model"]
 
     # batch 1: every precision and the reference in alternation; the parts are timed on the model's calls only
-    timers = {p: PartTimer(model, dev) for p in precisions}
+    timers = {p: PartTimer(models[p], dev) for p in precisions}
     outputs: Dict[str, torch.Tensor] = {}
 
     def model_call(p: str) -> Callable[[], None]:
-        restorer = timers[p].whole(ModelRestorer(model, dev, p))
+        restorer = timers[p].whole(ModelRestorer(models[p], dev, p))
 
         def call():
             with timers[p].active():
@@ -373,26 +377,31 @@ def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[in
         return call
 
     fns = {p: model_call(p) for p in precisions}
-    use_ref = reference and "reference" in counted
+    use_ref = reference and model is not None and "reference" in counted
     if use_ref:
         fns["reference"] = lambda: outputs.__setitem__("reference", official_style_forward(model, x1))
     log(f"batch 1: {', '.join(fns)} in alternation, {warmup} warm-up + {repeat} timed rounds")
     b1 = interleaved_timings(fns, dev, warmup, repeat, with_memory=True)
     tensor_peaks: Dict[str, int] = {}
+    held = {p: tensor_bytes([models[p]]) for p in precisions}
+    if use_ref:
+        held["reference"] = tensor_bytes([model])
     if dev.type == "cuda":
-        tensor_peaks = {k: t.peak_mem_bytes for k, t in b1.items() if t.peak_mem_bytes is not None}
+        # max_memory_allocated counts every resident model: leave out those the measured call did not use
+        resident = tensor_bytes(list({id(m): m for m in [*models.values(), model] if m is not None}.values()))
+        tensor_peaks = {k: t.peak_mem_bytes - (resident - held[k]) for k, t in b1.items()
+                        if t.peak_mem_bytes is not None}
     else:
         log("batch 1: peak tensor memory, one tracked call each")
-        held = tensor_bytes([model])
-        plain = {p: (lambda p=p: ModelRestorer(model, dev, p)(x1)) for p in precisions}  # not the part timers
+        plain = {p: (lambda p=p: ModelRestorer(models[p], dev, p)(x1)) for p in precisions}  # not the part timers
         if use_ref:
             plain["reference"] = lambda: official_style_forward(model, x1)
-        tensor_peaks = {k: held + peak_tensor_bytes(fn) for k, fn in plain.items()}
+        tensor_peaks = {k: held[k] + peak_tensor_bytes(fn) for k, fn in plain.items()}
 
     thr: Dict[str, Timing] = {}
     if batch > 1:
         log(f"batch {batch}: {', '.join(precisions)} in alternation, {repeat} timed rounds")
-        thr = interleaved_timings({p: (lambda p=p: ModelRestorer(model, dev, p)(xb)) for p in precisions}, dev,
+        thr = interleaved_timings({p: (lambda p=p: ModelRestorer(models[p], dev, p)(xb)) for p in precisions}, dev,
                                   0, repeat, with_memory=False)
     results = []
     for p in precisions:
@@ -407,11 +416,12 @@ def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[in
         diff = float((outputs["reference"] - outputs["fp32"]).abs().max()) if "fp32" in outputs else None
         ref = {"b1": b1["reference"], "flops_per_image": counted["reference"], "max_abs_diff_vs_model_fp32": diff}
 
-    bcheck = (bf16_psnr_check(model, dev, images_per_task=bf16_check_images_per_task, log=log)
+    bcheck = (bf16_psnr_check(models, dev, images_per_task=bf16_check_images_per_task, log=log)
               if bf16_check else None)
     large = None
     if image_hw is not None:
-        large = benchmark_large_image(model, dev, image_hw, precisions[-1], tile_overlap, tile_batch, log=log)
+        large = benchmark_large_image(models[precisions[-1]], dev, image_hw, precisions[-1], tile_overlap, tile_batch,
+                                      log=log)
     full = None
     if full_size_flops:
         log("FLOPs of the full-size model (depth 16, vae_ch 160) without computing")
@@ -420,7 +430,8 @@ def run_model_benchmark(depth: int = 16, vae_ch: int = 160, n_cross: Optional[in
         config=cfg, device=str(dev), device_name=_device_name(dev), threads=torch.get_num_threads(),
         load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         cpu_flags=cpu_features() if dev.type == "cpu" else {}, weights_note=note,
-        params=sum(p.numel() for p in model.parameters()), flops_per_image=flops, model_memory_bytes=model_mem,
+        params=sum(p.numel() for p in models[precisions[0]].parameters()), flops_per_image=flops,
+        model_memory_bytes=model_mem,
         batch=batch, results=results, reference=ref, bf16_check=bcheck, large_image=large, full_size_flops=full,
         tensor_peaks=tensor_peaks)
 
@@ -431,11 +442,12 @@ def _device_name(dev: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def bf16_psnr_check(model, device: torch.device, cache_dir: Optional[str] = None,
+def bf16_psnr_check(models: Dict[str, torch.nn.Module], device: torch.device, cache_dir: Optional[str] = None,
                     images_per_task: Optional[int] = None,
                     log: Callable[[str], None] = lambda m: None) -> Dict[str, float]:
-    """Mean PSNR (dB, RGB, 8-bit outputs) over the demo test benchmark of fp32 and bf16 outputs, tiled at full size
-    (all of its images, or the first ``images_per_task`` of every task)."""
+    """Mean PSNR (dB, RGB, 8-bit outputs) over the demo test benchmark of ``models['fp32']`` and ``models['bf16']``
+    outputs (the same weights; the bf16 one may hold them in bf16), tiled at full size (all of its images, or the
+    first ``images_per_task`` of every task)."""
     import numpy as np
 
     from varformer.data.demo import DEMO_TASKS, ensure_demo
@@ -455,7 +467,7 @@ def bf16_psnr_check(model, device: torch.device, cache_dir: Optional[str] = None
         gt = (np.asarray(read_image(tgt)[0]) * 255).round().astype(np.uint8)
         outs = {}
         for p in ("fp32", "bf16"):
-            y = tiled_forward(ModelRestorer(model, device, p), lq, tile=IMAGE_SIZE, overlap=32, batch_size=4)
+            y = tiled_forward(ModelRestorer(models[p], device, p), lq, tile=IMAGE_SIZE, overlap=32, batch_size=4)
             outs[p] = tensor_to_uint8(y[0])
             scores[p].append(float(psnr(outs[p], gt)))
         agree.append(float(psnr(outs["bf16"], outs["fp32"])))
@@ -493,7 +505,7 @@ def format_model_table(r: ModelBenchmark) -> str:
              + (f", load average {r.load_average:.1f} at the end" if r.load_average is not None else "")
              + (f", CPU flags: {', '.join(f'{k}={int(v)}' for k, v in r.cpu_flags.items())}" if r.cpu_flags else ""),
              f"FLOPs per 256x256 image: {r.flops_per_image / 1e9:.1f} GFLOP"
-             + (f"; model resident: {_gib(r.model_memory_bytes)}" if r.model_memory_bytes else ""),
+             + (f"; models resident: {_gib(r.model_memory_bytes)}" if r.model_memory_bytes else ""),
              "",
              f"| precision | latency b1 wall (s/img) | CPU time b1 (s/img) | throughput b{r.batch} (img/s) "
              f"| CPU time b{r.batch} (s/img) | peak tensor mem b1 | peak {'RSS' if r.device == 'cpu' else 'mem'} b1 "
@@ -511,7 +523,8 @@ def format_model_table(r: ModelBenchmark) -> str:
                      f"{flops / t.wall_s / 1e9:.1f} / {flops / max(t.cpu_s, 1e-9) / 1e9:.1f} | "
                      f"{'-' if roof is None else f'{roof[0]:.1f} / {roof[1]:.1f}'} |")
     lines += ["", "peak tensor mem = weights + live activations at their peak (what CUDA's max_memory_allocated "
-                  "counts); peak RSS = the whole process (interpreter, libraries, allocator caches included)"
+                  "counts), per model; peak RSS = the whole process (interpreter, libraries, allocator caches and "
+                  "every model the run holds included)"
               if r.device == "cpu" else "peak memory = torch.cuda.max_memory_allocated (weights + activations)"]
     if r.results and r.results[0].part_shares:
         lines += ["", "| share of batch-1 time | " + " | ".join(p.precision for p in r.results) + " |",

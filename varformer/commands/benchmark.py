@@ -39,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a VarFormer checkpoint (default: random weights, which do not change timings)")
     m.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     m.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
-                   help="bf16 alone: weights held in bf16 where autocast allows (as restore does), no reference; "
-                        "with fp32: one float32-held model, bf16 by autocast")
+                   help="bf16 runs as restore runs it: a copy of the model with its bf16-eligible weights held in "
+                        "bf16 and its convolutions channels-last; fp32 and the reference use the float32 model")
     m.add_argument("--bf16-transformer", action="store_true",
                    help="with bf16: also run the VAR scale loop in bf16 (the model keeps it fp32 by default)")
     m.add_argument("--batch", type=int, default=4, help="batch for the throughput measurement (1: skip it)")

@@ -114,7 +114,8 @@ class _AdaptedVAR(nn.Module):
         """Parts of the bf16 modules whose weights stay float32 (the softmax-weight heads and the like)."""
         return []
 
-    def prepare_inference(self, precision: str = "bf16", bf16_transformer: Optional[bool] = None):
+    def prepare_inference(self, precision: str = "bf16", bf16_transformer: Optional[bool] = None,
+                          channels_last: bool = True):
         """Hold the weights for inference at ``precision`` and switch to eval mode; returns the model.
 
         ``"bf16"``: the convolution and linear weights that bf16 autocast casts to bf16 at every call anyway are
@@ -124,12 +125,16 @@ class _AdaptedVAR(nn.Module):
         so do the VQVAE, codebook, VAR embeddings and head. Outputs equal those of the float32-held model under
         bf16 autocast; the resident weights shrink by 2 bytes per such parameter (full size: 3.3 -> 2.5 GiB,
         1.9 GiB with the transformer). Such a model runs only ``precision='bf16'`` (its default) and cannot
-        train. ``"fp32"``: every weight back to float32 (bf16-rounded values stay rounded)."""
+        train. ``channels_last`` (bf16 only) also stores those convolution weights channels-last, which oneDNN's
+        bf16 kernels take without reordering (full size on an AMX CPU: 8.0 -> 7.1 s per image); activations
+        follow the weights' layout, and outputs then differ from the autocast ones by bf16 rounding only.
+        ``"fp32"``: every weight back to float32 and contiguous (bf16-rounded values stay rounded)."""
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         if bf16_transformer is not None:
             self.bf16_transformer = bool(bf16_transformer)
         self.float()
+        self.to(memory_format=torch.contiguous_format)
         self.weights_precision, self._bf16_held_transformer = "fp32", False
         if precision == "bf16":
             keep = {id(m) for root in self._fp32_weight_modules() for m in root.modules()}
@@ -137,6 +142,8 @@ class _AdaptedVAR(nn.Module):
                 for m in root.modules():
                     if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in keep:
                         m.to(torch.bfloat16)
+                        if channels_last and isinstance(m, nn.Conv2d):
+                            m.to(memory_format=torch.channels_last)
             self.weights_precision, self._bf16_held_transformer = "bf16", self.bf16_transformer
         return self.eval()
 
