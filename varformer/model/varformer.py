@@ -122,11 +122,11 @@ class _AdaptedVAR(nn.Module):
         stored in bf16 -- those of the U-Net with its DAE/AFT/bridge parts, except the softmax-weight heads and
         the deformable alignment, and those of the VAR blocks and cross-attention if ``bf16_transformer`` (which
         this call may also set). Norm affines, gates and bias tables (a few thousand values) stay float32, and
-        so do the VQVAE, codebook, VAR embeddings and head. Outputs equal those of the float32-held model under
-        bf16 autocast; the resident weights shrink by 2 bytes per such parameter (full size: 3.3 -> 2.5 GiB,
-        1.9 GiB with the transformer). Such a model runs only ``precision='bf16'`` (its default) and cannot
+        so do the VQVAE, codebook, VAR embeddings and head. With ``channels_last=False`` outputs equal those of
+        the float32-held model under bf16 autocast; the resident weights shrink by 2 bytes per such parameter
+        (full size: 3.3 -> 2.5 GiB, 1.9 GiB with the transformer). Such a model runs only ``precision='bf16'`` (its default) and cannot
         train. ``channels_last`` (bf16 only) also stores those convolution weights channels-last, which oneDNN's
-        bf16 kernels take without reordering (full size on an AMX CPU: 8.0 -> 7.1 s per image); activations
+        bf16 kernels take without reordering (full size on an AMX CPU: 8.0 -> 7.0 s per image); activations
         follow the weights' layout, and outputs then differ from the autocast ones by bf16 rounding only.
         ``"fp32"``: every weight back to float32 and contiguous (bf16-rounded values stay rounded)."""
         if precision not in ("fp32", "bf16"):
