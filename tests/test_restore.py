@@ -7,8 +7,8 @@ from PIL import Image
 
 from varformer.cli import main
 from varformer.errors import DataError, VarformerError, WeightsNotFoundError
-from varformer.restore import (IdentityRestorer, ModelRestorer, apply_exif_orientation, build_restorer,
-                               collect_inputs, plan_jobs, restore_paths)
+from varformer.inference import identity_restorer, load_restorer, model_restorer
+from varformer.restore import apply_exif_orientation, collect_inputs, plan_jobs, restore_paths
 
 
 def _rgb(h, w, seed):
@@ -35,7 +35,7 @@ def mixed_folder(tmp_path):
 def test_identity_restores_mixed_folder(mixed_folder, tmp_path):
     out = tmp_path / "out"
     logs = []
-    rep = restore_paths([str(mixed_folder)], str(out), IdentityRestorer(), tile=64, overlap=16, batch_size=3,
+    rep = restore_paths([str(mixed_folder)], str(out), identity_restorer("cpu"), tile=64, overlap=16, batch_size=3,
                         progress=False, log=logs.append)
     names = sorted(p.name for p in out.iterdir())
     assert names == ["a_200x300.png", "b_256.png", "c_513x97.png", "d_gray.png", "e_rgba.png", "f_gray16.png"]
@@ -122,13 +122,13 @@ def test_exif_orientation_matches_pillow(tmp_path):
 
 def test_missing_weights_error_says_what_to_do(tmp_path):
     with pytest.raises(WeightsNotFoundError) as e:
-        build_restorer(str(tmp_path / "nope.pt"))
+        load_restorer(str(tmp_path / "nope.pt"))
     msg = str(e.value)
     assert "checkpoints/" in msg and "varformer convert official" in msg
     with pytest.raises(VarformerError, match="precision"):
-        build_restorer("identity", precision="fp16")
+        load_restorer("identity", precision="fp16")
     with pytest.raises(VarformerError, match="--tile 256"):
-        restore_paths([str(tmp_path)], str(tmp_path / "o"), ModelRestorer(torch.nn.Identity(), torch.device("cpu")),
+        restore_paths([str(tmp_path)], str(tmp_path / "o"), model_restorer(torch.nn.Identity(), "cpu"),
                       tile=128, progress=False)
 
 
@@ -147,7 +147,7 @@ def test_restore_folder_with_a_small_varformer_checkpoint(tmp_path):
     Image.fromarray(_rgb(256, 300, 1)[..., 0]).save(d / "gray_wide.png")   # grayscale, two tiles
     (d / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     out = tmp_path / "out"
-    restorer = build_restorer(str(ckpt))
+    restorer = load_restorer(str(ckpt), device="cpu")
     calls = []
 
     def counted(x):
@@ -175,11 +175,11 @@ def test_bf16_restorer_holds_bf16_weights(tmp_path):
     model = model.to_empty(device="cpu")
     ckpt = tmp_path / "small.safetensors"
     save_varformer(ckpt, model)
-    r = build_restorer(str(ckpt), precision="bf16")
+    r = load_restorer(str(ckpt), device="cpu", precision="bf16")
     assert r.precision == "bf16" and r.model.weights_precision == "bf16"
     assert r.model.unet_decoder.conv_out.weight.dtype == torch.bfloat16
     assert r.model.vae.quant_conv.weight.dtype == torch.float32
-    assert build_restorer(str(ckpt)).model.weights_precision == "fp32"
+    assert load_restorer(str(ckpt), device="cpu").model.weights_precision == "fp32"
 
 
 def test_compile_option_compiles_the_unet_in_place(tmp_path):
@@ -194,7 +194,7 @@ def test_compile_option_compiles_the_unet_in_place(tmp_path):
     keys = list(model.state_dict())
     ckpt = tmp_path / "small.safetensors"
     save_varformer(ckpt, model)
-    r = build_restorer(str(ckpt), compile_unet=True)
+    r = load_restorer(str(ckpt), device="cpu", compile_unet=True)
     assert list(r.model.state_dict()) == keys
     assert r.model.unet_encoder._compiled_call_impl is not None
     assert r.model.unet_decoder._compiled_call_impl is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence
 
@@ -16,39 +17,32 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 
-from varformer.errors import ConfigError  # noqa: E402  (re-exported: varformer.config.ConfigError)
+from varformer.errors import ConfigError  # re-exported: varformer.config.ConfigError
+from varformer.model.settings import VarFormerSettings
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Sections
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
-class ModelConfig:
-    stage: int = 2                      # 1: Adapter model (VarFormerStage1); 2: full restorer (VarFormer)
-    depth: int = 16                     # VAR depth: 16 (released weights), 20 (official training), 24, 30
-    vae_ch: int = 160                   # VQVAE / U-Net base width (official: 160; tests use 32)
-    n_cross: int = 8                    # cross-attention blocks = depth // div_part (test 8, stage-2 train 6, stage-1 20)
-    dec_adjust: bool = False            # deformable decoder alignment (official stage-2 training layout: True)
-    cfg: float = 0.5                    # CFG strength of the greedy VAR rollout (official forward default since 07/2025)
-    head_layout: str = "official"       # cross-attention head layout: "official" (re-cut, released weights) or "standard"
+class ModelConfig(VarFormerSettings):
+    # the architecture and inference settings are VarFormerSettings' fields (varformer/model/settings.py);
+    # below: where the weights come from
     vae_path: Optional[str] = None      # vae_ch160v4096z32.pth; None: checkpoints/ then the Hugging Face cache
     var_path: Optional[str] = None      # var_d{depth}.pth; None: checkpoints/ then the Hugging Face cache
     weights: Optional[str] = None       # a VarFormer checkpoint (ours or official BasicSR) to start from
     stage1_weights: Optional[str] = None  # stage 2 only: a stage-1 run's ckpt_*.pt / final_ema.pt (adapter,
                                         # cross-attention, VAR embeddings/head carried over from its EMA)
     local_files_only: bool = False      # never reach the hub, only its local cache
-    input_weight_init: float = 0.5      # stage 2 from scratch: global-residual weight at init (official 0.5; 1.0 = identity start)
     random_init_backbone: bool = False  # tests/demo only: build the frozen VAR backbone with random weights, explicitly
 
 
 @dataclass
 class DataConfig:
-    root: Optional[str] = None          # training data root (official layouts); None with demo=True
-    demo: bool = False                  # train on the built-in demo set (built from scikit-image photographs)
-    demo_cache: Optional[str] = None    # where the demo set is built; None: the user's cache directory
+    root: Optional[str] = None          # training data root (official layouts), or "demo:train" (stage 2) /
+                                        # "demo:train/clean" (stage 1) for the built-in demo set
     tasks: List[str] = field(default_factory=lambda: ["blur", "lowlight", "realnoise", "rain", "noise", "haze"])
     task_weights: List[float] = field(default_factory=list)  # empty: equal probabilities (official intent, spec 10.1)
-    task_order: str = "random"          # "random" (official) or "cycle": sample k gets task k mod n (short runs)
     crop_size: int = 256
     flip: bool = False                  # official stage 2: no flips, no rotations
     rot90: bool = False
@@ -85,9 +79,6 @@ class TrainConfig:
     precision: str = "bf16"             # "bf16" (autocast where the spec allows) or "fp32"
     grad_checkpointing: bool = False    # recompute activations in backward (the official batch needs it on 80 GB)
     grad_clip: float = 0.0              # 0: off (official)
-    input_weight_lr_scale: float = 1.0  # lr multiplier for stage 2's global-residual weight (1 = official). An
-                                        # identity start (input_weight 1.0) opens only as fast as Adam moves that
-                                        # weight (about lr per step): short runs raise this
     fused_adam: bool = True             # CUDA only: one fused kernel for the Adam update
     find_unused_parameters: bool = False  # DDP: only needed if a trainable module gets no gradient
     save_every: int = 10_000
@@ -118,11 +109,22 @@ class EvalConfig:
 
 
 @dataclass
+class DemoConfig:
+    """Knobs for minutes-long CPU runs on the demo set (``varformer demo``, ``configs/demo_stage*.yaml``). The
+    defaults are the official behaviour; the official recipes leave this section alone (docs/demo.md)."""
+    input_weight_init: float = 0.5      # stage 2 from scratch: global-residual weight at init (1.0 = identity start)
+    input_weight_lr_scale: float = 1.0  # lr multiplier of that weight: an identity start opens only as fast as Adam
+                                        # moves it (about lr per step)
+    task_order: str = "random"          # "random" (official) or "cycle": sample k gets task k mod n, ids unshuffled
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -150,7 +152,35 @@ def _check_keys(data: Any, cls: type, prefix: str, source: str) -> None:
             _check_keys(value, sub_cls, full, source)
 
 
-_SECTIONS = {c.__name__: c for c in (ModelConfig, DataConfig, LossConfig, TrainConfig, EvalConfig, Config)}
+_SECTIONS = {c.__name__: c for c in (ModelConfig, DataConfig, LossConfig, TrainConfig, EvalConfig, DemoConfig,
+                                     Config)}
+
+# keys that moved: old dotted name -> new one (a warning, then the value is used under the new name)
+MOVED_KEYS = {"model.input_weight_init": "demo.input_weight_init",
+              "train.input_weight_lr_scale": "demo.input_weight_lr_scale",
+              "data.task_order": "demo.task_order"}
+# keys that are gone: old dotted name -> what to write instead
+REMOVED_KEYS = {"data.demo": "data.root=demo:train (stage 2) or data.root=demo:train/clean (stage 1)",
+                "data.demo_cache": "data.root=<demo folder>/train (or /train/clean for stage 1)"}
+
+
+def _move_deprecated(data: dict, source: str) -> dict:
+    """Rewrite moved keys (with a warning) and refuse removed ones with what to write instead."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for old, instead in REMOVED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            raise ConfigError(f"{source}: config key '{old}' was removed; use {instead}")
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            warnings.warn(f"{source}: config key '{old}' is now '{new}' (a knob for short demo runs)",
+                          DeprecationWarning, stacklevel=4)
+            value = data[section].pop(key)
+            new_section, new_key = new.split(".")
+            data.setdefault(new_section, {})
+            data[new_section] = dict(data[new_section] or {}, **{new_key: value})
+    return data
 
 
 def _expected_type(full_key: str) -> str:
@@ -168,6 +198,7 @@ def _expected_type(full_key: str) -> str:
 
 
 def _merge(base: DictConfig, data: dict, source: str) -> DictConfig:
+    data = _move_deprecated(data, source)
     _check_keys(data, Config, "", source)
     try:
         return OmegaConf.merge(base, OmegaConf.create(data))
@@ -189,12 +220,29 @@ def _parse_overrides(overrides: Sequence[str]) -> dict:
         raise ConfigError(f"cannot parse overrides {list(overrides)}: {e}") from None
 
 
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def recipe_path(path: str) -> str:
+    """A config file: the path itself, or for ``configs/NAME.yaml`` / ``NAME.yaml`` / ``NAME`` a recipe shipped in
+    the package (``varformer/configs``, which ``configs/`` of a checkout links to), so the README's commands work
+    from any folder and from a non-editable install."""
+    if os.path.isfile(path):
+        return path
+    name = os.path.basename(path)
+    name = name if name.endswith(".yaml") else name + ".yaml"
+    shipped = os.path.join(RECIPES_DIR, name)
+    if os.path.dirname(path) in ("", "configs") and os.path.isfile(shipped):
+        return shipped
+    known = ", ".join(sorted(f for f in os.listdir(RECIPES_DIR) if f.endswith(".yaml")))
+    raise ConfigError(f"config file not found: {path} (the shipped recipes: {known})")
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> DictConfig:
     """Defaults <- YAML file (if any) <- ``key.sub=value`` overrides; validated against the dataclasses."""
     cfg = OmegaConf.structured(Config)
     if path is not None:
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file not found: {path} (the shipped recipes are in configs/)")
+        path = recipe_path(path)
         try:
             data = OmegaConf.to_container(OmegaConf.load(path)) or {}
         except OmegaConfBaseException as e:

@@ -320,6 +320,7 @@ def load_lpips(weights_path: str | os.PathLike | None = None, device: str | torc
     The package ships its linear-layer weights; the AlexNet trunk is built untrained (``pnet_rand=True``) and filled
     from ``alexnet-owt-7be5be79.pth`` (found by :func:`find_alexnet_weights`).
     """
+    # imported here: the lpips package loads torchvision's models, start-up time only LPIPS runs should pay
     import lpips
 
     path = find_alexnet_weights(weights_path)

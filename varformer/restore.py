@@ -2,18 +2,17 @@
 
 Inputs are files, folders (their images, top level, sorted by name) and glob patterns. Every image is read as RGB
 (grayscale, palette, alpha and 16-bit files are converted, with a note; EXIF orientation is applied so phone photos
-come out upright), restored with overlapping, window-blended tiles (``varformer.tiling``; tiles of consecutive
+come out upright), restored with overlapping, window-blended tiles (``varformer.inference.tiling``; tiles of consecutive
 images share batches) and written as an 8-bit PNG with the input's name (``photo.jpg`` -> ``OUT/photo.png``).
 Each output is written atomically (temporary file, then rename) as soon as its last tile is done, so an
 interrupted run leaves only complete files and ``--skip-existing`` resumes it. Unreadable files are reported
 and skipped; the run goes on.
 
-A *restorer* maps (N, 3, S, S) in [0, 1] to the same shape; ``build_restorer`` makes one from a VarFormer
-checkpoint (or the ``identity`` pipeline check) for a device and precision.
+The restorer is a ``varformer.inference.Restorer`` (``load_restorer``: any VarFormer weights file, or
+``identity`` for a pipeline check without a model).
 """
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import sys
@@ -27,105 +26,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from varformer.data.image_io import IMAGE_EXTENSIONS, image_size, read_image, tensor_to_uint8, to_tensor
-from varformer.errors import DataError, VarformerError, WeightsNotFoundError
-from varformer.tiling import count_tiles, tiled_forward_stream
-
-DEFAULT_WEIGHTS = "checkpoints/varformer_d16.pt"
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Restorers
-# ---------------------------------------------------------------------------------------------------------------
-class IdentityRestorer:
-    """Returns its input: checks the whole pipeline (reading, tiling, writing) without a model."""
-
-    input_size: Optional[int] = None  # any tile size
-
-    def __call__(self, x_N3SS: torch.Tensor) -> torch.Tensor:
-        return x_N3SS
-
-
-class ModelRestorer:
-    """A VarFormer (or any [0,1] -> [0,1] module) on one device, under ``inference_mode`` and optional bf16 autocast.
-
-    The output is returned in float32 and clamped to [0, 1]; inputs are moved to the model's device.
-    """
-
-    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32",
-                 input_size: Optional[int] = 256):
-        if precision not in PRECISIONS:
-            raise VarformerError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
-        self.model = model.to(device).eval()
-        self.device = device
-        self.precision = precision
-        self.input_size = input_size
-
-    def __call__(self, x_N3SS: torch.Tensor) -> torch.Tensor:
-        autocast = (torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
-                    if self.precision != "fp32" else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
-            y = self.model(x_N3SS.to(self.device, torch.float32)).float().clamp(0, 1)
-        return y
-
-
-def resolve_device(device: str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise VarformerError(f"unknown device {device!r} ({e}); use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise VarformerError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
-    return dev
-
-
-def resolve_weights(weights: Optional[str]) -> Path:
-    """The checkpoint file to load: the given path, or the default name in ./checkpoints or the repository's."""
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if path.is_file():
-            return path
-        candidates = [path]
-    else:
-        candidates = [Path.cwd() / DEFAULT_WEIGHTS, _REPO_ROOT / DEFAULT_WEIGHTS]
-        for c in candidates:
-            if c.is_file():
-                return c
-    tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
-    raise WeightsNotFoundError(
-        f"VarFormer weights not found (looked for {tried}). Download the released model (net_g_last.pth from "
-        f"Hugging Face wsy541/VarFormer) into checkpoints/, convert it with "
-        f"'varformer convert official checkpoints/net_g_last.pth -o {DEFAULT_WEIGHTS}', "
-        f"then pass --weights {DEFAULT_WEIGHTS} (the default).")
-
-
-def build_restorer(weights: Optional[str] = None, device: str = "cpu", precision: str = "fp32",
-                   compile_unet: bool = False):
-    """A restorer for ``varformer restore`` and the evaluator.
-
-    ``weights``: a checkpoint written by ``save_varformer`` / ``varformer convert official`` (None: the default
-    ``checkpoints/varformer_d16.pt``), or ``"identity"`` for a pipeline check without a model. With ``bf16`` the
-    model holds its bf16-eligible weights in bf16 (``VarFormer.prepare_inference``). ``compile_unet``:
-    ``torch.compile`` the U-Net (``VarFormer.compile_unet``; worth it on GPUs, where it fuses the norm/activation
-    chains; on a CPU the first call compiles for minutes and measured no faster).
-    """
-    if precision not in PRECISIONS:
-        raise VarformerError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
-    dev = resolve_device(device)
-    if weights == "identity":
-        return IdentityRestorer()
-    path = resolve_weights(weights)
-    from varformer.model.checkpoint_io import load_varformer  # imported late: the model is heavy to import
-
-    model = load_varformer(str(path))
-    if precision == "bf16" and hasattr(model, "prepare_inference"):
-        model.prepare_inference("bf16")  # weights held in bf16 where autocast would cast them anyway: less memory
-    if compile_unet:
-        if not hasattr(model, "compile_unet"):
-            raise VarformerError(f"{path} is not a stage-2 VarFormer: nothing to compile")
-        model.compile_unet(mode="reduce-overhead" if dev.type == "cuda" else None)
-    return ModelRestorer(model, dev, precision, input_size=256)
+from varformer.errors import DataError, VarformerError
+from varformer.inference import Restorer
+from varformer.inference.tiling import count_tiles, tiled_forward_stream
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -242,7 +145,7 @@ class RestoreReport:
                 f"{len(self.failed)} failed")
 
 
-def restore_paths(inputs: Sequence[str], out_dir: str, restorer: Callable[[torch.Tensor], torch.Tensor], *,
+def restore_paths(inputs: Sequence[str], out_dir: str, restorer: Restorer, *,
                   tile: int = 256, overlap: int = 32, batch_size: int = 4, skip_existing: bool = False,
                   device: Optional[torch.device] = None, progress: bool = True,
                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> RestoreReport:

@@ -34,7 +34,7 @@ def test_load_from_local_paths(files, loaded_vae, vae_sd, var_sd):
 def test_checkpoints_folder_is_searched_first(files, loaded_vae, monkeypatch):
     def no_hub(**kwargs):
         raise AssertionError('the hub must not be asked when the file is in the folder')
-    monkeypatch.setattr('huggingface_hub.hf_hub_download', no_hub)
+    monkeypatch.setattr('varformer.backbone.hub.hf_hub_download', no_hub)
     var = load_var(2, vae=loaded_vae, checkpoints_dir=files)
     assert var.depth == 2
 
@@ -45,7 +45,7 @@ def test_hub_download_is_used_with_repo_and_local_files_only(files, tmp_path, mo
     def fake_download(repo_id, filename, local_files_only=False, **kwargs):
         calls.append((repo_id, filename, local_files_only))
         return str(files / 'var_d2.pth')
-    monkeypatch.setattr('huggingface_hub.hf_hub_download', fake_download)
+    monkeypatch.setattr('varformer.backbone.hub.hf_hub_download', fake_download)
     var = load_var(2, vae=loaded_vae, checkpoints_dir=tmp_path, local_files_only=True)
     assert calls == [('FoundationVision/var', 'var_d2.pth', True)]
     assert var.depth == 2

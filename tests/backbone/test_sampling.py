@@ -2,7 +2,7 @@ import pytest
 import torch
 from backbone_testutils import assert_close
 
-from varformer.backbone.benchmark import bf16_token_flips
+from varformer.perf.backbone import bf16_token_flips
 from varformer.backbone.sampling import combine_cfg, filter_top_k_top_p_
 
 

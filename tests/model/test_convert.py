@@ -6,7 +6,8 @@ from varformer.cli import main
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
 from varformer.model import (VarFormer, VarFormerStage1, convert_official, load_varformer, save_varformer,
                              to_official)
-from varformer.model.checkpoint_io import load_weights
+from varformer.model import load_official
+from varformer.model.strict_load import load_weights
 
 SMALL = dict(depth=2, vae_ch=32)
 
@@ -68,6 +69,8 @@ def test_stage_mismatch_names_both_stages():
     off1 = _official_small(VarFormerStage1, n_cross=2)
     with pytest.raises(CheckpointMismatchError, match="stage-1.*stage-2"):
         VarFormer.from_official(off1)
+    with pytest.raises(CheckpointMismatchError, match="stage-1.*stage-2"):
+        load_official(off1, expect_stage=2)
     off2 = _official_small(VarFormer, n_cross=1)
     with pytest.raises(CheckpointMismatchError, match="stage-2.*stage-1"):
         VarFormerStage1.from_official(off2)
@@ -115,7 +118,7 @@ def test_basicsr_file_key_selection_and_cli(tmp_path):
     out = tmp_path / "ours.safetensors"
     assert main(["convert", "official", str(path), "-o", str(out), "--key", "params"]) == 0
     loaded = load_varformer(out)
-    assert isinstance(loaded, VarFormerStage1) and loaded.config()["depth"] == 2
+    assert isinstance(loaded, VarFormerStage1) and loaded.settings().depth == 2
     assert torch.equal(loaded.var.head.weight, raw["head.weight"])
     assert main(["convert", "official", str(tmp_path / "missing.pth"), "-o", str(out)]) == 2
 
@@ -139,8 +142,8 @@ def test_our_format_round_trip(tmp_path, suffix):
 def test_stage2_config_names_the_architecture():
     with torch.device("meta"):
         model = VarFormer(**SMALL, n_cross=1, dec_adjust=True)
-    assert model.config() == dict(stage=2, depth=2, vae_ch=32, n_cross=1, cfg=0.5, head_layout="official",
-                                  dec_adjust=True)
+    assert model.settings().to_metadata() == dict(stage=2, depth=2, vae_ch=32, n_cross=1, cfg=0.5,
+                                                  head_layout="official", dec_adjust=True)
 
 
 def test_load_backbone_from_official_files(tmp_path):

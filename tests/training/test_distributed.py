@@ -5,7 +5,7 @@ import torch
 import torch.multiprocessing as mp
 
 from varformer.training.distributed import cleanup_distributed, seed_everything, setup_distributed
-from varformer.training.loop import Trainer
+from varformer.training.trainer import Trainer
 
 from tiny_task import TinyPairs, TinyTask, tiny_config
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from varformer.config import load_config
-from varformer.losses import VarFormerLoss
+from varformer.training.losses import VarFormerLoss
 from varformer.training.stages import VarFormerTask, freeze_for
 
 SMALL = ["model.depth=2", "model.vae_ch=32", "model.n_cross=2", "model.random_init_backbone=true"]
@@ -43,7 +43,7 @@ def test_gradient_routing_matches_the_spec_table(vgg_file):
     gt_pm1 = gt * 2 - 1
     tokens, feat = task.clean_targets(gt_pm1)
     out = model.training_outputs(lq)
-    from varformer.losses import feature_mse, pixel_l1, psnr_loss, token_cross_entropy
+    from varformer.training.losses import feature_mse, pixel_l1, psnr_loss, token_cross_entropy
     terms = {"pixel_l1": pixel_l1(out.restored, gt_pm1), "psnr": psnr_loss(out.restored, gt_pm1),
              "perceptual": task.loss.vgg(out.restored, gt_pm1),
              "token_ce": token_cross_entropy(out.logits, tokens), "feature_l2": feature_mse(out.lq_feat, feat)}
@@ -80,7 +80,7 @@ def test_paper_formulation_freezes_var_and_stage1_parts():
 def test_short_stage1_then_stage2_run_on_demo_data(tmp_path, vgg_file, capsys):
     from varformer.model import load_varformer
     from varformer.training.run import run_training
-    common = SMALL + ["data.demo=true", "data.batch_size=1", "data.num_workers=0", "train.total_iters=1",
+    common = SMALL + ["data.batch_size=1", "data.num_workers=0", "train.total_iters=1",
                       "train.log_every=1", "train.image_every=1", "train.device=cpu", "train.precision=bf16"]
     s1_dir = tmp_path / "s1"
     cfg1 = load_config("configs/demo_stage1.yaml", common + [f"train.output_dir={s1_dir}"])

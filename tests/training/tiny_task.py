@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from varformer.config import load_config
-from varformer.training.loop import StepOutput, TrainTask
+from varformer.training.trainer import StepOutput, TrainTask
 
 
 class TinyPairs(Dataset):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from huggingface_hub import hf_hub_download
 
 from varformer.backbone.var import VAR
 from varformer.backbone.vqvae import DEFAULT_PATCH_NUMS, VQVAE
@@ -73,7 +74,6 @@ def resolve_weight_file(filename: str, *, path: str | os.PathLike | None = None,
         if (d / filename).is_file():
             return d / filename
     try:
-        from huggingface_hub import hf_hub_download
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=local_files_only))
     except Exception as exc:  # offline, cache miss, missing repo/file, network error: all mean "not available"
         where = ', '.join(str(d) for d in dirs)

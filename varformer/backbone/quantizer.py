@@ -16,13 +16,13 @@ Step-wise pieces for autoregressive callers (VAR sampling, VarFormer's greedy ro
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 import torch.distributed as tdist
 import torch.nn as nn
 import torch.nn.functional as F
+
+from varformer.runtime import fp32_region
 
 
 def phi_index_table(num_phi: int, num_scales: int) -> list[int]:
@@ -64,10 +64,6 @@ class SharedPhis(nn.Module):
         return self.qresi_ls[self.index_per_scale[si]]
 
 
-def autocast_disabled(device_type: str):
-    """Context that turns autocast off on `device_type` (the float32-only parts of the backbone)."""
-    return torch.autocast(device_type=device_type, enabled=False) if device_type in ('cuda', 'cpu') \
-        else contextlib.nullcontext()
 
 
 class MultiScaleQuantizer(nn.Module):
@@ -135,7 +131,7 @@ class MultiScaleQuantizer(nn.Module):
     def f_to_indices_and_fhats(self, f_BChw: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Tokenise a latent: 10 index maps (B, pn^2) and the cumulative f_hat after each scale."""
         self._check_latent(f_BChw)
-        with autocast_disabled(f_BChw.device.type):
+        with fp32_region(f_BChw.device.type):
             f_rest = f_BChw.detach().float().clone()
             B, C, H, W = f_rest.shape
             f_hat = torch.zeros_like(f_rest)
@@ -154,7 +150,7 @@ class MultiScaleQuantizer(nn.Module):
     def indices_to_fhat(self, idx_list: list[torch.Tensor]) -> list[torch.Tensor]:
         """Cumulative f_hat (B, Cvae, 16, 16) after each scale, recomputed from the index maps alone."""
         self._check_indices(idx_list)
-        with autocast_disabled(idx_list[0].device.type):
+        with fp32_region(idx_list[0].device.type):
             f_hat = None
             out = []
             for si, idx_Bl in enumerate(idx_list):
@@ -167,7 +163,7 @@ class MultiScaleQuantizer(nn.Module):
         """Teacher-forcing input of VAR: for scales 1..SN-1, f_hat of the coarser scales area-downsampled to the
         scale's size, as tokens; (B, L - pn_0^2, Cvae)."""
         self._check_indices(idx_list, allow_missing_last=True)
-        with autocast_disabled(idx_list[0].device.type):
+        with fp32_region(idx_list[0].device.type):
             f_hat = None
             next_tokens = []
             for si in range(self.num_scales - 1):
@@ -192,7 +188,7 @@ class MultiScaleQuantizer(nn.Module):
         vq_loss = mean over scales of `beta * mse(sg(f_hat_si), f) + mse(f_hat_si, sg(f))`; the search runs on a
         detached residual; f_hat_out = sg(f_hat) + f - sg(f) passes downstream gradients to f unchanged."""
         self._check_latent(f_BChw)
-        with autocast_disabled(f_BChw.device.type):
+        with fp32_region(f_BChw.device.type):
             f = f_BChw.float()
             B, C, H, W = f.shape
             f_no_grad = f.detach()

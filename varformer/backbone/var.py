@@ -45,11 +45,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from varformer.backbone.quantizer import autocast_disabled
 from varformer.backbone.sampling import (cfg_strength, combine_cfg, filter_top_k_top_p_, gumbel_softmax_weights,
                                          sample_from_logits, smooth_tau)
 from varformer.backbone.transformer_blocks import AdaLNBeforeHead, AdaLNSelfAttn
 from varformer.backbone.vqvae import VQVAE
+from varformer.runtime import fp32_region
 
 
 class SharedAdaLin(nn.Linear):
@@ -154,12 +154,12 @@ class VAR(nn.Module):
         """Input of scale si from its (B, pn_si^2, Cvae) VAE tokens: word_embed + level/position embeddings."""
         lvl_pos = self.lvl_pos() if lvl_pos is None else lvl_pos
         begin, end = self.begin_ends[si]
-        with autocast_disabled(tokens_BlCv.device.type):
+        with fp32_region(tokens_BlCv.device.type):
             return self.word_embed(tokens_BlCv.float()) + lvl_pos[:, begin:end]
 
     def logits(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
         """head(head_nm(x, cond)) in float32 with autocast disabled: (B, l, V)."""
-        with autocast_disabled(x_BLC.device.type):
+        with fp32_region(x_BLC.device.type):
             return self.head(self.head_nm(x_BLC.float(), cond_BD.float()))
 
     def kv_caching(self, enable: bool) -> None:
@@ -185,7 +185,7 @@ class VAR(nn.Module):
             raise ValueError(f"expected x (B, {self.L - self.first_l}, {self.Cvae}), got {tuple(x_BLCv.shape)}")
         if label_B.shape != (B,):
             raise ValueError(f"expected label_B of shape ({B},), got {tuple(label_B.shape)}")
-        with autocast_disabled(x_BLCv.device.type):
+        with fp32_region(x_BLCv.device.type):
             cond_BD = self.class_condition(label_B)
             lvl_pos = self.lvl_pos()
             sos_B1C = cond_BD.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, -1, -1)
@@ -235,7 +235,7 @@ class VAR(nn.Module):
             generator.manual_seed(g_seed)
         label_B = self._labels(B, label_B, generator)
         vae, SN = self.vae, self.num_scales
-        with autocast_disabled(dev.type):
+        with fp32_region(dev.type):
             cond_2BD = self.class_emb(torch.cat((label_B, torch.full_like(label_B, self.num_classes))))
             lvl_pos = self.lvl_pos()
             x = self.first_scale_input(cond_2BD, lvl_pos)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from varformer.backbone.quantizer import MultiScaleQuantizer, autocast_disabled
+from varformer.backbone.quantizer import MultiScaleQuantizer
 from varformer.backbone.vqvae_blocks import Decoder, Encoder
+from varformer.runtime import fp32_region
 
 DEFAULT_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
@@ -61,7 +62,7 @@ class VQVAE(nn.Module):
     def encode(self, img_B3HW: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> f (B, Cvae, H/16, W/16), the quantizer input (after quant_conv)."""
         self._check_img(img_B3HW)
-        with autocast_disabled(img_B3HW.device.type):
+        with fp32_region(img_B3HW.device.type):
             return self.quant_conv(self.encoder(img_B3HW.float()))
 
     def f_to_indices(self, f_BChw: torch.Tensor) -> list[torch.Tensor]:
@@ -87,7 +88,7 @@ class VQVAE(nn.Module):
 
     def fhat_to_img(self, f_hat_BChw: torch.Tensor) -> torch.Tensor:
         """Decode: (B, Cvae, 16, 16) -> (B, 3, 256, 256) clamped to [-1, 1]."""
-        with autocast_disabled(f_hat_BChw.device.type):
+        with fp32_region(f_hat_BChw.device.type):
             return self.decoder(self.post_quant_conv(f_hat_BChw.float())).clamp_(-1, 1)
 
     def indices_to_img(self, idx_list: list[torch.Tensor]) -> torch.Tensor:
@@ -101,7 +102,7 @@ class VQVAE(nn.Module):
         `h_BChw` (B, Cvae, pn, pn): scale si's token embeddings (codebook rows or a soft mixture of them).
         Returns (f_hat after scale si, this scale's residual phi(up(h)) (B, Cvae, 16, 16), next-scale tokens
         (B, pn_{si+1}^2, Cvae), or None after the last scale). `f_hat_BChw=None` means zeros."""
-        with autocast_disabled(h_BChw.device.type):
+        with fp32_region(h_BChw.device.type):
             residual = self.quantize.scale_residual(h_BChw.float(), si)
             f_hat = residual if f_hat_BChw is None else f_hat_BChw + residual
             nxt = self.quantize.next_scale_tokens(f_hat, si) if si < len(self.patch_nums) - 1 else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 
 from varformer.errors import VarformerError
 
@@ -25,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--depth", type=int, default=16)
     b.add_argument("--vae-ch", type=int, default=160)
     b.add_argument("--batch", type=int, default=1)
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     b.add_argument("--precision", nargs="+", choices=["fp32", "bf16", "fp16"], default=["fp32", "bf16"])
     b.add_argument("--repeat", type=int, default=1)
     b.add_argument("--ops", nargs="+", default=["encode", "teacher_forced", "generate_greedy", "generate_sampled"])
@@ -37,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--n-cross", type=int, default=None, help="cross-attention blocks (default depth // 2)")
     m.add_argument("--weights", default=None, metavar="PATH",
                    help="a VarFormer checkpoint (default: random weights, which do not change timings)")
-    m.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     m.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
                    help="bf16 runs as restore runs it: a copy of the model with its bf16-eligible weights held in "
                         "bf16 and its convolutions channels-last; fp32 and the reference use the float32 model")
@@ -62,57 +63,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--stage", type=int, choices=[1, 2], default=2)
     t.add_argument("--batch", type=int, default=2)
     t.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     t.add_argument("--steps", type=int, default=2, help="timed optimiser steps after one warm-up step")
     t.add_argument("--skip-small", action="store_true", help="only the meta-device estimate of the official config")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     import torch
 
-    if args.what == "backbone":
-        from varformer.backbone.benchmark import format_table, run_backbone_benchmark
-        try:
+    from varformer.perf.backbone import format_table, run_backbone_benchmark
+    from varformer.perf.model import ModelBenchmarkOptions, run_model_benchmark
+    from varformer.perf.report import format_model_table
+    from varformer.perf.training import run_training_benchmark
+
+    log = lambda msg: print(f"benchmark: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    try:
+        if args.what == "backbone":
             result = run_backbone_benchmark(depth=args.depth, batch=args.batch, device=args.device,
                                             precisions=tuple(args.precision), vae_ch=args.vae_ch,
                                             repeat=args.repeat, ops=tuple(args.ops))
-        except ValueError as e:
-            raise VarformerError(str(e)) from None
-        print(format_table(result))
-        _write_json(args.json, result)
-        return 0
-
-    if args.what == "train":
-        from varformer.training.memory import run_training_benchmark
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        try:
-            lines = run_training_benchmark(args.stage, args.batch, args.precision, args.device, args.steps,
-                                           not args.skip_small,
-                                           log=lambda msg: print(f"benchmark: {msg}", file=sys.stderr, flush=True))
-        except ValueError as e:
-            raise VarformerError(str(e)) from None
-        print("\n".join(lines))
-        return 0
-
-    from dataclasses import asdict
-
-    from varformer.model_benchmark import format_model_table, run_model_benchmark
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        result = run_model_benchmark(depth=args.depth, vae_ch=args.vae_ch, n_cross=args.n_cross, device=args.device,
-                                     precisions=tuple(args.precision), batch=args.batch, warmup=args.warmup,
-                                     repeat=args.repeat, weights=args.weights, reference=not args.no_reference,
-                                     bf16_check=args.bf16_check is not None,
-                                     bf16_check_images_per_task=args.bf16_check or None, image_hw=args.image,
-                                     full_size_flops=args.full_size_flops, bf16_transformer=args.bf16_transformer,
-                                     log=lambda msg: print(f"benchmark: {msg}", file=sys.stderr, flush=True))
+            print(format_table(result))
+            _write_json(args.json, result)
+        elif args.what == "train":
+            print("\n".join(run_training_benchmark(args.stage, args.batch, args.precision, args.device, args.steps,
+                                                   not args.skip_small, log=log)))
+        else:
+            opts = ModelBenchmarkOptions(
+                depth=args.depth, vae_ch=args.vae_ch, n_cross=args.n_cross, weights=args.weights, device=args.device,
+                precisions=tuple(args.precision), batch=args.batch, warmup=args.warmup, repeat=args.repeat,
+                reference=not args.no_reference, bf16_check=args.bf16_check is not None,
+                bf16_check_images_per_task=args.bf16_check or None, image_hw=args.image,
+                full_size_flops=args.full_size_flops, bf16_transformer=args.bf16_transformer)
+            result = run_model_benchmark(opts, log=log)
+            print(format_model_table(result))
+            _write_json(args.json, asdict(result))
     except ValueError as e:
         raise VarformerError(str(e)) from None
-    print(format_model_table(result))
-    _write_json(args.json, asdict(result))
     return 0
 
 

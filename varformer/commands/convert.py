@@ -19,13 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from varformer.model.checkpoint_io import build_from_state_dict, save_varformer
-    from varformer.model.convert import convert_official, read_official
+    # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
+    from varformer.model import VarFormerSettings, save_varformer
+    from varformer.model.checkpoint_io import build_from_state_dict, convert_official
+    from varformer.model.convert import read_official
 
     sd = read_official(args.checkpoint, key=args.key)
-    config, state_dict, report = convert_official(sd, with_report=True)
-    model = build_from_state_dict(None, dict(config, cfg=args.cfg, head_layout="official"), state_dict,
-                                  source=args.checkpoint)
+    arch, state_dict, report = convert_official(sd, with_report=True)
+    model = build_from_state_dict(VarFormerSettings(**arch, cfg=args.cfg), state_dict, source=args.checkpoint)
     save_varformer(args.output, model)
     print(report.summary())
     print(f"wrote {args.output}")

@@ -16,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     if args.action == "list":
-        from varformer.data.benchmarks import BENCHMARKS
+        from varformer.data.catalog import BENCHMARKS
         for b in BENCHMARKS.values():
             exp = "?" if b.expected is None else b.expected
             print(f"{b.name:<22} {b.task:<10} expected {exp!s:<5} layout: {b.layout}")

@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.demo import (find_trained_weights, pretrained_restorers, run_demo, training_step)
     weights = [] if args.train else find_trained_weights("checkpoints")
     if args.baseline_only:

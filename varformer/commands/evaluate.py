@@ -39,11 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.config import load_config
     from varformer.errors import ConfigError
-    from varformer.evaluation import (check_output_dir, check_protocol_needs, evaluate, load_restorer,
-                                      parse_benchmarks)
-    from varformer.protocols import get_protocol, with_metric_overrides
+    from varformer.evaluation import (check_output_dir, check_protocol_needs, evaluate, get_protocol,
+                                      parse_benchmarks, with_metric_overrides)
+    from varformer.inference import load_restorer
 
     ev = load_config(args.config).eval
     protocols = args.protocol or [ev.protocol]

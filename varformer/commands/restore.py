@@ -10,7 +10,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, metavar="PATH",
                    help="VarFormer checkpoint (default: checkpoints/varformer_d16.pt, made by 'varformer convert "
                         "official'); 'identity' runs the pipeline without a model")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16 autocast for the network (the VQVAE quantizer stays fp32); default fp32")
     p.add_argument("--compile", action="store_true",
@@ -23,10 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from varformer.restore import build_restorer, restore_paths
+    # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
+    from varformer.inference import load_restorer
+    from varformer.restore import restore_paths
 
-    restorer = build_restorer(args.weights, device=args.device, precision=args.precision,
-                              compile_unet=args.compile)
+    restorer = load_restorer(args.weights, device=args.device, precision=args.precision, compile_unet=args.compile)
     report = restore_paths(args.inputs, args.output, restorer, tile=args.tile, overlap=args.overlap,
                            batch_size=args.batch, skip_existing=args.skip_existing, progress=not args.no_progress)
     print(f"{report.summary()} -> {args.output}")

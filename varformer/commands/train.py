@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.config import load_config
     from varformer.training.run import STAGES, run_training
     cfg = load_config(args.config[0], [*args.overrides, *args.config[1:]])

@@ -6,13 +6,15 @@ fully is the only way to find truncated files; ``full=False`` reads headers only
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 from tqdm import tqdm
 
-from varformer.data.benchmarks import Located, find_all
+from varformer.data.catalog import Located, find_all
+from varformer.data.demo_set import verify_demo
 from varformer.data.image_io import image_size, verify_image
 from varformer.data.pairing import PairingResult, pair_files
 from varformer.data.sidd import SiddBlocks
@@ -83,7 +85,7 @@ def _header_problem(path: str) -> Optional[str]:
 def check_root(root: str, names: Sequence[str] = (), full: bool = True, progress: bool = True) -> List[BenchmarkReport]:
     if not os.path.isdir(root):
         raise DataError(f"data root not found: {root}")
-    reports: List[BenchmarkReport] = _check_demo(root, full, progress)
+    reports: List[BenchmarkReport] = []
     seen_clean: dict = {}
     for loc in find_all(root, list(names) or None):
         if loc.benchmark.kind == "clean":  # one clean folder serves every noise level: check it once
@@ -95,36 +97,27 @@ def check_root(root: str, names: Sequence[str] = (), full: bool = True, progress
         if loc.benchmark.kind == "clean":
             seen_clean[key] = rep
         reports.append(rep)
+    _note_demo_manifest(root, reports)
     return reports
 
 
-def _check_demo(root: str, full: bool, progress: bool) -> List[BenchmarkReport]:
-    """The built-in demo set, when ``root`` is its folder (checked as is: nothing is rebuilt here)."""
-    from varformer.data.benchmarks import Benchmark, resolve_folder
-    from varformer.data.demo import DEMO_TASKS, verify_demo
+def _note_demo_manifest(root: str, reports: List[BenchmarkReport]) -> None:
+    """When ``root`` is a demo set's folder: the pair counts its manifest lists, and its checksum verdict, on every
+    demo benchmark found (nothing is rebuilt here)."""
     if not os.path.isfile(os.path.join(root, "manifest.json")):
-        return []
-    import json
+        return
     problem = verify_demo(root)
     try:
         with open(os.path.join(root, "manifest.json")) as fh:
             listed = list(json.load(fh).get("files", {}))
     except (OSError, ValueError):
         listed = []
-    out = []
-    for task in DEMO_TASKS:
-        expected = sum(f.startswith(f"test/{task}/input/") for f in listed) or None
-        bench = Benchmark(f"demo-{task}", task, "paired", (), (("input", "target"),), ("stem",), expected,
-                          layout="<demo>/test/<task>/{input,target}")
-        loc = resolve_folder(bench, os.path.join(root, "test", task))
-        if loc is not None:
-            rep = _check_one(loc, full, progress)
-            rep.note = "demo set: checksums ok"
+    for rep in reports:
+        if rep.name.startswith("demo-"):
+            rep.expected = sum(f.startswith(f"test/{rep.task}/input/") for f in listed) or None
+            rep.note = "demo set: checksums ok" if not problem else f"demo set: {problem} (it is rebuilt on next use)"
             if problem:
-                rep.note = f"demo set: {problem} (it is rebuilt on next use)"
                 rep.unreadable.append(f"demo manifest check: {problem}")
-            out.append(rep)
-    return out
 
 
 def format_reports(root: str, reports: Sequence[BenchmarkReport], limit: int = 0) -> str:

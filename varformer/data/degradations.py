@@ -29,6 +29,7 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 from scipy import ndimage, signal
+from skimage import data as skimage_data
 
 from varformer.errors import VarformerError
 
@@ -136,9 +137,7 @@ def add_rain(img: np.ndarray, seed: int, *, density: float | None = None, length
 # ------------------------------------------------------------------------------------------------------------ haze
 @lru_cache(maxsize=1)
 def _motorcycle_depth_cached() -> np.ndarray:
-    from skimage import data
-
-    _, _, disparity = data.stereo_motorcycle()
+    _, _, disparity = skimage_data.stereo_motorcycle()
     disp = disparity.astype(np.float64)
     valid = np.isfinite(disp) & (disp > 0)
     # Holes (occlusions, ~7% of pixels) take the disparity of the nearest valid pixel.

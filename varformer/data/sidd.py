@@ -11,6 +11,7 @@ import os
 from typing import List, Tuple
 
 import numpy as np
+import scipy.io
 
 from varformer.errors import DataError
 
@@ -22,7 +23,7 @@ GT_KEY = "ValidationGtBlocksSrgb"
 
 def _load_v73(path: str, key: str) -> np.ndarray:
     try:
-        import h5py  # optional
+        import h5py  # optional dependency: only MATLAB v7.3 files need it
     except ImportError:
         raise DataError(f"{path} is a MATLAB v7.3 (HDF5) file; reading it needs the optional package h5py "
                         f"(pip install h5py), or re-save it as v7 in MATLAB: save(f, '{key}', '-v7')") from None
@@ -37,7 +38,6 @@ def load_mat_blocks(path: str, key: str) -> np.ndarray:
     """The (N_img, N_blk, H, W, 3) uint8 block array stored under ``key``."""
     if not os.path.isfile(path):
         raise DataError(f"SIDD validation file not found: {path}")
-    import scipy.io
     try:
         data = scipy.io.loadmat(path, variable_names=[key])
     except NotImplementedError:  # scipy's answer to v7.3 files

@@ -16,7 +16,7 @@ from torchvision.ops import deform_conv2d
 
 from varformer.model.adapter import LayerNorm2d
 from varformer.model.aft import group_norm
-from varformer.model.numerics import fp32_region
+from varformer.runtime import fp32_region
 
 
 class ChannelCrossAttention(nn.Module):

@@ -1,6 +1,6 @@
 """Converter between the official VarFormer state dict (``VarFormer2`` / ``VarFormer2_varRec``) and ours.
 
-    config, state_dict = convert_official(official_sd)       # layout inferred from the tensors, strict
+    config, state_dict = map_official(official_sd, expected)  # layout inferred from the tensors, strict
     official_sd = to_official(state_dict)                     # the reverse (without the inert tensors)
 
 Every official tensor is either mapped 1:1 (with a shape check against the model built from the inferred config)
@@ -167,9 +167,12 @@ def infer_official_layout(sd: Dict[str, torch.Tensor]) -> dict:
     return config
 
 
-def convert_official(sd: Dict[str, torch.Tensor], with_report: bool = False):
-    """Official state dict -> (config, our state dict) [, ConversionReport]; strict, with shape checks."""
-    from varformer.model.checkpoint_io import constructor_kwargs, model_class
+def map_official(sd: Dict[str, torch.Tensor], expected: Optional[Dict[str, Tuple[int, ...]]] = None,
+                 with_report: bool = False):
+    """Official state dict -> (architecture dict, our state dict) [, ConversionReport]. Every official tensor is
+    placed or dropped as inert (else an error listing the names); with ``expected`` (our key -> shape, from a model
+    of the inferred layout) every one of our tensors must be filled with the right shape, reported in official
+    names. ``checkpoint_io.convert_official`` supplies ``expected``."""
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
     config = infer_official_layout(sd)
     report = ConversionReport(config=config)
@@ -187,13 +190,13 @@ def convert_official(sd: Dict[str, torch.Tensor], with_report: bool = False):
             unplaced.append(k)
         else:
             ours[new] = v
-    with torch.device("meta"):
-        model = model_class(config["stage"])(**constructor_kwargs(config))
-    expected = {k: tuple(t.shape) for k, t in model.state_dict().items()}
-    unplaced += [o for o, n in ((our_key_to_official(n) or n, n) for n in ours) if n not in expected]
-    unfilled = sorted(expected.keys() - ours.keys())
-    wrong = sorted(f"{our_key_to_official(k)} {tuple(ours[k].shape)} (expected {expected[k]})"
-                   for k in expected.keys() & ours.keys() if tuple(ours[k].shape) != expected[k])
+    unfilled, wrong = [], []
+    if expected is not None:
+        expected = {k: tuple(v) for k, v in expected.items()}
+        unplaced += [o for o, n in ((our_key_to_official(n) or n, n) for n in ours) if n not in expected]
+        unfilled = sorted(expected.keys() - ours.keys())
+        wrong = sorted(f"{our_key_to_official(k)} {tuple(ours[k].shape)} (expected {expected[k]})"
+                       for k in expected.keys() & ours.keys() if tuple(ours[k].shape) != expected[k])
     if unplaced or unfilled or wrong:
         parts = [f"cannot convert the official checkpoint (inferred layout {config}):"]
         if unplaced:

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HEAD_LAYOUTS = ("official", "standard")
+from varformer.model.settings import HEAD_LAYOUTS
+
 
 
 class CrossAttentionInjection(nn.Module):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varformer.model.numerics import fp32_region
+from varformer.runtime import fp32_region
 from varformer.model.swin import RSTB
 
 

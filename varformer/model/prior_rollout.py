@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from varformer.model.cross_attention import CrossAttentionInjection
-from varformer.model.numerics import fp32_region
+from varformer.runtime import fp32_region
 
 
 @dataclass
@@ -32,9 +32,13 @@ class RolloutOutput:
 
 
 def greedy_rollout(var: nn.Module, cross_blocks: Sequence[CrossAttentionInjection], x_lq_BLc: torch.Tensor,
-                   cfg: float, head_layout: str) -> RolloutOutput:
+                   cfg: float, head_layout: str, share_halves: bool = True) -> RolloutOutput:
     """``x_lq_BLc`` (B, L - 1, Cv): teacher-forcing-style tokens of the *degraded* latent's quantisation
-    (``vae.indices_to_var_input``); ``cfg`` the CFG strength (grows linearly over the scales)."""
+    (``vae.indices_to_var_input``); ``cfg`` the CFG strength (grows linearly over the scales).
+
+    ``share_halves=False`` runs the work as the official code does: both CFG halves (2B rows) through every block
+    from the first one, the cross-attention queries computed per row. Same outputs, more work: the benchmark's
+    reference path."""
     B = x_lq_BLc.shape[0]
     device = x_lq_BLc.device
     vae = var.vae
@@ -53,10 +57,13 @@ def greedy_rollout(var: nn.Module, cross_blocks: Sequence[CrossAttentionInjectio
         d_BLC = torch.cat([first_1lC.expand(B, -1, -1),
                            var.word_embed(x_lq_BLc.float()) + lvl_pos[:, first_1lC.shape[1]:]], dim=1)
     block_cond = var.block_condition(cond_1D)
+    rows = B if share_halves or not two_halves else 2 * B
+    if rows != B:
+        d_BLC = d_BLC.repeat(2, 1, 1)
 
     tokens, logits_all, priors = [], [], []
     f_hat = None
-    x_BlC = first_1lC.expand(B, -1, -1)
+    x_BlC = first_1lC.expand(rows, -1, -1)
     with var.kv_cache():
         for si in range(n_scales):
             begin, end = var.begin_ends[si]
@@ -67,7 +74,10 @@ def greedy_rollout(var: nn.Module, cross_blocks: Sequence[CrossAttentionInjectio
                 if j < n_cross:
                     if two_halves and z.shape[0] == B:
                         z = torch.cat([z, z], dim=0)   # the halves split here: the re-cut mixes them
-                    z = cross_blocks[j](None, z, q_RHlc=cross_blocks[j].query(d_BlC), n_images=B)
+                    if rows == B:
+                        z = cross_blocks[j](None, z, q_RHlc=cross_blocks[j].query(d_BlC), n_images=B)
+                    else:
+                        z = cross_blocks[j](d_BlC, z, n_images=B)
             logits = var.logits(z, cond_1D)                                      # (R, l, V) float32
             if two_halves:
                 t = cfg * si / (n_scales - 1)
@@ -80,5 +90,7 @@ def greedy_rollout(var: nn.Module, cross_blocks: Sequence[CrossAttentionInjectio
             priors.append(prior)
             if next_tokens is not None:
                 x_BlC = var.scale_input(next_tokens, si + 1, lvl_pos)
+                if rows != B:
+                    x_BlC = x_BlC.repeat(2, 1, 1)
     return RolloutOutput(tokens=tokens, logits=torch.cat(logits_all, dim=1), f_hat=f_hat,
                          priors=torch.stack(priors, dim=1))

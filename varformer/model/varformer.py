@@ -1,18 +1,21 @@
 """The assembled models: ``VarFormerStage1`` (Adapter on a frozen VAR) and ``VarFormer`` (the stage-2 restorer).
 
     m = VarFormer(depth=16, vae_ch=160, n_cross=8, dec_adjust=False, cfg=0.5)   # released (test) layout
+    m = build_varformer(VarFormerSettings(...))                                 # the same from settings
     out = m(lq)                     # (B, 3, 256, 256) in [0, 1] -> [0, 1], under torch.inference_mode
     t = m.training_outputs(lq)      # autograd graph; restored in [-1, 1], lq_feat, logits, tokens, priors, ...
     m.prepare_inference("bf16")     # inference only: weights that bf16 autocast casts anyway held in bf16
 
 A constructor builds every part with random weights (the frozen VQVAE + VAR included): use
-``VarFormer.from_official(path)`` (released BasicSR checkpoint), ``load_varformer(path)`` (our checkpoint) or
+``load_official(path)`` (released BasicSR checkpoint), ``load_varformer(path)`` (our checkpoint) or
 ``m.load_backbone(vae_path, var_path)`` (official VQVAE/VAR files, for training the rest) to get real weights.
 
-Forward (spec 6): frozen VQVAE encoder (latent f, level features V_i) -> Adapter -> multi-scale quantisation of the
-adapted latent (degraded tokens, ``lq_feat``) -> greedy VAR rollout with cross-attention injection (tokens, logits,
-``f_hat``, 10 scale priors) -> U-Net encoder with DAE + AFT -> frozen ``quant_conv`` -> U-Net decoder with adaptive
-mix-up skips, DAE + AFT on the frozen VQVAE-decoder features of ``f_hat`` -> global residual blend -> clamp.
+Forward (docs/architecture.md): frozen VQVAE encoder (latent f, level features V_i) -> Adapter -> multi-scale
+quantisation of the adapted latent (degraded tokens, ``lq_feat``) -> greedy VAR rollout with cross-attention
+injection (tokens, logits, ``f_hat``, 10 scale priors) -> U-Net encoder with DAE + AFT -> frozen ``quant_conv``
+-> U-Net decoder with adaptive mix-up skips, DAE + AFT on the frozen VQVAE-decoder features of ``f_hat`` ->
+global residual blend -> clamp. Each part runs inside a ``torch.profiler.record_function`` range named in
+``PARTS`` (the benchmark's part timing reads them; they cost nothing when no profiler runs).
 
 Not computed, because nothing uses it: the Lvl-0 prior/DAE/AFT modules, the RGB output of the VQVAE decoder on
 ``f_hat`` (and its full-resolution level unless ``dec_adjust`` needs it), the encoder DAE side output and the
@@ -26,19 +29,32 @@ from typing import Dict, List, Optional
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
+from varformer.backbone.hub import load_vae, load_var
 from varformer.backbone.var import VAR
 from varformer.backbone.vqvae import VQVAE
-from varformer.errors import VarformerError
+from varformer.errors import CheckpointMismatchError, VarformerError
 from varformer.model.adapter import Adapter
-from varformer.model.numerics import fp32_region
-from varformer.model.cross_attention import HEAD_LAYOUTS, CrossAttentionInjection
+from varformer.model.convert import infer_official_layout, map_official, read_official
+from varformer.model.cross_attention import CrossAttentionInjection
 from varformer.model.prior_rollout import greedy_rollout
+from varformer.model.settings import STAGE_CLASSES, STAGE_DESCRIPTIONS, VarFormerSettings
+from varformer.model.strict_load import load_weights
 from varformer.model.unet import UNetDecoder, UNetEncoder
+from varformer.runtime import autocast, check_precision, fp32_region
 
 IMAGE_SIZE = 256
 CH_MULT = (1, 1, 2, 2, 4)
 CROSS_HEADS = 16  # official: 16 heads whatever the VAR width
+
+# record_function ranges around the parts of a forward pass (benchmark part timing, profiler traces)
+PART_ENCODE = "varformer.encode_adapt_quantise"
+PART_VAR_LOOP = "varformer.var_scale_loop"
+PART_UNET_ENCODER = "varformer.unet_encoder"
+PART_VQ_DECODER = "varformer.vqvae_decoder_features"
+PART_UNET_DECODER = "varformer.unet_decoder"
+PARTS = (PART_ENCODE, PART_VAR_LOOP, PART_UNET_ENCODER, PART_VQ_DECODER, PART_UNET_DECODER)
 
 
 class ModelInputError(VarformerError, ValueError):
@@ -65,12 +81,10 @@ class _AdaptedVAR(nn.Module):
 
     stage: int = 0
 
-    def __init__(self, depth: int, vae_ch: int, n_cross: int, cfg: float, head_layout: str):
+    def __init__(self, depth: int, vae_ch: int, n_cross: int, cfg: float, head_layout: str, dec_adjust: bool = False):
         super().__init__()
-        if head_layout not in HEAD_LAYOUTS:
-            raise ValueError(f"head_layout must be one of {HEAD_LAYOUTS}, got {head_layout!r}")
-        if not 0 <= n_cross <= depth:
-            raise ValueError(f"n_cross must lie in [0, depth={depth}], got {n_cross}")
+        VarFormerSettings(stage=self.stage, depth=depth, vae_ch=vae_ch, n_cross=n_cross, dec_adjust=dec_adjust, cfg=cfg,
+                          head_layout=head_layout).validate()
         self.depth, self.vae_ch, self.n_cross, self.cfg, self.head_layout = depth, vae_ch, n_cross, cfg, head_layout
         self.vae = VQVAE(vocab_size=4096, z_channels=32, ch=vae_ch, share_quant_resi=4)
         # drop path off: the VAR blocks are frozen and only ever run as at inference
@@ -85,10 +99,11 @@ class _AdaptedVAR(nn.Module):
         self.weights_precision = "fp32"
         self._bf16_held_transformer = False
 
-    # ------------------------------------------------------------------ config and weights
-    def config(self) -> dict:
-        return dict(stage=self.stage, depth=self.depth, vae_ch=self.vae_ch, n_cross=self.n_cross, cfg=self.cfg,
-                    head_layout=self.head_layout)
+    # ------------------------------------------------------------------ settings and weights
+    def settings(self) -> VarFormerSettings:
+        return VarFormerSettings(stage=self.stage, depth=self.depth, vae_ch=self.vae_ch, n_cross=self.n_cross,
+                                 dec_adjust=getattr(self, "dec_adjust", False), cfg=self.cfg,
+                                 head_layout=self.head_layout)
 
     def frozen_modules(self) -> List[nn.Module]:
         """What the official recipes freeze: the VQVAE and the VAR transformer blocks (not the VAR embeddings,
@@ -102,6 +117,24 @@ class _AdaptedVAR(nn.Module):
             for p in m.parameters():
                 p.requires_grad_(False)
         return self
+
+    @classmethod
+    def from_official(cls, path_or_state_dict, key: Optional[str] = None, cfg: float = 0.5,
+                      head_layout: str = "official", map_location="cpu"):
+        """Build from a released BasicSR checkpoint (``params_ema`` unless ``key`` says otherwise), a raw official
+        state dict, or a file holding one; the layout is inferred from the tensors, the load is strict."""
+        sd = read_official(path_or_state_dict, key=key, map_location=map_location)
+        arch = infer_official_layout(sd)
+        if arch["stage"] != cls.stage:
+            raise CheckpointMismatchError(
+                f"the official checkpoint is a {STAGE_DESCRIPTIONS[arch['stage']]} one, but {cls.__name__} is a "
+                f"{STAGE_DESCRIPTIONS[cls.stage]} model; load it with {STAGE_CLASSES[arch['stage']]} instead")
+        settings = VarFormerSettings(**arch, cfg=cfg, head_layout=head_layout)
+        with torch.device("meta"):
+            model = cls(**settings.constructor_kwargs())
+        _, state_dict = map_official(sd, {k: t.shape for k, t in model.state_dict().items()})
+        load_weights(model, state_dict, "official checkpoint", assign=True)
+        return model.eval()
 
     # ------------------------------------------------------------------ inference precision
     def _bf16_weight_modules(self) -> List[nn.Module]:
@@ -129,8 +162,7 @@ class _AdaptedVAR(nn.Module):
         bf16 kernels take without reordering (full size on an AMX CPU: 8.0 -> 7.0 s per image); activations
         follow the weights' layout, and outputs then differ from the autocast ones by bf16 rounding only.
         ``"fp32"``: every weight back to float32 and contiguous (bf16-rounded values stay rounded)."""
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        check_precision(precision, allow_auto=False)
         if bf16_transformer is not None:
             self.bf16_transformer = bool(bf16_transformer)
         self.float()
@@ -168,22 +200,16 @@ class _AdaptedVAR(nn.Module):
         self.vae.eval()  # frozen tokenizer: its quantizer's training branch (usage statistics) must not run
         return self
 
-    def load_backbone(self, vae_path: str, var_path: str) -> "_AdaptedVAR":
-        """Load the official VQVAE and VAR files (strict) into the frozen backbone."""
-        from varformer.model.checkpoint_io import load_backbone_weights
-        load_backbone_weights(self, vae_path, var_path)
+    def load_backbone(self, vae_path=None, var_path=None, local_files_only: bool = False) -> "_AdaptedVAR":
+        """Load the official VQVAE and VAR files (strict) into the frozen backbone. ``None`` searches
+        ``checkpoints/`` then the Hugging Face cache/hub; a missing file raises ``WeightsNotFoundError`` saying
+        where to get it."""
+        vae = load_vae(vae_path, ch=self.vae_ch, local_files_only=local_files_only)
+        var = load_var(self.depth, var_path, vae=vae, local_files_only=local_files_only)
+        assign = next(self.parameters()).device.type == "meta"
+        self.vae.load_state_dict(vae.state_dict(), strict=True, assign=assign)
+        self.var.load_state_dict(var.state_dict(), strict=True, assign=assign)
         return self
-
-    @classmethod
-    def from_official(cls, path_or_state_dict, key: Optional[str] = None, head_layout: str = "official",
-                      cfg: float = 0.5, map_location="cpu"):
-        """Build from a released BasicSR checkpoint (``params_ema`` unless ``key`` says otherwise), a raw official
-        state dict, or a file holding one; layout inferred from the tensors, strict load."""
-        from varformer.model.convert import convert_official, read_official
-        sd = read_official(path_or_state_dict, key=key, map_location=map_location)
-        config, state_dict = convert_official(sd)
-        from varformer.model.checkpoint_io import build_from_state_dict
-        return build_from_state_dict(cls, dict(config, cfg=cfg, head_layout=head_layout), state_dict)
 
     # ------------------------------------------------------------------ shared forward pieces
     def _check_input(self, lq: torch.Tensor) -> None:
@@ -199,7 +225,8 @@ class _AdaptedVAR(nn.Module):
 
     def _adapt_and_rollout(self, x: torch.Tensor):
         """x in [-1, 1] -> (VQVAE encoder level features, lq_feat, rollout)."""
-        with fp32_region(x.device):  # tokenizer side in float32: code search near-ties flip under bf16
+        # tokenizer side in float32: code search near-ties flip under bf16
+        with record_function(PART_ENCODE), fp32_region(x.device):
             z, enc_feats, _ = self.vae.encoder.forward_features(x.float())
             enc_feats[0] = None  # the full-resolution level is never used (no Lvl-0 guidance): free it now
             f = self.vae.quant_conv(z)
@@ -209,19 +236,9 @@ class _AdaptedVAR(nn.Module):
             x_lq = self.vae.indices_to_var_input(idx_lq)
         # the VAR loop follows the caller's autocast only when asked: greedy argmax over 4096 logits flips under
         # bf16 (measured on random weights: 575 of 680 tokens), which changes every prior downstream
-        with contextlib.nullcontext() if self.bf16_transformer else fp32_region(x.device):
+        with record_function(PART_VAR_LOOP), contextlib.nullcontext() if self.bf16_transformer else fp32_region(x.device):
             rollout = greedy_rollout(self.var, self.cross_attn, x_lq, self.cfg, self.head_layout)
         return enc_feats, lq_feat, rollout
-
-    @contextlib.contextmanager
-    def _precision(self, device: torch.device, precision: str):
-        if precision == "fp32":
-            yield
-        elif precision == "bf16":
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                yield
-        else:
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
 
     def forward(self, lq: torch.Tensor, precision: Optional[str] = None) -> torch.Tensor:
         """(B, 3, 256, 256) in [0, 1] -> restored (B, 3, 256, 256) in [0, 1]; no autograd graph.
@@ -231,7 +248,7 @@ class _AdaptedVAR(nn.Module):
         ``'fp32'`` inside a caller's autocast follows that autocast."""
         self._check_input(lq)
         precision = self._resolve_precision(precision)
-        with torch.inference_mode(), self._precision(lq.device, precision):
+        with torch.inference_mode(), autocast(lq.device, precision):
             out = self._restore(lq)
         return out.float().add(1).mul(0.5).clamp(0, 1)
 
@@ -262,12 +279,10 @@ class VarFormer(_AdaptedVAR):
     """Stage 2: the restorer. Released (test) layout: depth 16, 8 cross blocks, no decoder alignment."""
 
     stage = 2
-    # the global-residual blend weight: a trainer may give it its own lr (train.input_weight_lr_scale)
-    input_weight_parameter_names = ("input_weight",)
 
     def __init__(self, depth: int = 16, vae_ch: int = 160, n_cross: int = 8, dec_adjust: bool = False,
                  cfg: float = 0.5, head_layout: str = "official", input_weight_init: float = 0.5):
-        super().__init__(depth, vae_ch, n_cross, cfg, head_layout)
+        super().__init__(depth, vae_ch, n_cross, cfg, head_layout, dec_adjust)
         self.dec_adjust = dec_adjust
         self.unet_encoder = UNetEncoder(ch=vae_ch, ch_mult=CH_MULT, num_res_blocks=2, z_channels=32, heads=8)
         self.unet_decoder = UNetDecoder(ch=vae_ch, ch_mult=CH_MULT, num_res_blocks=2, z_channels=32, heads=4,
@@ -276,9 +291,6 @@ class VarFormer(_AdaptedVAR):
         # starts the restorer as the identity; Adam still gives the U-Net full-size steps (its gradient is scaled
         # by 1 - w, which Adam normalises away) while w itself learns how much of the network to mix in.
         self.input_weight = nn.Parameter(torch.tensor(float(input_weight_init)))
-
-    def config(self) -> dict:
-        return dict(super().config(), dec_adjust=self.dec_adjust)
 
     def compile_unet(self, mode: Optional[str] = None) -> "VarFormer":
         """``torch.compile`` the U-Net encoder and decoder in place (names and state dict unchanged): about two
@@ -309,7 +321,7 @@ class VarFormer(_AdaptedVAR):
         dec = self.vae.decoder
         lowest = 0 if self.dec_adjust else 1
         feats: List[Optional[torch.Tensor]] = [None] * len(dec.up)
-        with fp32_region(f_hat.device):
+        with record_function(PART_VQ_DECODER), fp32_region(f_hat.device):
             mid = dec.mid(dec.conv_in(self.vae.post_quant_conv(f_hat.float())))
             h = mid
             for level in range(len(dec.up) - 1, lowest - 1, -1):
@@ -321,10 +333,12 @@ class VarFormer(_AdaptedVAR):
 
     def _stage2(self, x: torch.Tensor):
         enc_feats, lq_feat, r = self._adapt_and_rollout(x)
-        h, skips, weights = self.unet_encoder(x, r.priors, enc_feats)
-        y = self.vae.quant_conv(h)
+        with record_function(PART_UNET_ENCODER):
+            h, skips, weights = self.unet_encoder(x, r.priors, enc_feats)
+            y = self.vae.quant_conv(h)
         dz, dec_feats = self._vq_decoder_features(r.f_hat)
-        n, dec_weights = self.unet_decoder(y, skips, r.priors, dz, dec_feats)
+        with record_function(PART_UNET_DECODER):
+            n, dec_weights = self.unet_decoder(y, skips, r.priors, dz, dec_feats)
         w = self.input_weight.float()
         out = ((1 - w) * n.float() + w * x.float()).clamp(-1, 1)
         return out, lq_feat, r, dict(weights, **dec_weights)
@@ -338,3 +352,12 @@ class VarFormer(_AdaptedVAR):
 
     def _restore(self, lq: torch.Tensor) -> torch.Tensor:
         return self._stage2((lq - 0.5) / 0.5)[0]
+
+
+def build_varformer(settings: VarFormerSettings, input_weight_init: float = 0.5) -> _AdaptedVAR:
+    """The model class of ``settings.stage`` with these settings, random weights (build under
+    ``torch.device("meta")`` to allocate nothing); ``input_weight_init`` applies to stage 2 only."""
+    settings.validate()
+    if settings.stage == 1:
+        return VarFormerStage1(**settings.constructor_kwargs())
+    return VarFormer(**settings.constructor_kwargs(), input_weight_init=input_weight_init)

@@ -14,10 +14,11 @@ from typing import Iterable, Tuple, Type
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from varformer.model.unet import AttnBlock, PriorGuidance, ResnetBlock
+
 
 def _default_targets() -> Tuple[Type[nn.Module], ...]:
     # the U-Net's memory: res-blocks and attention at 256/128 px, and DAE + AFT (Swin windows, anchor attention)
-    from varformer.model.unet import AttnBlock, PriorGuidance, ResnetBlock
     return (ResnetBlock, AttnBlock, PriorGuidance)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from varformer.errors import ConfigError
+from varformer.runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -31,19 +31,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``."""
-    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"train.device must be 'auto', 'cpu' or 'cuda', got '{name}'")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device=cuda but no CUDA device is visible (use train.device=cpu)")
-        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
-    return torch.device("cpu")
 
 
 def setup_distributed(device: str = "auto") -> DistInfo:

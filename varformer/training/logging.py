@@ -8,6 +8,8 @@ import sys
 from typing import Dict, Mapping, Optional
 
 import torch
+from torchvision.utils import make_grid
+from tqdm.auto import tqdm
 
 
 class TrainLogger:
@@ -18,11 +20,11 @@ class TrainLogger:
         self.bar = None
         if not self.enabled:
             return
+        # imported here: TensorBoard's writer costs a second of start-up, and only rank 0 of a run needs it
         from torch.utils.tensorboard import SummaryWriter
         self.tb_dir = os.path.join(out_dir, "tb")
         self.writer = SummaryWriter(self.tb_dir)
         if progress:
-            from tqdm.auto import tqdm
             self.bar = tqdm(total=total_steps, initial=start_step, desc=desc, dynamic_ncols=True,
                             file=sys.stderr, smoothing=0.1)
 
@@ -55,7 +57,6 @@ class TrainLogger:
         """One row per image, one column per entry of ``columns`` (e.g. LQ | output | GT), each (B,3,H,W) in [0,1]."""
         if self.writer is None or not columns:
             return
-        from torchvision.utils import make_grid
         cols = [c.detach()[:max_rows].float().nan_to_num(0.0).clamp(0, 1).cpu() for c in columns.values()]
         rows = torch.stack(cols, dim=1).flatten(0, 1)  # (rows*cols, 3, H, W), row-major
         grid = make_grid(rows, nrow=len(cols), padding=2, pad_value=1.0)
@@ -83,6 +84,7 @@ class TrainLogger:
 
 def plot_dae_weights(weights: Mapping[str, torch.Tensor], title: str = "DAE scale weights"):
     """A matplotlib figure: x = VAR scale (patch size 1..16), y = mean weight over the batch, one line per level."""
+    # imported here: matplotlib costs start-up time, and only runs that log figures need it
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt

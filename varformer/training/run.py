@@ -7,8 +7,8 @@ import sys
 from varformer.config import save_config, to_yaml
 from varformer.errors import ConfigError
 from varformer.training.distributed import cleanup_distributed, seed_everything, setup_distributed
-from varformer.training.loop import FitResult, Trainer
-from varformer.training.stages import build_sampler, build_task, build_train_dataset
+from varformer.training.trainer import FitResult, Trainer
+from varformer.training.stages import build_task, build_train_dataset
 
 STAGES = {"stage1": 1, "stage2": 2}
 
@@ -32,12 +32,10 @@ def run_training(stage: int, cfg, progress: bool = True, print_config: bool = Tr
             announce(f"resolved config saved to {save_config(cfg, out_dir)}")
         seed_everything(cfg.train.seed, info.rank)  # official: 114514 + rank
         task = build_task(cfg, stage, announce)
-        dataset = build_train_dataset(cfg, stage, announce)
-        announce(f"training data: {len(dataset)} samples per nominal epoch"
-                 + (" (built-in demo set)" if cfg.data.demo else f" under {cfg.data.root}"))
-        sampler = build_sampler(dataset, cfg, info.rank, info.world_size)
-        trainer = Trainer(task, dataset, cfg.train, cfg.data, info, out_dir, sampler=sampler,
-                          config_yaml=to_yaml(cfg), progress=progress)
+        dataset = build_train_dataset(cfg, stage)
+        announce(f"training data: {len(dataset)} samples per nominal epoch under {cfg.data.root}")
+        trainer = Trainer(task, dataset, cfg.train, cfg.data, info, out_dir, config_yaml=to_yaml(cfg),
+                          progress=progress)
         result = trainer.fit()
         announce(f"stage {stage}: {result.status} at step {result.step}; last checkpoint {result.checkpoint}")
         return result

@@ -1,12 +1,12 @@
-"""What differs between the two training stages: the model part, what is frozen, the losses, the data and
-the validation set. Everything else is the shared ``Trainer``.
+"""What differs between the two training stages: the model part, what is frozen, the parameter groups, the losses,
+the data and the validation set. Everything else is the shared ``Trainer``.
 
 Stage 1 (``VarFormerStage1``): Adapter + cross-attention (+ VAR embeddings/head, as the official code trains
 them) on the frozen VQVAE/VAR; losses 0.1 x token CE + 0.5 x feature MSE; clean images as LQ and GT (official).
 Stage 2 (``VarFormer``): the full restorer; L1 + 0.5 x PSNR + 1.0 x VGG19 + the two stage-1 terms; the task
 mixture. Started from a stage-1 run (``model.stage1_weights``), it keeps the adapter, cross-attention and VAR
 embedding/head weights stage 1 learned (EMA), unlike the official code, which reverts the online copy's VAR
-embeddings/head to the original VAR file (spec 10.1).
+embeddings/head to the original VAR file (docs/official-differences.md).
 """
 from __future__ import annotations
 
@@ -17,10 +17,17 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from varformer.data.benchmark_data import benchmark_dataset
+from varformer.data.catalog import expand_names
+from varformer.data.train_sets import build_training_dataset
 from varformer.errors import CheckpointMismatchError, ConfigError, WeightsNotFoundError
-from varformer.losses import VarFormerLoss
+from varformer.data.resize import resize_bilinear
+from varformer.metrics import psnr, ssim
+from varformer.model import VarFormerSettings, build_varformer, read_varformer, save_varformer
+from varformer.model.strict_load import load_weights
 from varformer.training.activation_checkpointing import enable_activation_checkpointing
-from varformer.training.loop import StepOutput, TrainTask
+from varformer.training.losses import VarFormerLoss
+from varformer.training.trainer import StepOutput, TrainTask
 
 VAL_SIZE = 256
 
@@ -30,27 +37,18 @@ VAL_SIZE = 256
 # ---------------------------------------------------------------------------------------------------------------
 def build_model(cfg, stage: int, announce=print) -> nn.Module:
     """The stage's model with its backbone weights loaded (or, for tests/demo, an announced random backbone)."""
-    from varformer.model import VarFormer, VarFormerStage1
     m = cfg.model
-    if stage == 1:
-        model = VarFormerStage1(depth=m.depth, vae_ch=m.vae_ch, n_cross=m.n_cross, cfg=m.cfg,
-                                head_layout=m.head_layout)
-    elif stage == 2:
-        model = VarFormer(depth=m.depth, vae_ch=m.vae_ch, n_cross=m.n_cross, dec_adjust=m.dec_adjust, cfg=m.cfg,
-                          head_layout=m.head_layout, input_weight_init=m.input_weight_init)
-    else:
-        raise ConfigError(f"stage must be 1 or 2, got {stage}")
+    settings = VarFormerSettings.from_config(m).replace(stage=stage)
+    model = build_varformer(settings, input_weight_init=cfg.demo.input_weight_init)
     if m.weights:
-        from varformer.model.checkpoint_io import load_weights, read_varformer
-        config, sd = read_varformer(m.weights)
+        _, sd = read_varformer(m.weights)
         load_weights(model, sd, source=m.weights)
         announce(f"model: all weights from {m.weights}")
     elif m.random_init_backbone:
         announce("model: RANDOM-INIT VQVAE/VAR backbone (model.random_init_backbone=true): for tests and the demo "
                  "only, the priors carry no ImageNet knowledge")
     else:
-        from varformer.model.checkpoint_io import load_backbone_weights
-        load_backbone_weights(model, m.vae_path, m.var_path, local_files_only=m.local_files_only)
+        model.load_backbone(m.vae_path, m.var_path, local_files_only=m.local_files_only)
         announce(f"model: VQVAE and VAR d{m.depth} weights loaded")
     if stage == 2 and m.stage1_weights:
         n = load_stage1_into_stage2(model, m.stage1_weights,
@@ -83,10 +81,9 @@ def _stage1_state(path: str) -> Dict[str, torch.Tensor]:
         sd = dict(obj["model"])
         sd.update(obj["ema"])
         return sd
-    from varformer.model.checkpoint_io import read_varformer
-    config, sd = read_varformer(path)
-    if config.get("stage") != 1:
-        raise CheckpointMismatchError(f"model.stage1_weights: {path} is a stage-{config.get('stage')} checkpoint, "
+    settings, sd = read_varformer(path)
+    if settings.stage != 1:
+        raise CheckpointMismatchError(f"model.stage1_weights: {path} is a stage-{settings.stage} checkpoint, "
                                       "not a stage-1 one")
     return sd
 
@@ -125,9 +122,12 @@ class VarFormerTask(TrainTask):
 
     def __init__(self, model: nn.Module, loss: VarFormerLoss, stage: int,
                  val_pairs: Optional[List[Dict[str, torch.Tensor]]] = None, val_batch: int = 4,
-                 random_backbone: bool = False):
+                 random_backbone: bool = False, input_weight_lr_scale: float = 1.0):
         super().__init__()
         self.model, self.loss, self.stage = model, loss, stage
+        if input_weight_lr_scale <= 0:
+            raise ConfigError(f"demo.input_weight_lr_scale must be > 0, got {input_weight_lr_scale}")
+        self.input_weight_lr_scale = input_weight_lr_scale
         # a random-init backbone exists only in its checkpoints: store it with them
         self.store_frozen_params = random_backbone
         self.val_pairs = val_pairs or []
@@ -142,6 +142,17 @@ class VarFormerTask(TrainTask):
             idx, fhats = vae.f_to_indices_and_fhats(vae.encode(gt_pm1.float()))
         return idx, fhats[-1]
 
+    def parameter_groups(self) -> List[Dict[str, object]]:
+        """One group, or two when ``demo.input_weight_lr_scale`` gives stage 2's global-residual blend weight its
+        own learning rate (an identity start opens only as fast as Adam moves that weight)."""
+        groups = super().parameter_groups()
+        blend = getattr(self.model, "input_weight", None)
+        if self.input_weight_lr_scale == 1 or blend is None or not blend.requires_grad:
+            return groups
+        rest = [p for p in groups[0]["params"] if p is not blend]
+        return [{"name": "model", "params": rest},
+                {"name": "input_weight", "params": [blend], "lr_scale": self.input_weight_lr_scale}]
+
     def forward(self, batch) -> StepOutput:
         lq, gt = batch["lq"], batch["gt"]
         gt_pm1 = gt * 2 - 1
@@ -155,7 +166,6 @@ class VarFormerTask(TrainTask):
     def validate(self, model: nn.Module, step: int) -> Dict[str, float]:
         if not self.val_pairs:
             return {}
-        from varformer.metrics import psnr, ssim
         device = next(model.parameters()).device
         vals = {"psnr": [], "ssim": [], "psnr_input": []}
         loss_sum, outs = 0.0, []
@@ -182,7 +192,6 @@ class VarFormerTask(TrainTask):
         return self._val_visuals
 
     def export(self, model: nn.Module, path: str) -> Optional[str]:
-        from varformer.model import save_varformer
         out = path + ".pt"
         tmp = path + ".tmp.pt"
         save_varformer(tmp, model)
@@ -193,38 +202,25 @@ class VarFormerTask(TrainTask):
 # ---------------------------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------------------------
-def build_train_dataset(cfg, stage: int, announce=print) -> Dataset:
-    from varformer.data.training import build_training_dataset
-    return build_training_dataset(cfg.data, stage, cfg.train.seed, log=announce)
-
-
-def build_sampler(dataset: Dataset, cfg, rank: int, world_size: int):
-    from varformer.data.training import InfiniteShardedSampler, shuffles_ids
-    return InfiniteShardedSampler(len(dataset), rank, world_size, cfg.train.seed, shuffles_ids(dataset))
-
+def build_train_dataset(cfg, stage: int) -> Dataset:
+    return build_training_dataset(cfg.data, stage, cfg.train.seed, task_order=cfg.demo.task_order)
 
 
 def _resize_256(x: torch.Tensor) -> torch.Tensor:
     # the evaluator's paper protocol: cv2 INTER_LINEAR (half-pixel centres, no antialiasing) to 256x256
-    from varformer.protocols import resize_bilinear
     return resize_bilinear(x, VAL_SIZE).clamp(0, 1)
 
 
 def build_val_pairs(cfg) -> List[Dict[str, torch.Tensor]]:
-    """Held-out pairs for validation, resized to 256x256 as in the official validation (paper protocol): the demo
-    set's test split with ``data.demo``, else ``eval.benchmarks`` under ``eval.root``; at most
-    ``train.val_images``, taken round-robin across the benchmarks."""
+    """Held-out pairs for validation, resized to 256x256 as in the official validation (paper protocol):
+    ``eval.benchmarks`` under ``eval.root`` (each benchmark's default root when unset, e.g. the demo set for
+    ``demo``); at most ``train.val_images``, taken round-robin across the benchmarks."""
     if cfg.train.val_every <= 0 or cfg.train.val_images <= 0:
         return []
-    from varformer.data.test_sets import benchmark_dataset
-    if cfg.data.demo:
-        from varformer.data.demo import demo_benchmarks
-        names, root = demo_benchmarks(), cfg.data.demo_cache
-    else:
-        names, root = list(cfg.eval.benchmarks), cfg.eval.root
+    names = expand_names(list(cfg.eval.benchmarks))
     if not names:
         return []
-    sets = [benchmark_dataset(n, root) for n in names]
+    sets = [benchmark_dataset(n, cfg.eval.root) for n in names]
     pairs, i = [], 0
     while len(pairs) < cfg.train.val_images and any(i < len(s) for s in sets):
         for s in sets:
@@ -245,4 +241,5 @@ def build_task(cfg, stage: int, announce=print) -> VarFormerTask:
     announce(f"stage {stage} losses ({cfg.train.loss.formulation}): "
              + " + ".join(f"{w:g} x {k}" for k, w in loss.weights.items()))
     return VarFormerTask(model, loss, stage, build_val_pairs(cfg), val_batch=cfg.eval.batch_size,
-                         random_backbone=bool(cfg.model.random_init_backbone and not cfg.model.weights))
+                         random_backbone=bool(cfg.model.random_init_backbone and not cfg.model.weights),
+                         input_weight_lr_scale=cfg.demo.input_weight_lr_scale)

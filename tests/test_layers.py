@@ -1,0 +1,158 @@
+"""The package's import structure (docs/architecture.md): layers import only downwards, no module-level cycles,
+function-local imports only where they say why (start-up time or an optional dependency), no file over ~500 lines.
+
+Read from the source with ``ast``: nothing is imported, so a violation is reported even in a module that would
+fail to import."""
+import ast
+import pathlib
+from typing import Dict, List, Set, Tuple
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "varformer"
+
+# lowest first: a group may import its own modules and any group of a lower layer, nothing else
+LAYERS: List[Tuple[str, ...]] = [
+    ("errors",),
+    ("runtime",),
+    ("data", "metrics"),
+    ("backbone",),
+    ("model", "restorevar"),
+    ("config", "inference"),
+    ("training", "evaluation", "restore"),
+    ("perf", "demo", "reproduce", "analysis"),
+    ("commands",),
+    ("cli", "__init__"),
+    ("__main__",),
+]
+LAYER_OF: Dict[str, int] = {g: i for i, groups in enumerate(LAYERS) for g in groups}
+LOCAL_IMPORT_REASONS = ("start-up", "startup", "optional")
+MAX_LINES = 520
+
+
+def _modules() -> Dict[str, pathlib.Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _group(module: str) -> str:
+    parts = module.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def _targets(node: ast.AST, module: str) -> List[str]:
+    """The varformer modules an import statement names (``from pkg import sub`` names ``pkg.sub`` when ``sub`` is
+    a module)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.split(".")[0] == "varformer"]
+    if isinstance(node, ast.ImportFrom):
+        if node.level:  # relative imports are not used in this package
+            base = module.rsplit(".", node.level)[0]
+            name = f"{base}.{node.module}" if node.module else base
+        else:
+            name = node.module or ""
+        if name.split(".")[0] != "varformer":
+            return []
+        subs = [f"{name}.{a.name}" for a in node.names if f"{name}.{a.name}" in MODULES]
+        return subs + ([name] if len(subs) < len(node.names) else [])
+    return []
+
+
+def _imports(module: str) -> List[Tuple[ast.AST, bool]]:
+    """(import node, is module-level) for every import statement of a module."""
+    tree = ast.parse(MODULES[module].read_text())
+    top = set(map(id, tree.body))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append((node, id(node) in top))
+    return found
+
+
+def test_every_group_has_a_layer():
+    unknown = sorted({_group(m) for m in MODULES} - set(LAYER_OF))
+    assert not unknown, f"modules outside the layer map (add them to LAYERS and docs/architecture.md): {unknown}"
+
+
+def test_imports_only_go_downwards():
+    bad = []
+    for module in MODULES:
+        g = _group(module)
+        for node, _ in _imports(module):
+            for target in _targets(node, module):
+                tg = _group(target)
+                if tg != g and LAYER_OF.get(tg, -1) >= LAYER_OF[g]:
+                    bad.append(f"{module} (layer {LAYER_OF[g]}) imports {target} (layer {LAYER_OF.get(tg)})")
+    assert not bad, "imports against the layers:\n" + "\n".join(bad)
+
+
+def test_no_module_level_cycles():
+    graph: Dict[str, Set[str]] = {m: set() for m in MODULES}
+    for module in MODULES:
+        for node, top_level in _imports(module):
+            if top_level:
+                graph[module] |= {t for t in _targets(node, module) if t in MODULES and t != module}
+    index, low, on_stack, stack, cycles = {}, {}, set(), [], []
+
+    def visit(v, counter=[0]):  # Tarjan's strongly connected components
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert not cycles, f"module-level import cycles: {cycles}"
+
+
+def _comments(lines: List[str], first: int, last: int) -> str:
+    """The ``#`` comments of lines ``first..last`` (1-based, inclusive), lower-cased."""
+    return " ".join(line.split("#", 1)[1] for line in lines[first - 1:last] if "#" in line).lower()
+
+
+def test_function_local_imports_say_why():
+    bad = []
+    for module, path in MODULES.items():
+        lines = path.read_text().splitlines()
+        tree = ast.parse(path.read_text())
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    # a comment between the function's start and the import names the reason
+                    if not any(r in _comments(lines, func.lineno, node.end_lineno) for r in LOCAL_IMPORT_REASONS):
+                        bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: "
+                                   f"{lines[node.lineno - 1].strip()}")
+    assert not bad, ("function-local imports without a reason (a comment above them in the function saying "
+                     "'start-up' or 'optional'):\n" + "\n".join(sorted(set(bad))))
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_file_length(module):
+    n = len(MODULES[module].read_text().splitlines())
+    assert n <= MAX_LINES, f"{MODULES[module]} has {n} lines: it holds two concepts, split it"

@@ -1,0 +1,263 @@
+"""``evaluate``: run a restorer on benchmarks under a protocol and measure it; ``official_test_protocol``.
+
+The restorer is a ``varformer.inference.Restorer`` (a plain callable on (B, 3, H, W) in [0, 1] is wrapped in one
+as an any-size restorer). Protocols are in ``varformer.evaluation.protocols``, the tables in
+``varformer.evaluation.report``.
+
+Outputs (``output_dir``): ``per_image.csv``, ``summary.json``, ``results.md`` and, with ``save_images``,
+``images/<benchmark>/<name>.png``. A folder that already holds results is refused unless ``overwrite``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from varformer import metrics as M
+from varformer.data.benchmark_data import BenchmarkDataset, benchmark_dataset
+from varformer.data.catalog import expand_names, get_benchmark
+from varformer.data.image_io import tensor_to_uint8, write_image
+from varformer.errors import ConfigError, DataError
+from varformer.data.resize import resize_bilinear, resize_to
+from varformer.evaluation.protocols import MetricSettings, Protocol, get_protocol
+from varformer.evaluation.report import render_markdown
+from varformer.inference import Restorer
+from varformer.inference.tiling import tiled_forward
+
+RESULT_FILES = ("per_image.csv", "summary.json", "results.md", "images")
+
+
+def official_test_protocol(model: Callable[[torch.Tensor], torch.Tensor], image_rgb_uint8: np.ndarray) -> np.ndarray:
+    """The official test script on one image (spec 11): /255, bilinear resize to 256x256 (cv2 INTER_LINEAR:
+    half-pixel, no antialias), one forward with B = 1, clamp, x255, round -> uint8 (256, 256, 3).
+
+    ``model`` maps [0, 1] to [0, 1] (our models normalise to [-1, 1] inside); the output is never resized back.
+    """
+    img = np.asarray(image_rgb_uint8)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise DataError(f"official_test_protocol needs an RGB uint8 (H, W, 3) image, got {img.dtype} {img.shape}")
+    try:
+        device = next(model.parameters()).device  # type: ignore[attr-defined]
+    except (AttributeError, StopIteration):
+        device = torch.device("cpu")
+    x = torch.from_numpy(img.astype(np.float32) / 255.0).permute(2, 0, 1)
+    x = resize_bilinear(x, 256)[None].to(device)
+    with torch.no_grad():
+        out = model(x)
+    return out[0].float().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def run_restorer(restorer: Restorer, lq_B3HW: torch.Tensor, protocol: Protocol, overlap: int = 32,
+                 tile_batch: int = 4, tile: Optional[int] = None) -> torch.Tensor:
+    """The restorer on a batch of same-size images: fixed-size restorers on overlapping blended tiles of their
+    size; any-size ones on the whole image padded to their (and the protocol's) size multiple, or on ``tile``-sized
+    tiles when the image is larger than ``tile`` (memory bound)."""
+    H, W = lq_B3HW.shape[-2:]
+    m = math.lcm(restorer.size_multiple, protocol.pad_multiple)
+    if restorer.input_size is not None:
+        out = tiled_forward(restorer, lq_B3HW, tile=restorer.input_size, overlap=overlap, batch_size=tile_batch)
+    elif tile is not None and max(H, W) > tile:
+        if tile % m:
+            raise ConfigError(f"tile {tile} is not a multiple of the restorer's size multiple {m}")
+        out = tiled_forward(restorer, lq_B3HW, tile=tile, overlap=overlap, batch_size=tile_batch)
+    else:
+        ph, pw = (-H) % m, (-W) % m
+        x = F.pad(lq_B3HW, (0, pw, 0, ph), mode="reflect" if ph < H and pw < W else "replicate") if ph or pw \
+            else lq_B3HW
+        out = restorer(x)[..., :H, :W]
+    if out.shape != lq_B3HW.shape:
+        raise DataError(f"restorer '{restorer.name}' returned {tuple(out.shape)} for input {tuple(lq_B3HW.shape)}")
+    return out.float().clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    summary: Dict[str, object]
+    rows: List[Dict[str, object]]
+    markdown: str
+    output_dir: Optional[str] = None
+
+
+def parse_benchmarks(items: Sequence[str], root: Optional[str] = None,
+                     demo_cache: Optional[str] = None) -> List[Tuple[str, Optional[str]]]:
+    """``name`` or ``name=root`` items; ``demo`` expands to every demo task. Benchmarks with a default root (the
+    demo sets) use ``demo_cache`` when given, else their default; the others ``root``."""
+    out: List[Tuple[str, Optional[str]]] = []
+    for item in items:
+        name, _, own_root = item.partition("=")
+        for n in expand_names([name]):
+            default = get_benchmark(n).default_root
+            out.append((n, own_root or (demo_cache if default is not None else root)))
+    if not out:
+        raise ConfigError("no benchmarks given (e.g. --benchmarks demo, or --benchmarks rain100h test100 --root DIR)")
+    return out
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    existing = [f for f in RESULT_FILES if os.path.exists(os.path.join(output_dir, f))]
+    if existing and not overwrite:
+        raise DataError(f"output folder {output_dir} already has results ({', '.join(existing)}); "
+                        f"choose another folder or pass --overwrite")
+
+
+def check_protocol_needs(protocol: Protocol) -> None:
+    """Fail before any work when a protocol needs something missing (LPIPS: the AlexNet weight file)."""
+    if protocol.metrics.lpips or any(m.lpips for _, m in protocol.task_metrics):
+        M.find_alexnet_weights()
+
+
+def _batches(ds, protocol: Protocol, batch_size: int, workers: int):
+    """Prepared (lq, gt, names) groups of up to ``batch_size`` images of one size (dataset order kept)."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers)
+    group: List[Tuple[torch.Tensor, torch.Tensor, str]] = []
+    for item in loader:
+        lq, gt = protocol.prepare(item["lq"], item["gt"])
+        if group and (group[0][0].shape != lq.shape or len(group) == batch_size):
+            yield group
+            group = []
+        group.append((lq, gt, item["name"]))
+    if group:
+        yield group
+
+
+def _mean_finite(values: Sequence[float]) -> Tuple[Optional[float], int]:
+    finite = [v for v in values if math.isfinite(v)]
+    return (float(np.mean(finite)) if finite else None), len(values) - len(finite)
+
+
+def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str, Optional[str]]],
+             protocol: Union[str, Protocol] = "paper", *, output_dir: Optional[str] = None, batch_size: int = 4,
+             overlap: int = 32, tile: Optional[int] = None, save_images: bool = False, overwrite: bool = False,
+             allow_unpaired: bool = False, workers: int = 0, progress: bool = True,
+             log: Optional[Callable[[str], None]] = print) -> EvalResult:
+    """Evaluate ``restorer`` on ``benchmarks`` ((name, root) pairs) under ``protocol``; see the module doc.
+    Every benchmark is opened (and its pairing checked) before any image is restored."""
+    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    if not isinstance(restorer, Restorer):
+        restorer = Restorer(getattr(restorer, "__name__", "restorer"), restorer)
+    _check_arguments(restorer, batch_size, overlap, tile)
+    if output_dir is not None:
+        check_output_dir(output_dir, overwrite)
+    check_protocol_needs(proto)
+    t0 = time.perf_counter()
+    datasets = [benchmark_dataset(name, root, allow_unpaired=allow_unpaired, noise_rule=proto.noise_rule)
+                for name, root in benchmarks]
+    rows: List[Dict[str, object]] = []
+    per_bench: Dict[str, Dict[str, object]] = {}
+    for ds in datasets:
+        images_dir = os.path.join(output_dir, "images") if (save_images and output_dir is not None) else None
+        bench_rows = _evaluate_benchmark(restorer, ds, proto, batch_size, overlap, tile, workers, progress,
+                                         images_dir)
+        per_bench[ds.benchmark.name] = _summarise_benchmark(ds, proto, bench_rows)
+        rows += bench_rows
+        if log:
+            _log_benchmark(log, ds, per_bench[ds.benchmark.name])
+    summary = {"protocol": proto.name, "caption": proto.caption, "published_tag": proto.published_tag,
+               "restorer": restorer.name, "device": str(restorer.device),
+               "seconds": round(time.perf_counter() - t0, 2), "benchmarks": per_bench}
+    markdown = render_markdown(summary)
+    if output_dir is not None:
+        _write_outputs(output_dir, rows, summary, markdown)
+    return EvalResult(summary, rows, markdown, output_dir)
+
+
+def _check_arguments(restorer: Restorer, batch_size: int, overlap: int, tile: Optional[int]) -> None:
+    if restorer.input_size is not None and not 0 <= overlap < restorer.input_size:
+        raise ConfigError(f"tile overlap must be in [0, {restorer.input_size}) for '{restorer.name}', got {overlap}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if tile is not None and not 0 <= overlap < tile:
+        raise ConfigError(f"tile overlap must be in [0, {tile}), got {overlap}")
+
+
+def _score(out: torch.Tensor, gt: torch.Tensor, settings: MetricSettings) -> Dict[str, List[float]]:
+    """PSNR / SSIM (/ LPIPS) per image of a batch under one protocol's metric settings."""
+    kw = dict(crop_border=settings.crop_border, y_channel=settings.y_channel, luma=settings.luma,
+              quantize=settings.quantize)
+    scores = {"psnr": M.psnr(out, gt, **kw).tolist(), "ssim": M.ssim(out, gt, ssim_mode=settings.ssim_mode, **kw).tolist()}
+    if settings.lpips:
+        scores["lpips"] = M.lpips_distance(out, gt, quantize=settings.quantize).tolist()
+    return scores
+
+
+def _evaluate_benchmark(restorer: Restorer, ds: BenchmarkDataset, proto: Protocol, batch_size: int, overlap: int,
+                        tile: Optional[int], workers: int, progress: bool,
+                        images_dir: Optional[str]) -> List[Dict[str, object]]:
+    """Restore and score every pair of one benchmark: one row per image."""
+    bench = ds.benchmark
+    settings = proto.metrics_for(bench.task, bench.name)
+    # AirNet's noise is one stream over the files in order: loading workers would each start their own
+    n_workers = 0 if proto.noise_rule == "airnet" and bench.kind == "clean" else workers
+    rows: List[Dict[str, object]] = []
+    bar = tqdm(total=len(ds), desc=f"{bench.name} [{proto.name}]", disable=not progress, leave=False)
+    for group in _batches(ds, proto, batch_size, n_workers):
+        lq = torch.stack([g[0] for g in group]).to(restorer.device)
+        gt = torch.stack([g[1] for g in group]).to(restorer.device)
+        out = run_restorer(restorer, lq, proto, overlap=overlap, tile_batch=batch_size, tile=tile)
+        if bench.name in proto.gt_resize_benchmarks and gt.shape != out.shape:
+            gt = torch.stack([resize_to(g, tuple(out.shape[-2:])) for g in gt])
+        scores = _score(out, gt, settings)
+        for i, (_, _, img_name) in enumerate(group):
+            row = {"benchmark": bench.name, "task": bench.task, "name": img_name,
+                   "height": int(out.shape[-2]), "width": int(out.shape[-1])}
+            row.update({k: v[i] for k, v in scores.items()})
+            rows.append(row)
+            if images_dir is not None:
+                write_image(os.path.join(images_dir, bench.name, img_name + ".png"), tensor_to_uint8(out[i]))
+        bar.update(len(group))
+    bar.close()
+    return rows
+
+
+def _summarise_benchmark(ds: BenchmarkDataset, proto: Protocol, rows: List[Dict[str, object]]) -> Dict[str, object]:
+    bench = ds.benchmark
+    settings = proto.metrics_for(bench.task, bench.name)
+    mean_psnr, n_inf = _mean_finite([r["psnr"] for r in rows])
+    entry = {"task": bench.task, "images": len(rows), "expected": bench.expected,
+             "psnr": mean_psnr, "ssim": float(np.mean([r["ssim"] for r in rows])),
+             "psnr_infinite": n_inf, "folder": ds.located.folder, "pairing": ds.pairing.method,
+             "metrics": settings.describe(), "notes": list(ds.notes)}
+    if settings.lpips:
+        entry["lpips"] = float(np.mean([r["lpips"] for r in rows]))
+    return entry
+
+
+def _log_benchmark(log: Callable[[str], None], ds: BenchmarkDataset, entry: Dict[str, object]) -> None:
+    extra = f", LPIPS {entry['lpips']:.4f}" if "lpips" in entry else ""
+    n_inf = entry["psnr_infinite"]
+    log(f"{ds.benchmark.name}: {entry['images']} images, PSNR {entry['psnr']:.2f} dB, SSIM {entry['ssim']:.4f}{extra}"
+        + (f" ({n_inf} identical images excluded from the PSNR mean)" if n_inf else ""))
+    for note in ds.notes:
+        log(f"  note: {note}")
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _write_outputs(output_dir: str, rows: List[Dict[str, object]], summary: Dict[str, object], markdown: str) -> None:
+    os.makedirs(output_dir, exist_ok=True)
+    fields = ["benchmark", "task", "name", "height", "width", "psnr", "ssim"] + (
+        ["lpips"] if any("lpips" in r for r in rows) else [])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+    _atomic_write(os.path.join(output_dir, "per_image.csv"), buf.getvalue())
+    _atomic_write(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=1))
+    _atomic_write(os.path.join(output_dir, "results.md"), markdown)

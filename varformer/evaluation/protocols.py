@@ -1,0 +1,142 @@
+"""Evaluation protocols: how LQ/GT are prepared, how the restorer is run, and how PSNR/SSIM are measured.
+
+``paper`` (= preset ``varformer-code``): what the official code can reproduce (``benchmarks.md`` 3.1): LQ and GT
+resized to 256x256 with bilinear interpolation (half-pixel centres, no antialiasing: ``cv2.resize(INTER_LINEAR)``
+on float images, which ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)`` matches to float
+rounding for down- and up-sampling - checked against OpenCV 5.0, fixture ``tests/fixtures/eval_cv2_inter_linear.npz``),
+output and GT rounded to 8 bits, RGB, crop border 4, BasicSR SSIM (Gaussian 11x11, sigma 1.5, valid).
+
+``full``: native resolution; a fixed-size restorer runs on overlapping blended tiles (``varformer.inference.tiling``, the
+function ``varformer restore`` uses), an any-size one on the image padded to its size multiple; otherwise the
+``paper`` metric settings (RGB, crop 4, BasicSR SSIM), so the two differ only in resolution. Colour, SSIM variant
+and crop border can be changed (``with_metric_overrides``).
+
+Presets reproducing the peers' published evaluation (``benchmarks.md`` 3.2):
+- ``restormer``: full resolution, input reflect-padded to a multiple of 8; deraining Y of MATLAB ``rgb2ycbcr`` +
+  Wang SSIM (valid); deblurring / real noise RGB with MATLAB's ``ssim`` on RGB (the 3-D Gaussian of Restormer's
+  BasicSR fork, ``ssim_mode='replicate'``); Gaussian noise per image with ``seed(0)``, float, unclipped;
+- ``diffuir``: full resolution, Y (BT.601 limited range), replicate-border SSIM over the whole map, crop 0; SOTS:
+  Y + Wang SSIM (valid) with the GT resized to the output size (DiffUIR's MATLAB script);
+- ``airnet``: LQ and GT centre-cropped to multiples of 16, RGB, scikit-image default SSIM (7x7 uniform, sample
+  covariance), PSNR/SSIM on float outputs clipped to [0, 1] (not quantised), AirNet's noise rule;
+- ``restorevar``: LQ and GT resized to 512x512 with Lanczos (PIL, on 8-bit images), RGB, scikit-image default
+  SSIM, LPIPS (AlexNet).
+Published numbers are shown only beside the preset they were measured with (``published_tag``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from varformer.data.resize import center_crop_to_multiple, resize_bilinear, resize_lanczos_pil
+from varformer.errors import ConfigError
+from varformer.metrics import SSIM_MODES
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    y_channel: bool = False
+    luma: str = "matlab"
+    ssim_mode: str = "basicsr"
+    crop_border: int = 0
+    quantize: bool = True          # round outputs/GT to 8 bits before measuring
+    lpips: bool = False
+
+    def describe(self) -> str:
+        colour = f"Y ({self.luma})" if self.y_channel else "RGB"
+        q = "8-bit" if self.quantize else "float"
+        return f"{colour}, SSIM {self.ssim_mode}, crop {self.crop_border}, {q}" + (", LPIPS" if self.lpips else "")
+
+
+PAPER_METRICS = MetricSettings(crop_border=4)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    caption: str
+    resize: Optional[Tuple[str, int]] = None   # ("bilinear", 256) | ("lanczos", 512): LQ and GT resized first
+    center_crop: int = 0                       # centre-crop LQ and GT to multiples of this (AirNet: 16)
+    pad_multiple: int = 1                      # any-size restorers: pad the input to a multiple of this
+    noise_rule: str = "seeded"                 # Gaussian-noise sets (varformer.data.benchmark_data.NOISE_RULES)
+    metrics: MetricSettings = PAPER_METRICS
+    task_metrics: Tuple[Tuple[str, MetricSettings], ...] = ()   # per-task overrides
+    gt_resize_benchmarks: Tuple[str, ...] = ()  # GT resized to the output size when they differ (DiffUIR SOTS)
+    published_tag: str = ""                    # published tables measured with this protocol
+
+    def metrics_for(self, task: str, benchmark: str) -> MetricSettings:
+        for key, m in self.task_metrics:
+            if key in (task, benchmark):
+                return m
+        return self.metrics
+
+    # -- preparation ---------------------------------------------------------------------------------------------
+    def prepare(self, lq_3HW: torch.Tensor, gt_3HW: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self.center_crop:
+            lq_3HW, gt_3HW = center_crop_to_multiple(lq_3HW, self.center_crop), center_crop_to_multiple(gt_3HW, self.center_crop)
+        if self.resize is not None:
+            kind, size = self.resize
+            lq_3HW, gt_3HW = RESIZERS[kind](lq_3HW, size), RESIZERS[kind](gt_3HW, size)
+        return lq_3HW, gt_3HW
+
+
+RESIZERS: Dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "bilinear": resize_bilinear, "lanczos": resize_lanczos_pil}
+
+_Y_WANG = MetricSettings(y_channel=True, ssim_mode="basicsr")
+_RGB_MATLAB = MetricSettings(ssim_mode="replicate")
+
+PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in [
+    Protocol("paper", "paper protocol (what the official VarFormer code computes; the paper's own metric "
+             "settings are unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit", resize=("bilinear", 256), published_tag="varformer-code"),
+    Protocol("varformer-code", "preset varformer-code (= paper; the paper's own metric settings are "
+             "unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit", resize=("bilinear", 256), published_tag="varformer-code"),
+    Protocol("full", "full protocol: native resolution (tiled / padded), RGB, crop 4, BasicSR SSIM, 8-bit"),
+    Protocol("restormer", "preset restormer: native resolution, pad to x8; derain Y (MATLAB rgb2ycbcr) + Wang "
+             "SSIM; deblur / real noise RGB + MATLAB ssim (3-D Gaussian); 8-bit, crop 0",
+             pad_multiple=8, noise_rule="restormer", metrics=MetricSettings(),
+             task_metrics=(("rain", _Y_WANG), ("blur", _RGB_MATLAB), ("realnoise", _RGB_MATLAB)),
+             published_tag="restormer"),
+    Protocol("diffuir", "preset diffuir: native resolution, Y (BT.601 limited), replicate-border SSIM, crop 0, "
+             "8-bit; SOTS: Y + Wang SSIM with GT resized to the output",
+             metrics=MetricSettings(y_channel=True, ssim_mode="replicate"),
+             task_metrics=(("haze", _Y_WANG),), gt_resize_benchmarks=("sots-outdoor", "sots-indoor"),
+             published_tag="diffuir"),
+    Protocol("airnet", "preset airnet: LQ and GT centre-cropped to x16, RGB, scikit-image default SSIM "
+             "(7x7 uniform), float outputs clipped to [0,1], AirNet noise rule",
+             center_crop=16, noise_rule="airnet", metrics=MetricSettings(ssim_mode="skimage_default", quantize=False),
+             published_tag="airnet"),
+    Protocol("restorevar", "preset restorevar: LQ and GT resized to 512x512 (Lanczos), RGB, scikit-image default "
+             "SSIM, 8-bit, LPIPS (AlexNet)", resize=("lanczos", 512),
+             metrics=MetricSettings(ssim_mode="skimage_default", lpips=True), published_tag="restorevar"),
+]}
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol '{name}' (known: {', '.join(PROTOCOLS)})")
+    return PROTOCOLS[name]
+
+
+def with_metric_overrides(protocol: Protocol, *, y_channel: Optional[bool] = None, ssim_mode: Optional[str] = None,
+                          crop_border: Optional[int] = None, lpips: Optional[bool] = None) -> Protocol:
+    """A copy with changed metric settings; anything changed on a peer preset makes it no longer that preset
+    (its published numbers are then not shown)."""
+    changes = {k: v for k, v in dict(y_channel=y_channel, ssim_mode=ssim_mode, crop_border=crop_border).items()
+               if v is not None}
+    if lpips is not None and lpips != protocol.metrics.lpips:
+        changes["lpips"] = lpips
+    if not changes:
+        return protocol
+    if ssim_mode is not None and ssim_mode not in SSIM_MODES:
+        raise ConfigError(f"unknown SSIM mode '{ssim_mode}' (known: {', '.join(SSIM_MODES)})")
+    metrics = dataclasses.replace(protocol.metrics, **changes)
+    task_metrics = tuple((k, dataclasses.replace(m, **changes)) for k, m in protocol.task_metrics)
+    only_lpips = set(changes) == {"lpips"}
+    return dataclasses.replace(
+        protocol, name=protocol.name if only_lpips else f"{protocol.name}*", metrics=metrics, task_metrics=task_metrics,
+        caption=protocol.caption + f" (metrics changed: {', '.join(f'{k}={v}' for k, v in changes.items())})",
+        published_tag=protocol.published_tag if only_lpips else "")

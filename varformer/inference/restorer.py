@@ -1,0 +1,109 @@
+"""The one restorer abstraction: what ``varformer restore``, ``varformer evaluate``, the demo and the benchmarks run.
+
+A ``Restorer`` maps a batch (B, 3, H, W) in [0, 1] to the same shape in [0, 1] on one device, under
+``torch.inference_mode`` and one precision, and says what it accepts: a fixed square size (VarFormer: 256; callers
+tile larger images at native resolution, ``varformer.inference.tiling``) or any size padded to a multiple.
+
+    r = load_restorer("checkpoints/varformer_d16.pt")             # device "auto", precision "fp32"
+    r = load_restorer("identity")                                  # the degraded input itself (baseline, checks)
+    r = model_restorer(model, device="cuda", precision="bf16")     # a model already in memory
+    y = r(x)                                                       # inputs moved to r.device; float32 out
+
+``load_restorer`` takes every weights file of this project: our checkpoints (``.pt``/``.safetensors``) and the
+official BasicSR file (converted on the fly).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+from torch import nn
+
+from varformer.errors import ConfigError, WeightsNotFoundError
+from varformer.model.checkpoint_io import load_varformer
+from varformer.runtime import autocast, check_precision, resolve_device
+
+DEFAULT_WEIGHTS = "checkpoints/varformer_d16.pt"
+MODEL_INPUT_SIZE = 256
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Restorer:
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]   # (B, 3, H, W) in [0, 1] on ``device`` -> same shape
+    input_size: Optional[int] = None             # fixed square input size (tiled at native resolution); None: any
+    size_multiple: int = 1                       # any-size restorers: input padded to a multiple of this
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
+    model: Optional[nn.Module] = None            # the module behind ``fn``, if there is one
+
+    def __call__(self, x_B3HW: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            y = self.fn(x_B3HW.to(self.device, torch.float32))
+        return y.float().clamp(0, 1)
+
+
+def identity_restorer(device: Union[str, torch.device] = "auto") -> Restorer:
+    """The degraded input itself: the baseline row of every table, and a check of reading, tiling and writing."""
+    return Restorer("identity", lambda x: x, None, 1, resolve_device(device))
+
+
+def model_restorer(model: nn.Module, device: Union[str, torch.device] = "auto", precision: str = "fp32",
+                   name: Optional[str] = None, input_size: Optional[int] = MODEL_INPUT_SIZE) -> Restorer:
+    """A restorer around a module mapping [0, 1] to [0, 1]. ``bf16``: a VarFormer first holds its bf16-eligible
+    weights in bf16 (``prepare_inference``: same outputs as autocast, less memory); any module runs under bf16
+    autocast."""
+    check_precision(precision, allow_auto=False)
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    if precision == "bf16" and hasattr(model, "prepare_inference") and model.weights_precision != "bf16":
+        model.prepare_inference("bf16")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with autocast(dev, precision):
+            return model(x)
+
+    return Restorer(name or type(model).__name__, run, input_size, 1, dev, precision, model)
+
+
+def resolve_weights(weights: Optional[str]) -> Path:
+    """The checkpoint file to load: the given path, or the default name in ./checkpoints or the repository's."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if path.is_file():
+            return path
+        candidates = [path]
+    else:
+        candidates = [Path.cwd() / DEFAULT_WEIGHTS, _REPO_ROOT / DEFAULT_WEIGHTS]
+        for c in candidates:
+            if c.is_file():
+                return c
+    tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    raise WeightsNotFoundError(
+        f"VarFormer weights not found (looked for {tried}). Download the released model (net_g_last.pth from "
+        f"Hugging Face wsy541/VarFormer) into checkpoints/, convert it with "
+        f"'varformer convert official checkpoints/net_g_last.pth -o {DEFAULT_WEIGHTS}', "
+        f"then pass --weights {DEFAULT_WEIGHTS} (the default).")
+
+
+def load_restorer(weights: Optional[str] = None, device: Union[str, torch.device] = "auto",
+                  precision: str = "fp32", compile_unet: bool = False) -> Restorer:
+    """``"identity"``, or a weights file (None: the default ``checkpoints/varformer_d16.pt``) as a restorer.
+
+    ``compile_unet``: ``torch.compile`` the U-Net (worth it on GPUs, where it fuses the norm/activation chains; on
+    a CPU the first call compiles for minutes and was measured no faster)."""
+    check_precision(precision, allow_auto=False)
+    if weights == "identity":
+        return identity_restorer(device)
+    path = resolve_weights(weights)
+    dev = resolve_device(device)
+    model = load_varformer(str(path))
+    if compile_unet:
+        if not hasattr(model, "compile_unet"):
+            raise ConfigError(f"{path} is not a stage-2 VarFormer: there is no U-Net to compile")
+        model.compile_unet(mode="reduce-overhead" if dev.type == "cuda" else None)
+    return model_restorer(model, dev, precision, name=os.path.basename(str(path)))

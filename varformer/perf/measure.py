@@ -1,0 +1,283 @@
+"""The measurement helpers every benchmark uses (``varformer benchmark backbone|model|train``): timing, the
+matmul roofline, FLOP counting, peak memory and part timing.
+
+- ``interleaved_timings(fns, device)``: several calls timed in alternation (A B A B ...), median wall and
+  process-CPU seconds each, the first timed call inside the peak-memory probe; ``time_fn`` for one call.
+- ``matmul_roofline(device, dtype)``: achieved GFLOP/s of an n x n matmul (best of a few runs, per wall and per
+  CPU second), the practical compute roofline to read a model's achieved GFLOP/s against.
+- ``count_flops(fn, *args)``: FLOPs of one call as counted by ``torch.utils.flop_counter`` (matmuls,
+  convolutions, attention; a multiply-add counts 2; elementwise ops are not counted).
+- ``measure_peak_memory(fn, device)``: peak memory in bytes while ``fn`` runs. CUDA: the caching allocator's peak
+  of allocated tensor memory (``torch.cuda.max_memory_allocated`` after a reset). CPU: the peak resident set
+  size of the whole process (Linux ``VmHWM``, reset through ``/proc/self/clear_refs`` before the call), so it
+  includes the interpreter, libraries and the weights already loaded; subtract ``current_memory('cpu')`` taken
+  before the call for the extra memory of ``fn``. Where the peak cannot be reset, the RSS is sampled every
+  millisecond by a thread instead (short spikes may be missed).
+- ``peak_tensor_bytes(fn)``: on any device, the peak bytes of tensor storage allocated while ``fn`` runs and still
+  alive, tracked op by op (a ``TorchDispatchMode``; slow, for measurement runs only). Added to the bytes of the
+  tensors that exist before (``tensor_bytes(model)``), it is what CUDA's ``max_memory_allocated`` reports, so a CPU
+  run gives the figure a GPU would, without the interpreter and libraries the process RSS includes.
+- ``range_seconds(fn, names, device)``: seconds spent inside the ``torch.profiler.record_function`` ranges a model
+  marks its parts with (one profiled call); the model is not modified.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, Optional, Sequence
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from varformer.runtime import synchronize
+
+
+def _device(device) -> torch.device:
+    return device if isinstance(device, torch.device) else torch.device(device)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Time
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    wall_s: float                  # median wall-clock seconds per call
+    cpu_s: float                   # median CPU seconds of this process per call (all threads): robust to other load
+    peak_mem_bytes: Optional[int]  # peak memory during the first timed call (None: not measured)
+
+
+def interleaved_timings(fns: Dict[str, Callable[[], object]], device: torch.device, warmup: int = 1,
+                        repeat: int = 2, with_memory: bool = True) -> Dict[str, Timing]:
+    """Time several calls in alternation (A B A B ...), so a change of machine load hits all of them alike.
+
+    Wall and process-CPU time are both kept: on a shared machine the CPU time of a compute-bound call moves far
+    less than its wall time, so ratios of CPU times are the fairer comparison there."""
+    if repeat < 1 or warmup < 0:
+        raise ValueError(f"need repeat >= 1 and warmup >= 0, got repeat={repeat}, warmup={warmup}")
+    device = _device(device)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    walls: Dict[str, list] = {k: [] for k in fns}
+    cpus: Dict[str, list] = {k: [] for k in fns}
+    peaks: Dict[str, Optional[int]] = {k: None for k in fns}
+
+    def one(name: str) -> None:
+        synchronize(device)
+        w0, c0 = time.perf_counter(), time.process_time()
+        fns[name]()
+        synchronize(device)
+        walls[name].append(time.perf_counter() - w0)
+        cpus[name].append(time.process_time() - c0)
+
+    for r in range(repeat):
+        for name in fns:
+            if r == 0 and with_memory:
+                peaks[name] = measure_peak_memory(lambda: one(name), device)
+            else:
+                one(name)
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    return {k: Timing(med(walls[k]), med(cpus[k]), peaks[k]) for k in fns}
+
+
+def time_fn(fn: Callable[[], object], *, warmup: int = 1, repeat: int = 3, device: str | torch.device = 'cpu') -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeat`` runs after ``warmup`` untimed runs."""
+    return interleaved_timings({'fn': fn}, _device(device), warmup, repeat, with_memory=False)['fn'].wall_s
+
+
+@dataclass
+class Roofline:
+    wall_gflops: float   # per wall second: the figure to read wall times against
+    cpu_gflops: float    # per CPU second of this process: the figure to read CPU times against (CPU only)
+
+
+def matmul_roofline(device: str | torch.device = 'cpu', dtype: torch.dtype = torch.float32, n: int = 2048,
+                    repeat: int = 3) -> Roofline:
+    """Achieved GFLOP/s of an (n x n) @ (n x n) matmul (2 n^3 FLOPs) on ``device`` in ``dtype``: the best of
+    ``repeat`` timed runs, since a roofline is what the hardware can reach (a median would fold in interference)."""
+    dev = _device(device)
+    gen = torch.Generator(device='cpu').manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen).to(device=dev, dtype=dtype) for _ in range(2))
+    torch.mm(a, b)  # warm-up: kernel choice, allocator
+    best_wall, best_cpu = float('inf'), float('inf')
+    for _ in range(max(repeat, 1)):
+        t = interleaved_timings({'mm': lambda: torch.mm(a, b)}, dev, 0, 1, with_memory=False)['mm']
+        best_wall, best_cpu = min(best_wall, t.wall_s), min(best_cpu, t.cpu_s)
+    flops = 2 * n ** 3
+    return Roofline(flops / best_wall / 1e9, flops / max(best_cpu, 1e-9) / 1e9)
+
+
+def matmul_gflops(device: str | torch.device = 'cpu', dtype: torch.dtype = torch.float32, n: int = 2048,
+                  repeat: int = 5) -> float:
+    """The wall-clock figure of ``matmul_roofline``."""
+    return matmul_roofline(device, dtype, n, repeat).wall_gflops
+
+
+def random_images(batch: int, size: int = 256, device: str | torch.device = 'cpu', seed: int = 0,
+                  low: float = 0.0) -> torch.Tensor:
+    """(batch, 3, size, size) uniform in [low, 1] (``low=-1``: the VQVAE's range), from a seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(batch, 3, size, size, generator=g) * (1 - low) + low).to(device)
+
+
+def range_seconds(fn: Callable[[], object], names: Sequence[str], device: torch.device) -> Dict[str, float]:
+    """Seconds spent in each ``record_function`` range of ``names`` during one call of ``fn``, and the call's own
+    seconds under ``'total'``, from one profiled call (device time on CUDA, CPU time elsewhere). The profiler adds
+    a little overhead per op, so read the results as shares of ``total``."""
+    device = _device(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    synchronize(device)
+    t0 = time.perf_counter()
+    with profile(activities=activities, record_shapes=False, with_stack=False) as prof:
+        fn()
+        synchronize(device)
+    total = time.perf_counter() - t0
+    out = {name: 0.0 for name in names}
+    for ev in prof.key_averages():
+        if ev.key in out:
+            device_us = getattr(ev, 'device_time_total', None) or getattr(ev, 'cuda_time_total', 0)
+            out[ev.key] = (device_us if device.type == 'cuda' and device_us else ev.cpu_time_total) / 1e6
+    out['total'] = total
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FLOPs
+# ---------------------------------------------------------------------------------------------------------------
+def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch's counter knows the CUDA attention kernels but not the CPU flash kernel SDPA dispatches to on CPU
+_EXTRA_FORMULAS = {}
+if hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu'):
+    _EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_attention_flops
+
+
+def count_flops(fn: Callable, *args, **kwargs) -> int:
+    """Total FLOPs of ``fn(*args, **kwargs)`` counted by torch's FlopCounterMode (runs fn once); attention counts
+    its two matmuls (masked entries included) on every device."""
+    counter = FlopCounterMode(display=False, custom_mapping=dict(_EXTRA_FORMULAS))
+    with counter:
+        fn(*args, **kwargs)
+    return int(counter.get_total_flops())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------------------------------------------
+def _status_kib(field: str) -> int | None:
+    try:
+        with open('/proc/self/status') as fh:
+            m = re.search(rf'^{field}:\s+(\d+)\s+kB', fh.read(), re.MULTILINE)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def current_memory(device: str | torch.device = 'cpu') -> int:
+    """Memory in use now: CUDA allocated tensor bytes, or the process's resident set size on CPU (0 if unknown)."""
+    dev = _device(device)
+    if dev.type == 'cuda':
+        return int(torch.cuda.memory_allocated(dev))
+    kib = _status_kib('VmRSS')
+    return 0 if kib is None else kib * 1024
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        with open('/proc/self/clear_refs', 'w') as fh:
+            fh.write('5')          # "5" resets the peak RSS (VmHWM) of this process (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def measure_peak_memory(fn: Callable[[], object], device: str | torch.device = 'cpu') -> int:
+    """Peak memory in bytes during `fn()` (see the module docstring for what is measured on each device)."""
+    dev = _device(device)
+    if dev.type == 'cuda':
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        fn()
+        torch.cuda.synchronize(dev)
+        return int(torch.cuda.max_memory_allocated(dev))
+    if _reset_rss_peak() and _status_kib('VmHWM') is not None:
+        fn()
+        return _status_kib('VmHWM') * 1024
+    return _sampled_peak_rss(fn)
+
+
+def _sampled_peak_rss(fn: Callable[[], object]) -> int:
+    peak = [current_memory('cpu')]
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            peak[0] = max(peak[0], current_memory('cpu'))
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return max(peak[0], current_memory('cpu'))
+
+
+class _LiveStorageTracker(TorchDispatchMode):
+    """Counts the storage of every tensor an op creates (not views or in-place results, which alias an input)
+    until the storage is freed."""
+
+    def __init__(self):
+        super().__init__()
+        self.current = self.peak = 0
+        self._live: Dict[int, int] = {}   # storage data_ptr -> bytes
+
+    def _freed(self, ptr: int, nbytes: int) -> None:
+        if self._live.pop(ptr, None) is not None:
+            self.current -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            ptr, nbytes = storage.data_ptr(), storage.nbytes()
+            if nbytes == 0 or ptr in inputs or ptr in self._live:
+                continue
+            self._live[ptr] = nbytes
+            self.current += nbytes
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(storage, self._freed, ptr, nbytes)
+        return out
+
+
+def peak_tensor_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes of tensor storage allocated during `fn()` and alive at the same time (see the module docstring);
+    what `fn` returns is dropped before this returns."""
+    tracker = _LiveStorageTracker()
+    with tracker:
+        fn()
+    return tracker.peak
+
+
+def tensor_bytes(modules: Iterable[torch.nn.Module]) -> int:
+    """Bytes of the distinct parameter and buffer storages of `modules` (shared tensors counted once)."""
+    seen: Dict[int, int] = {}
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+    return sum(seen.values())

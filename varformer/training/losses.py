@@ -1,0 +1,227 @@
+"""VarFormer training losses (spec section 8).
+
+Official recipe (the default, ``train.loss.formulation=official``), one code path for both stages:
+
+=========================  =====================================================  =========  =========
+term                       formula                                                stage 1    stage 2
+=========================  =====================================================  =========  =========
+``pixel_l1``               mean |o - gt| (images in [-1, 1])                       metric     1.0
+``psnr``                   (10 / ln 10) * mean_b log(mean_chw (o - gt)^2 + 1e-8)   -          0.5
+``perceptual``             mean |VGG19_relu5_4(o') - VGG19_relu5_4(gt')|            -          1.0
+``feature_l2``             mean (lq_feat - stopgrad(F_gt))^2                       0.5        0.5
+``token_ce``               CE(greedy-rollout logits (B,680,V), GT tokens)          0.1        0.1
+=========================  =====================================================  =========  =========
+
+(stage 1's image is decoded from discrete tokens, so its pixel L1 carries no gradient: it is logged, not trained.)
+
+Paper formulation (``formulation=paper``): stage 1 = CE + squared L2 feature term; stage 2 = -PSNR + perceptual
+term (use ``perceptual_criterion=l2`` for the paper's squared L2) with the VAR frozen: the stage-1 terms and the
+pixel L1 are off, the weights in ``train.loss`` scale the terms that remain.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.vgg import cfgs, make_layers
+
+from varformer.errors import ConfigError, WeightsNotFoundError
+
+VGG19_FILE = "vgg19-dcbb9e9d.pth"
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+# torchvision's vgg19().features indices of each ReLU output, by the usual names
+VGG19_RELU = {"relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13, "relu3_3": 15,
+              "relu3_4": 17, "relu4_1": 20, "relu4_2": 22, "relu4_3": 24, "relu4_4": 26, "relu5_1": 29,
+              "relu5_2": 31, "relu5_3": 33, "relu5_4": 35}
+_PSNR_SCALE = 10.0 / math.log(10.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Individual terms (unweighted)
+# ---------------------------------------------------------------------------------------------------------------
+def pixel_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred.float() - target.float()).abs().mean()
+
+
+def psnr_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``(10/ln10) * mean_b log(MSE_b + eps)`` = mean over images of 10·log10(MSE): the official PSNR loss (NAFNet
+    style). It equals -PSNR up to the constant 10·log10(peak²), so the paper's "-PSNR" has the same gradient."""
+    mse_b = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+    return _PSNR_SCALE * torch.log(mse_b + eps).mean()
+
+
+def negative_psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """The paper's ``-PSNR`` in dB, mean over images (images in [-1, 1] -> peak-to-peak range 2)."""
+    mse_b = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+    return (_PSNR_SCALE * torch.log(mse_b / data_range ** 2)).mean()
+
+
+def token_cross_entropy(logits_BLV: torch.Tensor, tokens: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """Mean CE over B x L positions; ``tokens`` is the 10 GT index maps (B, pn²) or their concatenation (B, L)."""
+    target_BL = torch.cat(list(tokens), dim=1) if not torch.is_tensor(tokens) else tokens
+    if target_BL.shape != logits_BLV.shape[:2]:
+        raise ValueError(f"token CE: logits {tuple(logits_BLV.shape)} vs targets {tuple(target_BL.shape)}")
+    # fp32 log-softmax: bf16 logits over 4096 classes lose ~2 digits in the normaliser
+    return F.cross_entropy(logits_BLV.float().flatten(0, 1), target_BL.flatten().long())
+
+
+def feature_mse(lq_feat: torch.Tensor, clean_feat: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(lq_feat.float(), clean_feat.detach().float())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# VGG19 perceptual loss
+# ---------------------------------------------------------------------------------------------------------------
+def find_vgg19_weights(path: Optional[str] = None, search_dirs: Sequence[str] = ("checkpoints",)) -> str:
+    """Resolve the VGG19 weight file: an explicit path, else ``checkpoints/``, else torch's hub cache."""
+    if path:
+        if not os.path.isfile(path):
+            raise WeightsNotFoundError(f"VGG19 weights not found at train.loss.vgg_path={path}. Download {VGG19_URL} "
+                                       f"there, or train without the perceptual term: train.loss.perceptual=0")
+        return path
+    candidates = [os.path.join(d, VGG19_FILE) for d in search_dirs]
+    candidates.append(os.path.join(torch.hub.get_dir(), "checkpoints", VGG19_FILE))
+    for c in candidates:
+        if os.path.isfile(c):
+            return c
+    raise WeightsNotFoundError(
+        f"VGG19 weights for the perceptual loss not found (looked in: {', '.join(candidates)}). Download "
+        f"{VGG19_URL} into checkpoints/ (or torch's hub cache), set train.loss.vgg_path, or train without the "
+        "perceptual term: train.loss.perceptual=0")
+
+
+class VGGPerceptualLoss(nn.Module):
+    """Distance between frozen VGG19 features of two [-1, 1] images (ImageNet-normalised, as torchvision's
+    weights expect), at one ReLU layer (official: ``relu5_4``, L1)."""
+
+    def __init__(self, weights_path: str, layer: str = "relu5_4", criterion: str = "l1"):
+        super().__init__()
+        if layer not in VGG19_RELU:
+            raise ConfigError(f"train.loss.perceptual_layer '{layer}' is not a VGG19 ReLU; one of {list(VGG19_RELU)}")
+        if criterion not in ("l1", "l2"):
+            raise ConfigError(f"train.loss.perceptual_criterion must be 'l1' or 'l2', got '{criterion}'")
+        last = VGG19_RELU[layer]
+        with torch.device("meta"):  # no random init: every tensor comes from the file
+            features = make_layers(cfgs["E"])[: last + 1]  # VGG19's conv trunk only (not the 120 M classifier)
+        sd = torch.load(weights_path, map_location="cpu", weights_only=True)
+        own = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
+        needed = features.state_dict().keys()
+        missing = [k for k in needed if k not in own]
+        if missing:
+            raise WeightsNotFoundError(f"{weights_path} is not torchvision's VGG19 ({VGG19_URL}): "
+                                       f"missing {missing[:4]}")
+        features.load_state_dict({k: own[k].float() for k in needed}, strict=True, assign=True)
+        features.requires_grad_(False).eval()
+        self.features = features
+        self.criterion = criterion
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.features.eval()  # frozen feature extractor: always in eval mode
+        return self
+
+    def _feat(self, x_pm1: torch.Tensor) -> torch.Tensor:
+        return self.features(((x_pm1 + 1) * 0.5 - self.mean) / self.std)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t = self._feat(target).float()
+        p = self._feat(pred).float()
+        return (p - t).abs().mean() if self.criterion == "l1" else (p - t).pow(2).mean()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage losses
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    terms: Dict[str, torch.Tensor]  # weighted trained terms (``w_*``), plain values and metrics, all detached-safe
+
+
+def stage_terms(formulation: str, stage: int) -> List[str]:
+    """The terms that carry gradient for a stage and formulation (the spec's table / the paper's formulas)."""
+    if formulation == "official":
+        return ["token_ce", "feature_l2"] if stage == 1 else ["pixel_l1", "psnr", "perceptual", "token_ce",
+                                                              "feature_l2"]
+    if formulation == "paper":
+        return ["token_ce", "feature_l2"] if stage == 1 else ["psnr", "perceptual"]
+    raise ConfigError(f"train.loss.formulation must be 'official' or 'paper', got '{formulation}'")
+
+
+class VarFormerLoss(nn.Module):
+    """Weighted sum of the stage's terms. ``forward(out, gt_pm1, gt_tokens, gt_feat)`` with ``out`` a model's
+    ``training_outputs`` (``restored`` in [-1,1], ``lq_feat``, ``logits``), ``gt_pm1`` the clean image in [-1,1],
+    ``gt_tokens`` the 10 GT index maps, ``gt_feat`` the clean cumulative reconstruction (B,32,16,16)."""
+
+    def __init__(self, loss_cfg, stage: int, vgg: Optional[VGGPerceptualLoss] = None):
+        super().__init__()
+        if stage not in (1, 2):
+            raise ConfigError(f"stage must be 1 or 2, got {stage}")
+        self.stage, self.formulation = stage, loss_cfg.formulation
+        active = stage_terms(self.formulation, stage)
+        weights = {"pixel_l1": loss_cfg.pixel_l1, "psnr": loss_cfg.psnr, "perceptual": loss_cfg.perceptual,
+                   "token_ce": loss_cfg.token_ce, "feature_l2": loss_cfg.feature_l2}
+        for k, w in weights.items():
+            if w < 0:
+                raise ConfigError(f"train.loss.{k} must be >= 0, got {w}")
+        self.weights = {k: float(weights[k]) for k in active if weights[k] > 0}
+        if not self.weights:
+            raise ConfigError(f"stage {stage} ({self.formulation}): every loss weight is 0, nothing to train")
+        if "perceptual" in self.weights and vgg is None:
+            raise ConfigError("the perceptual term needs a VGGPerceptualLoss (or train.loss.perceptual=0)")
+        self.vgg = vgg if "perceptual" in self.weights else None
+
+    @classmethod
+    def from_config(cls, loss_cfg, stage: int, announce=print) -> "VarFormerLoss":
+        vgg = None
+        if stage == 2 and "perceptual" in stage_terms(loss_cfg.formulation, 2):
+            if loss_cfg.perceptual > 0:
+                vgg = VGGPerceptualLoss(find_vgg19_weights(loss_cfg.vgg_path), loss_cfg.perceptual_layer,
+                                        loss_cfg.perceptual_criterion)
+            else:
+                announce("!" * 100 + "\n!! train.loss.perceptual=0: training stage 2 WITHOUT the VGG19 perceptual "
+                         "term (not the official recipe)\n" + "!" * 100)
+        return cls(loss_cfg, stage, vgg)
+
+    def _image_terms(self, restored: torch.Tensor, gt_pm1: torch.Tensor) -> Dict[str, torch.Tensor]:
+        w, raw = self.weights, {}
+        if "pixel_l1" in w:
+            raw["pixel_l1"] = pixel_l1(restored, gt_pm1)
+        if "psnr" in w:
+            raw["psnr"] = psnr_loss(restored, gt_pm1) if self.formulation == "official" \
+                else negative_psnr(restored, gt_pm1)
+        if "perceptual" in w:
+            raw["perceptual"] = self.vgg(restored, gt_pm1)
+        return raw
+
+    def image_loss(self, restored_pm1: torch.Tensor, gt_pm1: torch.Tensor) -> Optional[torch.Tensor]:
+        """The weighted image terms of this stage's loss (L1, PSNR, perceptual) on restored images, e.g. held-out
+        ones at validation, where there are no token targets; None when the stage has no image term (stage 1)."""
+        raw = self._image_terms(restored_pm1, gt_pm1)
+        return sum(self.weights[k] * v for k, v in raw.items()) if raw else None
+
+    def forward(self, out, gt_pm1: torch.Tensor, gt_tokens: Sequence[torch.Tensor],
+                gt_feat: torch.Tensor) -> LossTerms:
+        w = self.weights
+        restored = out.restored
+        raw: Dict[str, torch.Tensor] = self._image_terms(restored, gt_pm1)
+        if "token_ce" in w:
+            raw["token_ce"] = token_cross_entropy(out.logits, gt_tokens)
+        if "feature_l2" in w:
+            raw["feature_l2"] = feature_mse(out.lq_feat, gt_feat)
+        total = sum(w[k] * v for k, v in raw.items())
+        terms = {"total": total.detach(), **{k: v.detach() for k, v in raw.items()}}
+        with torch.no_grad():  # monitored, not trained: stage 1's image and token accuracy
+            if "pixel_l1" not in raw:
+                terms["metric_pixel_l1"] = pixel_l1(restored, gt_pm1)
+            target = torch.cat(list(gt_tokens), dim=1)
+            terms["metric_token_acc"] = (out.logits.argmax(-1) == target).float().mean()
+        return LossTerms(total=total, terms=terms)
