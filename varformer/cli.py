@@ -13,15 +13,15 @@ from typing import List, Optional
 
 from varformer.errors import VarformerError
 
-# name -> (one-line help, the issue that builds it)
+# name -> one-line help; the subcommand lives in varformer/commands/<name>.py
 SUBCOMMANDS = {
-    "demo": ("build the offline demo benchmark, train a small model on it and print the results table", "training"),
-    "evaluate": ("evaluate a restorer on benchmarks (paper / full protocols, peer presets)", "data and evaluation"),
-    "restore": ("restore images or folders of any size with seamless tiling", "restore"),
-    "train": ("train stage 1 (Adapter) or stage 2 (restorer); torchrun-ready", "training"),
-    "convert": ("convert the official BasicSR checkpoint into this project's layout", "model"),
-    "benchmark": ("measure speed, FLOPs and memory of the backbone or the whole model", "restore / backbone"),
-    "data": ("inspect benchmark folders: 'varformer data check ROOT'", "data and evaluation"),
+    "demo": "build the offline demo benchmark, train a small model on it and print the results table",
+    "evaluate": "evaluate a restorer on benchmarks (paper / full protocols, peer presets)",
+    "restore": "restore images or folders of any size with seamless tiling",
+    "train": "train stage 1 (Adapter) or stage 2 (restorer); torchrun-ready",
+    "convert": "convert the official BasicSR checkpoint into this project's layout",
+    "benchmark": "measure speed, FLOPs and memory of the backbone, the whole model or a training step",
+    "data": "inspect benchmark folders: 'varformer data check ROOT'",
 }
 
 
@@ -30,7 +30,7 @@ def _top_parser() -> argparse.ArgumentParser:
         prog="varformer",
         description="VarFormer: image restoration with VAR's distribution-alignment prior.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="subcommands:\n" + "\n".join(f"  {k:<10} {v[0]}" for k, v in SUBCOMMANDS.items())
+        epilog="subcommands:\n" + "\n".join(f"  {k:<10} {v}" for k, v in SUBCOMMANDS.items())
         + "\n\n'varformer SUBCOMMAND --help' shows a subcommand's options.",
     )
     p.add_argument("command", choices=list(SUBCOMMANDS), metavar="SUBCOMMAND", help="one of: " + ", ".join(SUBCOMMANDS))
@@ -46,15 +46,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     ns = top.parse_args(argv[:1])
     name = ns.command
-    module_name = f"varformer.commands.{name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name != module_name:
-            raise
-        print(f"varformer {name}: not built yet (part of the {SUBCOMMANDS[name][1]} work)", file=sys.stderr)
-        return 2
-    sub = argparse.ArgumentParser(prog=f"varformer {name}", description=SUBCOMMANDS[name][0])
+    module = importlib.import_module(f"varformer.commands.{name}")
+    sub = argparse.ArgumentParser(prog=f"varformer {name}", description=SUBCOMMANDS[name])
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
     try:

@@ -42,7 +42,7 @@ class DataConfig:
     root: Optional[str] = None          # training data root (official layouts), or "demo:train" (stage 2) /
                                         # "demo:train/clean" (stage 1) for the built-in demo set
     tasks: List[str] = field(default_factory=lambda: ["blur", "lowlight", "realnoise", "rain", "noise", "haze"])
-    task_weights: List[float] = field(default_factory=list)  # empty: equal probabilities (official intent, spec 10.1)
+    task_weights: List[float] = field(default_factory=list)  # empty: equal probabilities (the official intent)
     crop_size: int = 256
     flip: bool = False                  # official stage 2: no flips, no rotations
     rot90: bool = False
@@ -54,7 +54,7 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    formulation: str = "official"       # "official" (spec 8) or "paper" (-PSNR + squared-L2 VGG, frozen VAR)
+    formulation: str = "official"       # "official" (the released code) or "paper" (-PSNR + squared-L2 VGG, frozen VAR)
     pixel_l1: float = 1.0
     psnr: float = 0.5
     perceptual: float = 1.0             # 0 disables the VGG19 term (logged loudly)
@@ -76,7 +76,7 @@ class TrainConfig:
     gamma: float = 0.5
     ema_decay: float = 0.998
     seed: int = 114514
-    precision: str = "bf16"             # "bf16" (autocast where the spec allows) or "fp32"
+    precision: str = "bf16"             # "bf16" (autocast where the model allows) or "fp32"
     grad_checkpointing: bool = False    # recompute activations in backward (the official batch needs it on 80 GB)
     grad_clip: float = 0.0              # 0: off (official)
     fused_adam: bool = True             # CUDA only: one fused kernel for the Adam update

@@ -22,7 +22,7 @@ compute, and what the official VarFormer validation uses):
   Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 on the 0-255 scale), not rounded.
 * ``crop_border=n`` drops n pixels from every edge before measuring.
 
-Other conventions in use (shared/spec/benchmarks.md section 3), as explicit options:
+Other conventions in use (docs/evaluation.md), as explicit options:
 
 * ``luma='full_range'``: Y = 0.299 R + 0.587 G + 0.114 B (YIQ / BT.601 full range; pyiqa's default, PIL's YCbCr).
   PSNR on it is about 20*log10(255/219) = 1.32 dB lower than on MATLAB's Y.
@@ -65,8 +65,8 @@ _LUMA_COEFFS = {
 _PEAK = 255.0
 _GAUSS_SIZE, _GAUSS_SIGMA = 11, 1.5
 _UNIFORM_SIZE = 7
-# Working-set target of one SSIM chunk, per device type: on CPU a chunk that stays in cache is ~3x faster than a
-# large batch (measured on 256x256 images); GPUs want big batches. Intermediates are a few times this size.
+# Working-set target of one SSIM chunk, per device type: on CPU a chunk that stays in cache is several times
+# faster than a large batch; GPUs want big batches. Intermediates are a few times this size.
 _SSIM_CHUNK_BYTES = {"cpu": 8 * 2 ** 20, "cuda": 512 * 2 ** 20}
 _CPU_BACKEND = "numpy"  # "torch" runs the GPU code path on CPU (tests compare the two)
 

@@ -1,4 +1,4 @@
-"""Building blocks against direct (naive) formulas of the spec (sections 5.1-5.7)."""
+"""Building blocks against direct (naive) formulas of what the official code computes (docs/architecture.md)."""
 import math
 
 import pytest

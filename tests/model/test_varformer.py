@@ -1,5 +1,5 @@
-"""The assembled models at small width (vae_ch=32, VAR depth 2): shapes at every level (spec 6 table), batch
-independence, training_outputs == __call__, gradient routing of the official losses (spec 8)."""
+"""The assembled models at small width (vae_ch=32, VAR depth 2): shapes at every level (docs/architecture.md), batch
+independence, training_outputs == __call__, gradient routing of the official losses (docs/official-differences.md)."""
 import numpy as np
 import pytest
 import torch
@@ -12,7 +12,7 @@ CH = 32
 W = [CH * m for m in (1, 1, 2, 2, 4)]           # level widths: 32, 32, 64, 64, 128
 SIZES = [256, 128, 64, 32, 16]
 
-# which parameter groups each official loss term reaches (spec 8, "gradient reaches")
+# which parameter groups each official loss term reaches (the losses table in varformer/training/losses.py)
 ROUTES = {
     "pixel": {"unet"},                           # L1 / PSNR / VGG on the restored image
     "feature": {"adapter"},                      # 0.5 * MSE(lq_feat, sg(F_gt)), straight-through

@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from varformer.perf.measure import count_flops, matmul_gflops, measure_peak_memory, time_fn
+from varformer.perf.measure import count_flops, matmul_gflops, time_fn
 
 
 def test_count_flops_of_a_matmul_and_a_conv():

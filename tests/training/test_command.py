@@ -38,4 +38,4 @@ def test_shipped_recipes_hold_the_official_numbers():
     assert s2.model.dec_adjust and s2.data.crop_size == 256 and not s2.data.flip and not s2.data.rot90
     loss = s2.train.loss
     assert (loss.pixel_l1, loss.psnr, loss.perceptual, loss.token_ce, loss.feature_l2) == (1.0, 0.5, 1.0, 0.1, 0.5)
-    assert list(s2.data.task_weights) == []  # equal probabilities (spec 10.1)
+    assert list(s2.data.task_weights) == []  # equal probabilities (the official intent)

@@ -23,7 +23,7 @@ def vgg_file(tmp_path_factory):
 
 
 def _groups(model):
-    """Representative trainable parameters per module group of the spec's gradient-routing table."""
+    """Representative trainable parameters per module group of the gradient-routing table (training/losses.py)."""
     return {
         "adapter": [p for p in model.adapter.parameters()],
         "cross_attn": [p for p in model.cross_attn.parameters()],
@@ -47,7 +47,7 @@ def test_gradient_routing_matches_the_spec_table(vgg_file):
     terms = {"pixel_l1": pixel_l1(out.restored, gt_pm1), "psnr": psnr_loss(out.restored, gt_pm1),
              "perceptual": task.loss.vgg(out.restored, gt_pm1),
              "token_ce": token_cross_entropy(out.logits, tokens), "feature_l2": feature_mse(out.lq_feat, feat)}
-    # spec section 8: which modules each term trains
+    # which modules each term trains (varformer/training/losses.py)
     table = {"pixel_l1": {"unet"}, "psnr": {"unet"}, "perceptual": {"unet"},
              "token_ce": {"cross_attn", "var_embed_head"}, "feature_l2": {"adapter"}}
     groups = _groups(model)

@@ -21,6 +21,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 
 class DropPath(nn.Module):
@@ -86,8 +87,8 @@ class SelfAttention(nn.Module):
     def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
         B, L, C = x_BLC.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                   # each (B, H, L, head_dim)
+        qkv = F.linear(x_BLC, self.mat_qkv.weight, bias)
+        q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.num_heads).unbind(0)
         if self.attn_l2_norm:
             # clamp before exp: no gradient flows to a log-scale above ln 100
             scale_mul = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
@@ -102,7 +103,7 @@ class SelfAttention(nn.Module):
         if attn_bias is not None:
             attn_bias = attn_bias.to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+        return self.proj(rearrange(out, "b h l d -> b l (h d)"))
 
 
 class AdaLNSelfAttn(nn.Module):

@@ -5,7 +5,7 @@ ignored) must match one of its ``folders`` suffixes, e.g. ``.../test/Rain100H`` 
 that folder one of its LQ/GT sub-folder pairs must exist (``input/target``, ``input/groundtruth``, ``hazy/gt``,
 ``low/high``, ``rainy/gt``, per-sequence ``GOPRxxxx/blur`` + ``sharp``, SIDD's two ``.mat`` files, or a folder of
 clean images for the Gaussian-noise sets). ``locate(name, root)`` also accepts ``root`` being that folder itself.
-Layout sources: ``shared/spec/benchmarks.md`` section 2.
+Layouts: docs/evaluation.md, "Data layouts".
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ from varformer.errors import DataError
 SMALL_IMAGE_RULES = ("official", "resize-both")
 
 # task -> candidate (LQ folder, GT folder, pairing rules) relative to the training root; the first is the
-# official stage-2 YAML's, the others the layouts of the archives people download (benchmarks.md section 2)
+# official stage-2 YAML's, the others the layouts of the archives people download (docs/evaluation.md, "Data layouts")
 TRAIN_LAYOUTS: Dict[str, List[Tuple[str, str, Tuple[str, ...]]]] = {
     "blur": [("GoPro/train/input", "GoPro/train/groundtruth", ("stem",)),
              ("GOPRO_Large/train/*/blur", "GOPRO_Large/train/*/sharp", ("sequence-frame",)),

@@ -38,7 +38,7 @@ RESULT_FILES = ("per_image.csv", "summary.json", "results.md", "images")
 
 
 def official_test_protocol(model: Callable[[torch.Tensor], torch.Tensor], image_rgb_uint8: np.ndarray) -> np.ndarray:
-    """The official test script on one image (spec 11): /255, bilinear resize to 256x256 (cv2 INTER_LINEAR:
+    """The official test script (varformer_test.py) on one image: /255, bilinear resize to 256x256 (cv2 INTER_LINEAR:
     half-pixel, no antialias), one forward with B = 1, clamp, x255, round -> uint8 (256, 256, 3).
 
     ``model`` maps [0, 1] to [0, 1] (our models normalise to [-1, 1] inside); the output is never resized back.

@@ -1,6 +1,6 @@
 """Evaluation protocols: how LQ/GT are prepared, how the restorer is run, and how PSNR/SSIM are measured.
 
-``paper`` (= preset ``varformer-code``): what the official code can reproduce (``benchmarks.md`` 3.1): LQ and GT
+``paper`` (= preset ``varformer-code``): what the official code can reproduce (docs/evaluation.md): LQ and GT
 resized to 256x256 with bilinear interpolation (half-pixel centres, no antialiasing: ``cv2.resize(INTER_LINEAR)``
 on float images, which ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)`` matches to float
 rounding for down- and up-sampling - checked against OpenCV 5.0, fixture ``tests/fixtures/eval_cv2_inter_linear.npz``),
@@ -11,7 +11,7 @@ function ``varformer restore`` uses), an any-size one on the image padded to its
 ``paper`` metric settings (RGB, crop 4, BasicSR SSIM), so the two differ only in resolution. Colour, SSIM variant
 and crop border can be changed (``with_metric_overrides``).
 
-Presets reproducing the peers' published evaluation (``benchmarks.md`` 3.2):
+Presets reproducing the peers' published evaluation (docs/evaluation.md):
 - ``restormer``: full resolution, input reflect-padded to a multiple of 8; deraining Y of MATLAB ``rgb2ycbcr`` +
   Wang SSIM (valid); deblurring / real noise RGB with MATLAB's ``ssim`` on RGB (the 3-D Gaussian of Restormer's
   BasicSR fork, ``ssim_mode='replicate'``); Gaussian noise per image with ``seed(0)``, float, unclipped;

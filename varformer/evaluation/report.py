@@ -1,7 +1,7 @@
 """Markdown tables of an evaluation: the paper's layout (tasks as columns, PSNR/SSIM cells), published numbers
 beside ours with the delta - only under the preset they were measured with - and a per-benchmark table.
 
-Published numbers live in ``varformer/resources/published.yaml`` (transcribed in ``shared/spec/benchmarks.md``).
+Published numbers live in ``varformer/resources/published.yaml`` (each table names its source).
 Our value in a column is the mean over the evaluated benchmarks mapped to that column (per-benchmark means,
 then averaged), and the footnote names them.
 """

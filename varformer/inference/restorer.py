@@ -95,7 +95,7 @@ def load_restorer(weights: Optional[str] = None, device: Union[str, torch.device
     """``"identity"``, or a weights file (None: the default ``checkpoints/varformer_d16.pt``) as a restorer.
 
     ``compile_unet``: ``torch.compile`` the U-Net (worth it on GPUs, where it fuses the norm/activation chains; on
-    a CPU the first call compiles for minutes and was measured no faster)."""
+    a CPU the first call compiles for minutes and runs no faster: docs/precision.md)."""
     check_precision(precision, allow_auto=False)
     if weights == "identity":
         return identity_restorer(device)

@@ -2,7 +2,7 @@
 
 The paper calls the Adapter "self-attention blocks"; the official code uses NAFNet-like conv blocks with a
 large-kernel spatial attention, a channel attention, a simple gate and curve-adjustment convs (IMAConv), which is
-what is built here (spec 5.1). With the official zero init of ``beta``/``gamma`` every block starts as identity.
+what is built here (docs/official-differences.md). With the official zero init of ``beta``/``gamma`` every block starts as identity.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ class CurveAdjustConv(nn.Module):
 
 
 class AIEMBlock(nn.Module):
-    """One Adapter block (spec 5.1): gated conv branch with large-kernel x channel attention, then a gated
+    """One Adapter block (official ``AIEM``): gated conv branch with large-kernel x channel attention, then a gated
     curve-adjustment branch; both residual with zero-initialised per-channel scales."""
 
     def __init__(self, channels: int = 32):

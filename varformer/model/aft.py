@@ -1,4 +1,5 @@
-"""Bridge feature and Anchor-based Feature Transfer (AFT), spec 5.6.
+"""Bridge feature and Anchor-based Feature Transfer (AFT): the official ``cat_rec_syn_bf(_nm)`` and
+``AnchorCrossAttnBlock`` (docs/architecture.md, steps 5 and 7).
 
 ``BridgeFeature``: g = conv1x1(GN(concat(F_vq, h))), the VQVAE feature of the level (encoder side: of the degraded
 input; decoder side: of the predicted clean latent) fused with the current U-Net feature; it drives the scale

@@ -1,4 +1,5 @@
-"""Optional decoder alignment (``dec_adjust=True``, official stage-2 training layout; spec 5.7).
+"""Optional decoder alignment (``dec_adjust=True``, official stage-2 training layout; official ``TWAM`` and
+``TextureWarpingModule``).
 
 Each step aligns the U-Net decoder feature ``x_d`` to the frozen VQVAE-decoder feature ``x_g`` of the predicted
 clean latent: a channel ("transposed") cross-attention exchanges information between the two, then a modulated
@@ -11,6 +12,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 from torchvision.ops import deform_conv2d
 
@@ -41,13 +43,13 @@ class ChannelCrossAttention(nn.Module):
         B, C, H, W = x_d.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(B, self.heads, C // self.heads, H * W)
+            return rearrange(t, "b (h c) y x -> b h c (y x)", h=self.heads)
 
         q_d = F.normalize(heads(self.q_d(self.norm_d(x_d))), dim=-1)
         q_g = F.normalize(heads(self.q_g(self.norm_g(x_g))), dim=-1)
         att = ((q_d @ q_g.transpose(-2, -1)) * self.temperature).softmax(dim=-1)   # (B, h, c/h, c/h)
-        g2d = (att @ heads(self.v_g(x_g))).reshape(B, C, H, W)
-        d2g = (att @ heads(self.v_d(x_d))).reshape(B, C, H, W)
+        g2d = rearrange(att @ heads(self.v_g(x_g)), "b h c (y x) -> b (h c) y x", y=H)
+        d2g = rearrange(att @ heads(self.v_d(x_d)), "b h c (y x) -> b (h c) y x", y=H)
         return x_d + self.beta * g2d, x_g + self.gamma * d2g
 
 

@@ -106,7 +106,7 @@ def read_safetensors_unmapped(path: str | os.PathLike) -> dict:
 
     ``safetensors.torch.load_file`` maps the whole file: every tensor keeps the one mapping alive, so pages once
     read stay resident until the last tensor goes -- converting the U-Net weights to bf16 for inference would
-    then keep their float32 pages as well (measured: 5.2 GiB peak instead of 3.8 at full size)."""
+    then keep their float32 pages as well (docs/precision.md has the measured peaks)."""
     out = {}
     with open(path, "rb") as fh:
         n = int.from_bytes(fh.read(8), "little")

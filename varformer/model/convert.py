@@ -82,7 +82,7 @@ def _rules() -> List[Tuple[str, str]]:
     return rules
 
 
-# inert official tensors: never influence the output (spec 2.1, 5.3, 12)
+# inert official tensors: never influence the output (docs/official-differences.md, "Dead modules")
 _INERT = [re.compile(p) for p in (
     r"(Mainencoder|main_decoder)\.(cat_rec_syn|cat_rec_syn_bf|cat_rec_syn_bf_nm|DAE|AFT)\.Level_0\..+",
     r"main_decoder\.conv1__w\..+",

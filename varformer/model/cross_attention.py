@@ -1,4 +1,4 @@
-"""Cross-attention injection of the degraded tokens into the VAR loop (official ``CrossAttentionAR``, spec 5.2).
+"""Cross-attention injection of the degraded tokens into the VAR loop (official ``CrossAttentionAR``; docs/architecture.md).
 
 After VAR block j (j < n_cross) the hidden state of the current scale is *replaced* by
 ``proj(merge(softmax(scale * q k^T) v))`` with q from the degraded-token map ``f_d`` and k, v from the VAR hidden
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from varformer.model.settings import HEAD_LAYOUTS
@@ -44,21 +45,20 @@ class CrossAttentionInjection(nn.Module):
         both CFG halves (their degraded tokens are identical)."""
         R, l, C = f_d_RlC.shape
         q = F.linear(f_d_RlC, self.mat_q.weight, self.q_bias)
-        return q.view(R, l, self.heads, C // self.heads).transpose(1, 2)
+        return rearrange(q, "r l (h d) -> r h l d", h=self.heads)
 
     def forward(self, f_d_RlC: torch.Tensor | None, f_var_RlC: torch.Tensor, *,
                 q_RHlc: torch.Tensor | None = None, n_images: int | None = None) -> torch.Tensor:
         """``f_var`` (R, l, C) hidden state; ``f_d`` (R, l, C) degraded tokens, or precomputed ``q_RHlc`` (R or
         n_images rows, expanded). With the official layout R = 2 * n_images (rows b and n_images + b are image b)."""
-        R, l, C = f_var_RlC.shape
-        hd = C // self.heads
+        R = f_var_RlC.shape[0]
         if q_RHlc is None:
             q_RHlc = self.query(f_d_RlC)
         if q_RHlc.shape[0] != R:
             q_RHlc = q_RHlc.repeat(R // q_RHlc.shape[0], 1, 1, 1)
         kv_bias = torch.cat([torch.zeros_like(self.v_bias), self.v_bias])
-        k, v = F.linear(f_var_RlC, self.mat_kv.weight, kv_bias).view(R, l, 2, self.heads, hd).permute(
-            2, 0, 3, 1, 4).unbind(0)
+        kv = F.linear(f_var_RlC, self.mat_kv.weight, kv_bias)
+        k, v = rearrange(kv, "r l (two h d) -> two r h l d", two=2, h=self.heads).unbind(0)
         o = F.scaled_dot_product_attention(q_RHlc.to(k.dtype), k, v, scale=self.scale)    # (R, heads, l, hd)
         return self.proj(merge_heads(o, self.head_layout, n_images))
 
@@ -67,10 +67,12 @@ def merge_heads(o_RHlc: torch.Tensor, head_layout: str, n_images: int | None = N
     """(R, heads, l, hd) -> (R, l, heads * hd) with the given layout (see the module docstring)."""
     R, H, l, hd = o_RHlc.shape
     if head_layout == "standard":
-        return o_RHlc.transpose(1, 2).reshape(R, l, H * hd)
+        return rearrange(o_RHlc, "r h l d -> r l (h d)")
     B = R // 2 if n_images is None else n_images
     if R != 2 * B:
         raise ValueError(f"official head layout needs the two CFG halves (2 x {B} rows), got {R} rows")
     # per image: its rows (b, B + b) as a pair; flat (head, row-of-pair, token, dim) buffer cut into 2 rows
-    pair = o_RHlc.view(2, B, H, l, hd).permute(1, 2, 0, 3, 4)             # (B, H, 2, l, hd)
-    return pair.reshape(B, 2, l, H * hd).transpose(0, 1).reshape(R, l, H * hd)
+    pair = rearrange(o_RHlc, "(two b) h l d -> b h two l d", two=2)          # (B, H, 2, l, hd)
+    # the flat (head, row-of-pair, token, dim) buffer of each image re-read as 2 rows of (token, head*dim)
+    recut = pair.reshape(B, 2, l, H * hd)
+    return rearrange(recut, "b two l c -> (two b) l c")

@@ -1,4 +1,5 @@
-"""Degradation-Aware Enhancement (DAE), spec 5.4 and 5.5.
+"""Degradation-Aware Enhancement (DAE): the official ``WPMoudle4_norm`` and ``RACMoudle2`` / ``RcaMoudle4``
+(docs/architecture.md, steps 5 and 7).
 
 Part 1, ``ScaleSelection`` (official ``cat_rec_syn`` / ``WPMoudle4_norm``): from the bridge feature, 10 softmax
 weights over the VAR scale priors; the weighted priors are instance-normalised, projected to the level's width and

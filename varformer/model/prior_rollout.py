@@ -1,4 +1,5 @@
-"""Prior collection: the greedy VAR rollout conditioned on the degraded tokens (spec 6 step 4).
+"""Prior collection: the greedy VAR rollout conditioned on the degraded tokens (docs/architecture.md, step 4; the VAR
+loop of the official ``VarFormer2`` forward in varformer_arch.py).
 
 No teacher forcing: at every scale the VAR input is built from the model's own previous (greedy) choices, and after
 each of the first ``n_cross`` blocks the hidden state is replaced by a cross-attention to the degraded-token map of

@@ -1,4 +1,4 @@
-"""Swin pieces used by the DAE (spec 5.3): window attention, Swin blocks and the residual Swin group (RSTB).
+"""Swin pieces used by the DAE (the SwinIR-style blocks of the official code): window attention, Swin blocks and the residual Swin group (RSTB).
 
 RSTB(x) = x + conv3x3(SwinBlock(shift 0) -> SwinBlock(shift window/2))(x), on (B, C, H, W) maps. The shifted-window
 mask uses -100 (not -inf) like the official SwinIR-style code. The relative-position index and the masks are
@@ -11,6 +11,7 @@ from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 
@@ -75,7 +76,7 @@ class WindowAttention(nn.Module):
     def forward(self, x_BwNC: torch.Tensor, n_windows: int, mask_wNN: torch.Tensor | None) -> torch.Tensor:
         """x: (B*nW, N, C) windows; mask: (nW, N, N) or None."""
         Bw, N, C = x_BwNC.shape
-        q, k, v = self.qkv(x_BwNC).view(Bw, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = rearrange(self.qkv(x_BwNC), "w n (three h d) -> three w h n d", three=3, h=self.heads).unbind(0)
         bias = self.position_bias().to(q.dtype)  # (heads, N, N)
         if mask_wNN is None:
             attn_mask = bias[None]
@@ -83,7 +84,7 @@ class WindowAttention(nn.Module):
             per_window = bias[None] + mask_wNN[:, None].to(q.dtype)  # (nW, heads, N, N)
             attn_mask = per_window[None].expand(Bw // n_windows, -1, -1, -1, -1).reshape(Bw, self.heads, N, N)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(Bw, N, C))
+        return self.proj(rearrange(out, "w h n d -> w n (h d)"))
 
 
 class SwinBlock(nn.Module):
@@ -121,8 +122,8 @@ class SwinBlock(nn.Module):
             raise ValueError(f"SwinBlock: feature size {H}x{W} not divisible by the window {self.window}")
         order, inverse, mask = self.layout(H, W, x_BLC.device)
         n_windows = (H // self.window) * (W // self.window)
-        win = self.norm1(x_BLC).index_select(1, order).view(B * n_windows, self.window ** 2, C)
-        h = self.attn(win, n_windows, mask).view(B, L, C).index_select(1, inverse)
+        win = rearrange(self.norm1(x_BLC).index_select(1, order), "b (w n) c -> (b w) n c", w=n_windows)
+        h = rearrange(self.attn(win, n_windows, mask), "(b w) n c -> b (w n) c", b=B).index_select(1, inverse)
         x_BLC = x_BLC + h
         return x_BLC + self.mlp(self.norm2(x_BLC))
 

@@ -1,4 +1,4 @@
-"""The restoration U-Net (official ``Mainencoder`` / ``main_decoder``), spec 2.1 and section 6 steps 5, 7, 8.
+"""The restoration U-Net (official ``Mainencoder`` / ``main_decoder``; docs/architecture.md, steps 5, 7 and 8).
 
 VQVAE-shaped (base width ``ch``, ``ch_mult`` (1,1,2,2,4), 2 res-blocks per level, attention at the lowest level),
 with DAE + AFT (``PriorGuidance``) at levels 1-4 of the encoder (before the level's blocks) and of the decoder

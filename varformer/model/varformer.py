@@ -157,10 +157,10 @@ class _AdaptedVAR(nn.Module):
         this call may also set). Norm affines, gates and bias tables (a few thousand values) stay float32, and
         so do the VQVAE, codebook, VAR embeddings and head. With ``channels_last=False`` outputs equal those of
         the float32-held model under bf16 autocast; the resident weights shrink by 2 bytes per such parameter
-        (full size: 3.3 -> 2.5 GiB, 1.9 GiB with the transformer). Such a model runs only ``precision='bf16'`` (its default) and cannot
-        train. ``channels_last`` (bf16 only) also stores those convolution weights channels-last, which oneDNN's
-        bf16 kernels take without reordering (full size on an AMX CPU: 8.0 -> 7.0 s per image); activations
-        follow the weights' layout, and outputs then differ from the autocast ones by bf16 rounding only.
+        (docs/precision.md). Such a model runs only ``precision='bf16'`` (its default) and cannot train.
+        ``channels_last`` (bf16 only) also stores those convolution weights channels-last, which oneDNN's bf16
+        kernels take without reordering; activations follow the weights' layout, and outputs then differ from the
+        autocast ones by bf16 rounding only.
         ``"fp32"``: every weight back to float32 and contiguous (bf16-rounded values stay rounded)."""
         check_precision(precision, allow_auto=False)
         if bf16_transformer is not None:
@@ -235,7 +235,7 @@ class _AdaptedVAR(nn.Module):
             lq_feat = f_a + (fhats[-1] - f_a).detach()
             x_lq = self.vae.indices_to_var_input(idx_lq)
         # the VAR loop follows the caller's autocast only when asked: greedy argmax over 4096 logits flips under
-        # bf16 (measured on random weights: 575 of 680 tokens), which changes every prior downstream
+        # bf16 (docs/precision.md), which changes every prior downstream
         with record_function(PART_VAR_LOOP), contextlib.nullcontext() if self.bf16_transformer else fp32_region(x.device):
             rollout = greedy_rollout(self.var, self.cross_attn, x_lq, self.cfg, self.head_layout)
         return enc_feats, lq_feat, rollout
@@ -305,7 +305,7 @@ class VarFormer(_AdaptedVAR):
         return super()._bf16_weight_modules() + [self.unet_encoder, self.unet_decoder]
 
     def _fp32_weight_modules(self) -> List[nn.Module]:
-        # the DAE softmax heads (spec: float32) and the deformable alignment (no bf16 deform_conv2d kernel)
+        # the DAE softmax heads (kept float32: their logits decide the blend) and the deformable alignment (no bf16 deform_conv2d kernel)
         keep: List[nn.Module] = [g.select.to_weights for g in self._guidances()]
         keep += [g.fuse.to_logits for g in self._guidances()]
         if self.unet_decoder.align is not None:

@@ -1,8 +1,7 @@
 """Activation checkpointing for training: selected sub-modules keep only their inputs during the forward pass and
-recompute their activations in the backward pass. The official stage-2 step keeps about 9.6 GiB of activations
-per image under bf16 autocast (13 GiB in fp32); with this switch about 4.1 GiB, so the official batch of 16 fits on
-an 80 GB GPU (~77 GiB with weights, gradients, Adam and EMA; ``varformer benchmark train``) at the cost of about
-one extra U-Net forward.
+recompute their activations in the backward pass, at the cost of about one extra U-Net forward: the official
+stage-2 batch of 16 then fits on one 80 GB GPU (docs/training.md has the estimates; ``varformer benchmark
+train`` makes them).
 
 The module's own ``forward`` is wrapped in place, so parameter names, state dicts and checkpoints are unchanged.
 A model may also provide ``set_grad_checkpointing(True)`` itself; that is preferred when present.

@@ -1,4 +1,4 @@
-"""VarFormer training losses (spec section 8).
+"""VarFormer training losses (official model ``VarFormerIdxModel4_2_losszd``; docs/official-differences.md).
 
 Official recipe (the default, ``train.loss.formulation=official``), one code path for both stages:
 
@@ -147,7 +147,7 @@ class LossTerms:
 
 
 def stage_terms(formulation: str, stage: int) -> List[str]:
-    """The terms that carry gradient for a stage and formulation (the spec's table / the paper's formulas)."""
+    """The terms that carry gradient for a stage and formulation (the table above / the paper's formulas)."""
     if formulation == "official":
         return ["token_ce", "feature_l2"] if stage == 1 else ["pixel_l1", "psnr", "perceptual", "token_ce",
                                                               "feature_l2"]
