@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from typing import List, Optional
 
-from varformer.errors import VarformerError
+from varformer.errors import VarformerError, worker_message
 
 # name -> one-line help; the subcommand lives in varformer/commands/<name>.py
 SUBCOMMANDS = {
@@ -51,13 +52,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
     try:
-        return int(module.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(name)
+            return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print(f"varformer {name}: interrupted", file=sys.stderr)
         return 130
     except VarformerError as e:
-        print(f"varformer {name}: error: {e}", file=sys.stderr)
+        # an error raised in a DataLoader worker arrives with the worker's traceback as its message
+        print(f"varformer {name}: error: {worker_message(str(e))}", file=sys.stderr)
         return 2
+
+
+def _one_line_warning(name: str):
+    """Warnings of the package (precision, resume, skipped files) as one line each, without a source line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"varformer {name}: warning: {message}", file=file or sys.stderr, flush=True)
+    return show
 
 
 if __name__ == "__main__":  # pragma: no cover

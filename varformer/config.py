@@ -76,7 +76,10 @@ class TrainConfig:
     gamma: float = 0.5
     ema_decay: float = 0.998
     seed: int = 114514
-    precision: str = "bf16"             # "bf16" (autocast where the model allows) or "fp32"
+    global_batch_size: int = 0          # images per optimiser step over all processes (official: 8 stage 1, 64
+                                        # stage 2); data.batch_size is then the per-process micro-batch that fits
+                                        # and gradients accumulate up to it; 0: data.batch_size x processes
+    precision: str = "auto"             # "auto" (bf16 where the device has native bf16, else fp32), "bf16", "fp32"
     grad_checkpointing: bool = False    # recompute activations in backward (the official batch needs it on 80 GB)
     grad_clip: float = 0.0              # 0: off (official)
     fused_adam: bool = True             # CUDA only: one fused kernel for the Adam update
@@ -102,7 +105,7 @@ class EvalConfig:
     tile: int = 256
     overlap: int = 32
     batch_size: int = 4
-    precision: str = "fp32"
+    precision: str = "auto"             # "auto" (bf16 where the device has native bf16, else fp32), "bf16", "fp32"
     lpips: bool = False
     save_images: bool = False
     output_dir: str = "outputs/eval"
@@ -256,6 +259,42 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Di
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg)
+
+
+def config_from_yaml(text: str, source: str) -> DictConfig:
+    """A resolved config saved as YAML (a run's ``config.yaml``, a checkpoint's ``config``) read back over the
+    defaults, so keys added since it was written compare as their defaults."""
+    try:
+        data = OmegaConf.to_container(OmegaConf.create(text)) or {}
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{source}: not valid YAML for a config: {e}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # moved keys of an older run: compared at their new name
+        return _merge(OmegaConf.structured(Config), data, source)
+
+
+def flat_items(cfg: DictConfig) -> dict:
+    """``{"train.lr": 0.0001, ...}``: every leaf of a config under its dotted name."""
+    out = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, name + ".")
+            else:
+                out[name] = value
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def config_differences(old: DictConfig, new: DictConfig, ignore: Sequence[str] = ()) -> List[tuple]:
+    """``(key, old value, new value)`` for every leaf that differs, except keys in ``ignore`` (a dotted name, or a
+    section name ending in a dot: ``"eval."``)."""
+    a, b = flat_items(old), flat_items(new)
+    skip = lambda k: k in ignore or any(i.endswith(".") and k.startswith(i) for i in ignore)  # noqa: E731
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if not skip(k) and a.get(k) != b.get(k)]
 
 
 def save_config(cfg: DictConfig, out_dir: str) -> str:

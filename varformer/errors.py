@@ -19,3 +19,19 @@ class CheckpointMismatchError(VarformerError, RuntimeError):
 
 class DataError(VarformerError, ValueError):
     """A dataset problem: missing root, no pairs, unpaired/unreadable images, size mismatch."""
+
+
+class RunFolderError(VarformerError, RuntimeError):
+    """A training output folder that cannot take this run: another run's, locked by a running process, finished."""
+
+
+def worker_message(text: str) -> str:
+    """The original message of an error a DataLoader worker raised. PyTorch re-raises it in the main process with
+    the worker's whole traceback as its message ("Caught DataError in DataLoader worker process 0. Original
+    Traceback ..."); the user needs only its last line, without the exception's module path."""
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return text
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else text
+    head, sep, rest = last.partition(": ")
+    return rest if sep and "." in head and " " not in head else last

@@ -6,8 +6,8 @@ from varformer.cli import main
 def test_train_command_passes_config_and_overrides(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run(stage, cfg, progress=True):
-        seen.update(stage=stage, cfg=cfg, progress=progress)
+    def fake_run(stage, cfg, progress=True, overwrite=False):
+        seen.update(stage=stage, cfg=cfg, progress=progress, overwrite=overwrite)
         return type("R", (), {"status": "finished"})()
 
     monkeypatch.setattr("varformer.training.run.run_training", fake_run)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -83,21 +84,41 @@ def resolve_weight_file(filename: str, *, path: str | os.PathLike | None = None,
             f"{_download_hint(filename, repo_id, dirs)}") from exc
 
 
-def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 'cpu') -> dict[str, torch.Tensor]:
-    """`torch.load(weights_only=True)` of a plain state dict (memory-mapped when the file format allows it)."""
+def _unpickler_reason(exc: Exception) -> str:
+    """The one informative line of torch's weights-only refusal ("Unsupported global: GLOBAL numpy...")."""
+    text = str(exc)
+    reason = text.split('WeightsUnpickler error:', 1)[-1].strip().split('\n')[0] if text else ''
+    return reason.split(' was not an allowed global')[0] or (text.splitlines()[0] if text else 'no message')
+
+
+def read_torch_file(path: str | os.PathLike, map_location: str | torch.device = 'cpu', mmap: bool = True):
+    """`torch.load(weights_only=True)` of any weights file (memory-mapped when the format allows: tensors are read
+    only when used), every failure one `CheckpointMismatchError` line: a truncated file, random bytes, a pickle
+    holding more than tensors and plain containers (which could run code, so it is never unpickled)."""
+    with open(path, 'rb') as fh:
+        head = fh.read(4)
+    is_zip = zipfile.is_zipfile(path)
+    if not is_zip and head.startswith(b'PK'):
+        raise CheckpointMismatchError(f"{path} is truncated: it starts like a torch checkpoint but its end is "
+                                      f"missing (a partial download or copy, or an interrupted write?)")
+    if not is_zip and not head.startswith(b'\x80'):
+        raise CheckpointMismatchError(f"{path} is not a torch checkpoint (neither the zip format torch.save "
+                                      f"writes nor its legacy pickle format)")
     try:
-        try:
-            sd = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-        except RuntimeError:         # legacy (non-zip) files cannot be memory-mapped
-            sd = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and is_zip)
     except pickle.UnpicklingError as exc:
         raise CheckpointMismatchError(
-            f"{path} holds more than tensors and cannot be read with torch.load(weights_only=True) "
-            f"(the official VAR files are plain state dicts): {str(exc).splitlines()[0]}") from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointMismatchError(
-            f"{path} cannot be read as a torch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            f"a partial download? delete it and fetch it again") from exc
+            f"{path} holds objects that torch.load(weights_only=True) refuses to unpickle ({_unpickler_reason(exc)}): "
+            f"files may carry code, so only tensors and plain containers are read") from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as exc:
+        first = str(exc).split('. ')[0].splitlines()[0] if str(exc) else 'no message'
+        raise CheckpointMismatchError(f"{path} cannot be read as a torch checkpoint: truncated or corrupt "
+                                      f"({type(exc).__name__}: {first})") from None
+
+
+def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 'cpu') -> dict[str, torch.Tensor]:
+    """`torch.load(weights_only=True)` of a plain state dict (memory-mapped when the file format allows it)."""
+    sd = read_torch_file(path, map_location)
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointMismatchError(f"{path} is not a plain state dict of tensors (the official VAR files are)")
     return sd

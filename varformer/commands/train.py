@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,6 +13,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML recipe, e.g. configs/stage1.yaml, then optional overrides such as "
                              "train.output_dir=runs/s2 data.batch_size=8")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=argparse.SUPPRESS)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the config, data, validation set, weight files and output folder, print the "
+                             "plan (batch, steps, schedule, precision, memory per device) and stop")
+    parser.add_argument("--world-size", type=int, default=None, metavar="N",
+                        help="with --dry-run: plan for N processes (default: $WORLD_SIZE as torchrun sets it, else 1)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="with --dry-run: skip the memory estimate (tens of seconds on a CPU at full size)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a previous run in train.output_dir (its checkpoints, config.yaml, final_ema.pt "
+                             "and tb/) instead of refusing the folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
 
@@ -20,5 +31,15 @@ def run(args) -> int:
     from varformer.config import load_config
     from varformer.training.run import STAGES, run_training
     cfg = load_config(args.config[0], [*args.overrides, *args.config[1:]])
-    result = run_training(STAGES[args.stage], cfg, progress=not args.no_progress)
+    if args.world_size is not None and not args.dry_run:
+        from varformer.errors import ConfigError  # start-up: the error class only on this path
+        raise ConfigError("--world-size only plans a dry run; a real run's world size is torchrun's --nproc_per_node")
+    if args.dry_run:
+        from varformer.training.plan import plan_run  # start-up: only a dry run needs the planner
+        world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
+        if int(os.environ.get("RANK", "0")) == 0:
+            log = lambda m: print(m, flush=True)  # noqa: E731
+            print("\n".join(plan_run(STAGES[args.stage], cfg, world, args.overwrite, not args.no_memory, log)))
+        return 0
+    result = run_training(STAGES[args.stage], cfg, progress=not args.no_progress, overwrite=args.overwrite)
     return 130 if result.status == "interrupted" else 0

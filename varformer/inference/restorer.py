@@ -4,13 +4,15 @@ A ``Restorer`` maps a batch (B, 3, H, W) in [0, 1] to the same shape in [0, 1] o
 ``torch.inference_mode`` and one precision, and says what it accepts: a fixed square size (VarFormer: 256; callers
 tile larger images at native resolution, ``varformer.inference.tiling``) or any size padded to a multiple.
 
-    r = load_restorer("checkpoints/varformer_d16.pt")             # device "auto", precision "fp32"
+    r = load_restorer("checkpoints/varformer_d16.pt")             # device "auto", precision "auto"
     r = load_restorer("identity")                                  # the degraded input itself (baseline, checks)
     r = model_restorer(model, device="cuda", precision="bf16")     # a model already in memory
     y = r(x)                                                       # inputs moved to r.device; float32 out
 
-``load_restorer`` takes every weights file of this project: our checkpoints (``.pt``/``.safetensors``) and the
-official BasicSR file (converted on the fly).
+``load_restorer`` takes every weights file of this project: our checkpoints (``.pt``/``.safetensors``), a
+training checkpoint (``ckpt_*.pt``: its EMA weights) and the official BasicSR file (converted on the fly); any
+other file gets one line saying what it is and which file to use (``varformer.model.weights_files``).
+Precision ``auto`` is ``runtime.resolve_precision``'s: bf16 where the device has native bf16, else fp32.
 """
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ import torch
 from torch import nn
 
 from varformer.errors import ConfigError, WeightsNotFoundError
-from varformer.model.checkpoint_io import load_varformer
-from varformer.runtime import autocast, check_precision, resolve_device
+from varformer.model.weights_files import load_model_file
+from varformer.runtime import autocast, resolve_device, resolve_precision
 
 DEFAULT_WEIGHTS = "checkpoints/varformer_d16.pt"
 MODEL_INPUT_SIZE = 256
@@ -52,13 +54,13 @@ def identity_restorer(device: Union[str, torch.device] = "auto") -> Restorer:
     return Restorer("identity", lambda x: x, None, 1, resolve_device(device))
 
 
-def model_restorer(model: nn.Module, device: Union[str, torch.device] = "auto", precision: str = "fp32",
+def model_restorer(model: nn.Module, device: Union[str, torch.device] = "auto", precision: str = "auto",
                    name: Optional[str] = None, input_size: Optional[int] = MODEL_INPUT_SIZE) -> Restorer:
     """A restorer around a module mapping [0, 1] to [0, 1]. ``bf16``: a VarFormer first holds its bf16-eligible
     weights in bf16 (``prepare_inference``: same outputs as autocast, less memory); any module runs under bf16
-    autocast."""
-    check_precision(precision, allow_auto=False)
+    autocast. ``auto``: bf16 where the device has native bf16, else fp32."""
     dev = resolve_device(device)
+    precision = resolve_precision(precision, dev)
     model = model.to(dev).eval()
     if precision == "bf16" and hasattr(model, "prepare_inference") and model.weights_precision != "bf16":
         model.prepare_inference("bf16")
@@ -91,17 +93,17 @@ def resolve_weights(weights: Optional[str]) -> Path:
 
 
 def load_restorer(weights: Optional[str] = None, device: Union[str, torch.device] = "auto",
-                  precision: str = "fp32", compile_unet: bool = False) -> Restorer:
+                  precision: str = "auto", compile_unet: bool = False) -> Restorer:
     """``"identity"``, or a weights file (None: the default ``checkpoints/varformer_d16.pt``) as a restorer.
 
     ``compile_unet``: ``torch.compile`` the U-Net (worth it on GPUs, where it fuses the norm/activation chains; on
     a CPU the first call compiles for minutes and runs no faster: docs/precision.md)."""
-    check_precision(precision, allow_auto=False)
-    if weights == "identity":
-        return identity_restorer(device)
-    path = resolve_weights(weights)
     dev = resolve_device(device)
-    model = load_varformer(str(path))
+    precision = resolve_precision(precision, dev)
+    if weights == "identity":
+        return identity_restorer(dev)
+    path = resolve_weights(weights)
+    model = load_model_file(str(path), expect_stage=2)
     if compile_unet:
         if not hasattr(model, "compile_unet"):
             raise ConfigError(f"{path} is not a stage-2 VarFormer: there is no U-Net to compile")

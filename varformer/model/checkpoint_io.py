@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from varformer.backbone.hub import read_torch_file
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
 from varformer.model.convert import infer_official_layout, map_official, read_official
 from varformer.model.settings import STAGE_CLASSES, STAGE_DESCRIPTIONS, VarFormerSettings
@@ -87,7 +88,7 @@ def read_varformer(path: str | os.PathLike, map_location="cpu") -> Tuple[VarForm
             raise CheckpointMismatchError(f"{path} has no VarFormer config in its metadata")
         state_dict = {k: v.to(map_location) for k, v in read_safetensors_unmapped(path).items()}
         return VarFormerSettings.from_metadata(json.loads(meta["varformer_config"]), str(path)), state_dict
-    obj = torch.load(str(path), map_location=map_location, weights_only=True)
+    obj = read_torch_file(path, map_location)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if not {"config", "state_dict"} <= obj.keys():
             raise CheckpointMismatchError(f"{path}: VarFormer checkpoint without config/state_dict")

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from varformer.backbone.hub import read_torch_file
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
 
 N, R = "{n}", "{r}"
@@ -235,10 +236,7 @@ def read_official(obj, key: Optional[str] = None, map_location="cpu", source: st
                 f"official checkpoint {obj} does not exist; the released weights are `net_g_last.pth` from "
                 f"https://huggingface.co/wsy541/VarFormer")
         source = str(obj)
-        try:
-            obj = torch.load(obj, map_location=map_location, weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) torch files cannot be memory-mapped
-            obj = torch.load(obj, map_location=map_location, weights_only=True)
+        obj = read_torch_file(obj, map_location)
     if not isinstance(obj, dict):
         raise CheckpointMismatchError(f"{source}: expected a dict, got {type(obj).__name__}")
     if any(k in obj for k in ("params", "params_ema")) or key is not None:

@@ -1,8 +1,15 @@
 """Training checkpoints: atomic writes, keep-last-K, ``resume=auto`` that skips unreadable (truncated) files.
 
-A checkpoint is one ``torch.save``d dict. Frozen parameters (the VQVAE and VAR blocks: hundreds of millions of
-weights that never change) are not stored; they come from their own weight files when the model is built, and
-``load_trainable_state`` checks that exactly those were left out.
+A checkpoint is one ``torch.save``d dict of tensors, numbers and strings (the RNG states converted to tensors:
+``varformer.training.distributed.rng_state``), so it loads with ``torch.load(weights_only=True)``: no code in a
+file can run when it is read. Frozen parameters (the VQVAE and VAR blocks: hundreds of millions of weights that
+never change) are not stored; they come from their own weight files when the model is built, and
+``load_trainable_state`` checks that exactly those were left out. A checkpoint is written only after its weights
+were checked finite (``weights_finite: True``).
+
+Only complete files count: an interrupted write leaves ``ckpt_*.pt.tmp.PID``, which is never listed and is
+removed by the next run into the folder (``remove_stale_temporaries``); a truncated checkpoint is skipped by
+``resume=auto`` and not counted toward ``keep_last``.
 """
 from __future__ import annotations
 
@@ -10,14 +17,17 @@ import glob
 import os
 import re
 import warnings
+import zipfile
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from varformer.backbone.hub import read_torch_file
 from varformer.errors import CheckpointMismatchError, ConfigError
 
 CKPT_PATTERN = re.compile(r"^ckpt_(\d{8})\.pt$")
+TMP_PATTERN = re.compile(r"^ckpt_\d{8}\.pt\.tmp\.(\d+)$")
 
 
 def checkpoint_name(step: int) -> str:
@@ -51,22 +61,60 @@ def list_checkpoints(folder: str) -> List[Tuple[int, str]]:
     return sorted(found)
 
 
+def is_complete(path: str) -> bool:
+    """Whether a checkpoint file is a complete torch zip archive (its central directory, at the end of the file,
+    is read: a truncated file has none). Cheap: no tensor is read."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return bool(zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def prune_checkpoints(folder: str, keep_last: int) -> List[str]:
-    """Delete all but the newest ``keep_last`` checkpoints (``keep_last <= 0`` keeps all); returns the removed."""
+    """Delete all but the newest ``keep_last`` complete checkpoints (``keep_last <= 0`` keeps all); incomplete
+    files are not counted (and left alone: resume skips them). Returns the removed paths."""
     if keep_last <= 0:
         return []
-    old = list_checkpoints(folder)[:-keep_last]
+    complete = [(s, p) for s, p in list_checkpoints(folder) if is_complete(p)]
+    old = complete[:-keep_last]
     for _, path in old:
         os.remove(path)
     return [p for _, p in old]
 
 
-def load_checkpoint_file(path: str, map_location="cpu") -> dict:
-    # weights_only=False: the file holds RNG states (tuples, NumPy arrays) written by this trainer.
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Remove ``ckpt_*.pt.tmp.PID`` files left by writes that were interrupted (their process is gone)."""
+    removed = []
+    for path in glob.glob(os.path.join(folder, "ckpt_*.pt.tmp.*")):
+        m = TMP_PATTERN.match(os.path.basename(path))
+        if m and not pid_alive(int(m.group(1))):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def read_checkpoint(path: str, map_location="cpu", mmap: bool = False) -> dict:
+    """A training checkpoint of this project, read with ``weights_only=True``; every failure is one line.
+    ``mmap=True`` maps the tensors instead of reading them (a cheap look at ``step`` and ``config``)."""
+    ckpt = read_torch_file(path, map_location, mmap=mmap)
     if not isinstance(ckpt, dict) or "step" not in ckpt or "model" not in ckpt:
         raise CheckpointMismatchError(f"{path} is not a training checkpoint of this project (no 'step'/'model')")
     return ckpt
+
+
+def load_checkpoint_file(path: str, map_location="cpu") -> dict:
+    return read_checkpoint(path, map_location)
 
 
 def find_resume_checkpoint(resume: str, folder: str) -> Optional[Tuple[str, dict]]:
@@ -77,13 +125,12 @@ def find_resume_checkpoint(resume: str, folder: str) -> Optional[Tuple[str, dict
     if resume != "auto":
         if not os.path.isfile(resume):
             raise ConfigError(f"train.resume: checkpoint not found: {resume}")
-        return resume, load_checkpoint_file(resume)
+        return resume, read_checkpoint(resume)
     for step, path in reversed(list_checkpoints(folder)):
         try:
-            return path, load_checkpoint_file(path)
-        except Exception as e:  # a truncated zip, a torn write from another tool, a foreign file
-            warnings.warn(f"resume=auto: skipping unreadable checkpoint {path} (step {step}): "
-                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", RuntimeWarning)
+            return path, read_checkpoint(path)
+        except CheckpointMismatchError as e:  # a truncated zip, a torn write from another tool, a foreign file
+            warnings.warn(f"resume=auto: skipping unreadable checkpoint {path} (step {step}): {e}", RuntimeWarning)
     return None
 
 

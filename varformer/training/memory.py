@@ -44,8 +44,9 @@ def parameter_bytes(model: nn.Module) -> Dict[str, int]:
             "state_bytes": trainable * 4 * 5 + frozen * 4}
 
 
-def estimate_saved_activations(settings: VarFormerSettings, checkpointing: bool, formulation: str = "official"):
-    """({'fp32': bytes, 'bf16': bytes} saved for backward per 256x256 image, ``parameter_bytes``) of a stage's model
+def estimate_saved_activations(settings: VarFormerSettings, checkpointing: bool, formulation: str = "official",
+                               precisions=("fp32", "bf16")):
+    """({precision: bytes} saved for backward per 256x256 image, ``parameter_bytes``) of a stage's model
     in training mode with the recipe's freezing, counted without computing or allocating: the model is built on
     ``meta``, given uninitialised CPU storage that is never touched, and run on fake CPU tensors, so the kernels
     chosen (and what they save, e.g. flash attention's log-sum-exp rather than the attention map) and autocast are
@@ -59,7 +60,10 @@ def estimate_saved_activations(settings: VarFormerSettings, checkpointing: bool,
         enable_activation_checkpointing(model)
     with FakeTensorMode(allow_non_fake_inputs=True):
         lq = torch.empty(1, 3, 256, 256)
-        out = {"fp32": saved_activation_bytes(model, lq)}
-        with torch.autocast("cpu", torch.bfloat16):
-            out["bf16"] = saved_activation_bytes(model, lq)
+        out = {}
+        if "fp32" in precisions:
+            out["fp32"] = saved_activation_bytes(model, lq)
+        if "bf16" in precisions:
+            with torch.autocast("cpu", torch.bfloat16):
+                out["bf16"] = saved_activation_bytes(model, lq)
     return out, pb

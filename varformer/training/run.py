@@ -1,42 +1,83 @@
-"""``run_training(stage, cfg)``: what ``varformer train stage1|stage2`` and the scripts call (torchrun-ready)."""
+"""``run_training(stage, cfg)``: what ``varformer train stage1|stage2`` and the scripts call (torchrun-ready).
+
+Order: the inputs are checked (``preflight``: config numbers, training data, validation set, weight files), then
+the output folder is locked and its state decided (``run_folder``: a new run, or the same run continued), and
+only then is ``config.yaml`` written and the model built. A bad input thus stops the run in seconds with one
+line, and never leaves anything in a folder that holds another run.
+"""
 from __future__ import annotations
 
-import os
+import contextlib
 import sys
 
+from omegaconf import OmegaConf
+
+from varformer import errors
 from varformer.config import save_config, to_yaml
-from varformer.errors import ConfigError
-from varformer.training.distributed import cleanup_distributed, seed_everything, setup_distributed
+from varformer.errors import ConfigError, VarformerError
+from varformer.training.distributed import (DistInfo, broadcast_object, cleanup_distributed, seed_everything,
+                                            setup_distributed)
+from varformer.training.preflight import check_run_inputs
+from varformer.training.run_folder import FolderDecision, open_run_folder, run_lock
+from varformer.training.stages import build_task
 from varformer.training.trainer import FitResult, Trainer
-from varformer.training.stages import build_task, build_train_dataset
 
 STAGES = {"stage1": 1, "stage2": 2}
 
 
-def run_training(stage: int, cfg, progress: bool = True, print_config: bool = True) -> FitResult:
+def _decided_on_rank0(info: DistInfo, decide) -> FolderDecision:
+    """Rank 0 decides (under the lock); every rank gets the decision, or raises the same one-line error."""
+    outcome = None
+    if info.is_main:
+        try:
+            outcome = ("ok", decide())
+        except VarformerError as e:
+            outcome = ("error", type(e).__name__, str(e))
+            if not info.distributed:
+                raise
+            broadcast_object(info, outcome)
+            raise
+    outcome = broadcast_object(info, outcome)
+    if outcome[0] == "error":
+        raise getattr(errors, outcome[1], errors.RunFolderError)(outcome[2])
+    return outcome[1]
+
+
+def run_training(stage: int, cfg, progress: bool = True, print_config: bool = True,
+                 overwrite: bool = False) -> FitResult:
     if stage not in (1, 2):
         raise ConfigError(f"stage must be 1 or 2, got {stage}")
-    if cfg.model.stage != stage:
-        cfg.model.stage = stage  # the command names the stage; the config's model.stage follows it
+    cfg.model.stage = stage  # the command names the stage; the config's model.stage follows it
     info = setup_distributed(cfg.train.device)
     try:
         def announce(text: str) -> None:
             if info.is_main:
                 print(text, file=sys.stderr, flush=True)
 
+        found = check_run_inputs(cfg, stage)  # before anything is built or written
         out_dir = cfg.train.output_dir
-        if info.is_main:
-            os.makedirs(out_dir, exist_ok=True)
-            if print_config:
-                print(to_yaml(cfg), flush=True)
-            announce(f"resolved config saved to {save_config(cfg, out_dir)}")
-        seed_everything(cfg.train.seed, info.rank)  # official: 114514 + rank
-        task = build_task(cfg, stage, announce)
-        dataset = build_train_dataset(cfg, stage)
-        announce(f"training data: {len(dataset)} samples per nominal epoch under {cfg.data.root}")
-        trainer = Trainer(task, dataset, cfg.train, cfg.data, info, out_dir, config_yaml=to_yaml(cfg),
-                          progress=progress)
-        result = trainer.fit()
+        with contextlib.ExitStack() as stack:
+            if info.is_main:
+                for note in stack.enter_context(run_lock(out_dir)):
+                    announce(note)
+            decision = _decided_on_rank0(info, lambda: open_run_folder(out_dir, cfg, overwrite))
+            for note in found.notes + decision.notes:
+                announce(f"note: {note}")
+            if info.is_main:
+                if print_config:
+                    print(to_yaml(cfg), flush=True)
+                announce(f"resolved config saved to {save_config(cfg, out_dir)}")
+            if decision.resume_path:
+                announce(f"resuming {out_dir} from {decision.resume_path} at step {decision.resume_step}")
+            seed_everything(cfg.train.seed, info.rank)  # official: 114514 + rank
+            task = build_task(cfg, stage, announce)
+            announce(f"training data: {len(found.dataset)} samples per nominal epoch under {cfg.data.root}")
+            train_cfg = OmegaConf.merge(cfg.train, {"resume": decision.resume_path or "none"})
+            trainer = Trainer(task, found.dataset, train_cfg, cfg.data, info, out_dir, config_yaml=to_yaml(cfg),
+                              progress=progress)
+            for note in trainer.batch.notes(stage):
+                announce(f"note: {note}")
+            result = trainer.fit()
         announce(f"stage {stage}: {result.status} at step {result.step}; last checkpoint {result.checkpoint}")
         return result
     finally:

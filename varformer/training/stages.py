@@ -25,6 +25,7 @@ from varformer.data.resize import resize_bilinear
 from varformer.metrics import psnr, ssim
 from varformer.model import VarFormerSettings, build_varformer, read_varformer, save_varformer
 from varformer.model.strict_load import load_weights
+from varformer.model.weights_files import inspect_weights
 from varformer.training.activation_checkpointing import enable_activation_checkpointing
 from varformer.training.losses import VarFormerLoss
 from varformer.training.trainer import StepOutput, TrainTask
@@ -72,20 +73,19 @@ def freeze_for(model: nn.Module, stage: int, formulation: str) -> None:
 
 def _stage1_state(path: str) -> Dict[str, torch.Tensor]:
     """Stage-1 weights from a training checkpoint of ours (its EMA, as the official code uses ``params_ema``) or
-    from a saved stage-1 model file."""
+    from a saved stage-1 model file (both read with ``weights_only=True``)."""
     if not os.path.isfile(path):
         raise WeightsNotFoundError(f"model.stage1_weights: {path} does not exist (a stage-1 run's ckpt_*.pt or "
                                    "final_ema.pt)")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, dict) and "ema" in obj and "model" in obj:
-        sd = dict(obj["model"])
-        sd.update(obj["ema"])
+    info = inspect_weights(path)
+    if info.kind == "training" and info.stage == 1:
+        sd = dict(info.content["model"])
+        sd.update(info.content["ema"])
         return sd
-    settings, sd = read_varformer(path)
-    if settings.stage != 1:
-        raise CheckpointMismatchError(f"model.stage1_weights: {path} is a stage-{settings.stage} checkpoint, "
-                                      "not a stage-1 one")
-    return sd
+    if info.kind != "model" or info.stage != 1:
+        raise CheckpointMismatchError(f"model.stage1_weights: {path} is {info.describe()}, not a stage-1 run's "
+                                      "final_ema.pt or ckpt_*.pt")
+    return read_varformer(path)[1]
 
 
 def load_stage1_into_stage2(model: nn.Module, path: str, include_backbone: bool = False) -> int:
@@ -232,6 +232,7 @@ def build_val_pairs(cfg) -> List[Dict[str, torch.Tensor]]:
 
 
 def build_task(cfg, stage: int, announce=print) -> VarFormerTask:
+    val_pairs = build_val_pairs(cfg)  # images read before the model is built: a bad file stops the run early
     model = build_model(cfg, stage, announce)
     freeze_for(model, stage, cfg.train.loss.formulation)
     if cfg.train.grad_checkpointing:
@@ -240,6 +241,6 @@ def build_task(cfg, stage: int, announce=print) -> VarFormerTask:
     loss = VarFormerLoss.from_config(cfg.train.loss, stage, announce)
     announce(f"stage {stage} losses ({cfg.train.loss.formulation}): "
              + " + ".join(f"{w:g} x {k}" for k, w in loss.weights.items()))
-    return VarFormerTask(model, loss, stage, build_val_pairs(cfg), val_batch=cfg.eval.batch_size,
+    return VarFormerTask(model, loss, stage, val_pairs, val_batch=cfg.eval.batch_size,
                          random_backbone=bool(cfg.model.random_init_backbone and not cfg.model.weights),
                          input_weight_lr_scale=cfg.demo.input_weight_lr_scale)

@@ -1,5 +1,5 @@
-"""The trainer both stages share: optimisation, bf16 autocast, EMA, checkpoints and exact resume, DDP, logging,
-validation, NaN/inf stop and Ctrl-C handling. What differs per stage (model part, parameter groups, losses,
+"""The trainer both stages share: optimisation, bf16 autocast, gradient accumulation, EMA, checkpoints and exact
+resume, DDP, logging, validation, NaN/inf stop and Ctrl-C handling. What differs per stage (model part, parameter groups, losses,
 validation, export) is a ``TrainTask`` (``varformer.training.stages``); the trainer knows nothing of VarFormer.
 
 Hot-loop discipline: nothing reads a device value back to the host except at log / save / validation steps;
@@ -8,6 +8,15 @@ running loss sums and the non-finite flag stay on the device between them.
 Resume: a checkpoint records the step and how many samples this process has consumed; the endless sampler
 (``varformer.training.sampling``) restarts exactly there, and the RNG states of every rank are restored, so a
 resumed run is bit-identical to an uninterrupted one (same world size).
+
+Batch: ``varformer.training.batching.plan_batches`` turns ``train.global_batch_size`` into micro-batches of at
+most ``data.batch_size`` and an accumulation count; the update follows the last micro-batch of a step, and under
+DDP gradients are all-reduced only then (``no_sync`` on the others). Checkpoints fall on step boundaries, so the
+samples consumed stay exact.
+
+Non-finite values: the loss is checked at log, validation and save steps; the weights and their EMA are checked
+before every checkpoint is written, so a checkpoint never holds NaN/inf (an update can make them non-finite
+although the loss that produced it was finite).
 """
 from __future__ import annotations
 
@@ -25,12 +34,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import Dataset
 
 from varformer.errors import CheckpointMismatchError, ConfigError, VarformerError
-from varformer.runtime import autocast, check_precision
+from varformer.runtime import autocast, resolve_precision
 from varformer.training import checkpoint as ckpt_io
+from varformer.training.batching import plan_batches
 from varformer.training.distributed import (DistInfo, any_rank, barrier, gather_objects, rng_state, seed_everything,
                                             set_rng_state)
 from varformer.training.ema import ModelEMA
 from varformer.training.logging import TrainLogger, mean_over_interval
+from varformer.training.preflight import check_train_settings
 from varformer.training.sampling import build_loader
 
 
@@ -149,8 +160,9 @@ class Trainer:
         self.dataset, self.collate_fn = dataset, collate_fn
         self.task = task.to(info.device)
         self.model = self.task.model
-        self.precision = check_precision(cfg_train.precision, allow_auto=False)
-        self._check_cfg()
+        check_train_settings(cfg_train, data_cfg)
+        self.precision = resolve_precision(cfg_train.precision, info.device)
+        self.batch = plan_batches(cfg_train.global_batch_size, data_cfg.batch_size, info.world_size)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         stray = [n for n, p in self.task.named_parameters() if p.requires_grad and not n.startswith("model.")]
         if stray:
@@ -159,9 +171,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(cfg_train.milestones),
                                                               gamma=cfg_train.gamma)
         share = len(dataset) // info.world_size
-        if data_cfg.batch_size > share:
-            raise ConfigError(f"data.batch_size={data_cfg.batch_size} is larger than this process's share of the "
-                              f"dataset ({share} samples): every batch would repeat samples")
+        if self.batch.micro_batch > share:
+            raise ConfigError(f"a micro-batch of {self.batch.micro_batch} (data.batch_size) is larger than this "
+                              f"process's share of the dataset ({share} samples): every batch would repeat samples")
         self.step_module = self._wrap_ddp() if info.distributed else self.task
         # After DDP: its constructor broadcasts rank 0's weights, which the EMA must start from on every rank.
         self.ema = ModelEMA(self.model, cfg_train.ema_decay)
@@ -182,18 +194,6 @@ class Trainer:
                 else {"broadcast_buffers": False})
         return DDP(self.task, device_ids=ids, **sync, find_unused_parameters=self.cfg.find_unused_parameters)
 
-    def _check_cfg(self) -> None:
-        c = self.cfg
-        for key in ("total_iters", "log_every", "save_every", "val_every", "image_every"):
-            if getattr(c, key) < 0:
-                raise ConfigError(f"train.{key} must be >= 0, got {getattr(c, key)}")
-        if c.total_iters == 0:
-            raise ConfigError("train.total_iters must be > 0")
-        if c.log_every == 0:
-            raise ConfigError("train.log_every must be > 0")
-        if self.data_cfg.batch_size < 1:
-            raise ConfigError(f"data.batch_size must be >= 1, got {self.data_cfg.batch_size}")
-
     def _every(self, n: int) -> bool:
         return n > 0 and self.step % n == 0
 
@@ -208,9 +208,13 @@ class Trainer:
             "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "param_groups": self._group_names(), "scheduler": self.scheduler.state_dict(),
             "rng": rngs, "world_size": self.info.world_size, "config": self.config_yaml,
+            "batch": {"per_process": self.batch.per_process, "micro_batch": self.batch.micro_batch,
+                      "accumulation": self.batch.accumulation},
+            "weights_finite": True,  # written only after _check_weights
         }
 
     def save(self) -> Optional[str]:
+        self._check_weights()
         rngs = gather_objects(self.info, rng_state())  # collective: every rank's generators
         samples = gather_objects(self.info, self.samples_seen)
         path = None
@@ -243,10 +247,10 @@ class Trainer:
         if ck.get("world_size") == self.info.world_size and len(rngs) == self.info.world_size:
             set_rng_state(rngs[self.info.rank])
             self.samples_seen = (int(samples[self.info.rank]) if len(samples) == self.info.world_size
-                                 else self.step * self.data_cfg.batch_size)
+                                 else self.step * self.batch.per_process)
         else:
             seed_everything(self.cfg.seed + self.step, self.info.rank)
-            self.samples_seen = self.step * self.data_cfg.batch_size
+            self.samples_seen = self.step * self.batch.per_process
             self._log(f"resume: checkpoint written by {ck.get('world_size')} processes, now {self.info.world_size}: "
                       "random streams re-seeded and data re-sharded (not bit-identical to an uninterrupted run)")
         self.last_checkpoint = path
@@ -262,7 +266,7 @@ class Trainer:
                 print(text, flush=True)
 
     def _batches(self) -> Iterator:
-        loader = build_loader(self.dataset, self.data_cfg.batch_size, num_workers=self.data_cfg.num_workers,
+        loader = build_loader(self.dataset, self.batch.micro_batch, num_workers=self.data_cfg.num_workers,
                               pin_memory=bool(self.data_cfg.pin_memory and self.info.device.type == "cuda"),
                               persistent_workers=bool(self.data_cfg.persistent_workers),
                               seed=self.cfg.seed, rank=self.info.rank, world_size=self.info.world_size,
@@ -300,34 +304,61 @@ class Trainer:
         s = int(w.first_bad.item()) if local_bad else -1
         reports = gather_objects(self.info, (s, w.names.get(s, [])))
         lines = [f"rank {r}: step {st}, files {names}" for r, (st, names) in enumerate(reports) if st >= 0]
-        last = self.last_checkpoint or "none written yet"
         raise TrainingDivergedError(
             "loss became NaN/inf; training stopped without saving. " + "; ".join(lines)
-            + f". Last good checkpoint: {last}")
+            + f". {self._last_good()}")
 
-    def _train_step(self, batch, w: _Window) -> StepOutput:
-        """Forward, backward and update on one batch; the loss terms join the window's device-side sums."""
-        names = self.task.batch_names(batch)
-        bsz = self.task.batch_size(batch)
-        batch = self.task.move_batch(batch, self.info.device)
-        with autocast(self.info.device, self.precision):
-            out: StepOutput = self.step_module(batch)
+    def _last_good(self) -> str:
+        if self.last_checkpoint is None:
+            return "No checkpoint was written by this run"
+        return f"Last good checkpoint: {self.last_checkpoint} (its weights were checked finite when it was written)"
+
+    def _check_weights(self) -> None:
+        """Raise before a checkpoint is written if a weight or its EMA is NaN/inf (an update can overflow although
+        the loss that produced it was finite)."""
+        tensors = [p.detach() for p in self.trainable] + list(self.ema.shadow)
+        finite = torch.stack([t.isfinite().all() for t in tensors]).all() if tensors else torch.ones((), dtype=bool)
+        if not any_rank(self.info, not bool(finite)):
+            return
+        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        bad = [n for n, p in zip(names, self.trainable) if not p.detach().isfinite().all()]
+        count = sum(int((~p.detach().isfinite()).sum()) for p in self.trainable)
+        raise TrainingDivergedError(
+            f"weights became NaN/inf by step {self.step} ({count:,} values in {len(bad)} tensors, e.g. "
+            f"{(bad or ['the EMA'])[0]}) although the loss was finite: an update blew up (lower train.lr, or set "
+            f"train.grad_clip); training stopped without saving. {self._last_good()}")
+
+    def _train_step(self, batches: Iterator, w: _Window) -> StepOutput:
+        """One optimiser step: forward and backward on ``accumulation`` micro-batches (DDP all-reduces the
+        gradients after the last one only), then the update; the loss terms join the window's device-side sums."""
+        accumulation = self.batch.accumulation
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        names: List[str] = []
+        for i in range(accumulation):
+            batch = next(batches)
+            names += self.task.batch_names(batch)
+            w.images += self.task.batch_size(batch) * self.info.world_size
+            batch = self.task.move_batch(batch, self.info.device)
+            sync = (self.step_module.no_sync() if self.info.distributed and i < accumulation - 1
+                    else contextlib.nullcontext())
+            with sync:
+                with autocast(self.info.device, self.precision):
+                    out: StepOutput = self.step_module(batch)
+                (out.loss / accumulation if accumulation > 1 else out.loss).backward()
+            finite = torch.isfinite(out.loss.detach())
+            w.first_bad = torch.where(~finite & (w.first_bad < 0), torch.full_like(w.first_bad, self.step + 1),
+                                      w.first_bad)
+            w.bad |= ~finite
+            for k, v in out.terms.items():  # the step's value of a term: the mean over its micro-batches
+                v = v.detach().float() / accumulation
+                w.sums[k] = w.sums[k] + v if k in w.sums else v.clone()
         self.step += 1
+        w.names[self.step] = names
         self._grad_norm = self._clip_or_measure_grads()
         self.optimizer.step()
         self.scheduler.step()
         self.ema.update(self.model)
-        finite = torch.isfinite(out.loss.detach())
-        w.first_bad = torch.where(~finite & (w.first_bad < 0), torch.full_like(w.first_bad, self.step), w.first_bad)
-        w.bad |= ~finite
-        w.names[self.step] = names
-        for k, v in out.terms.items():
-            v = v.detach().float()
-            w.sums[k] = w.sums[k] + v if k in w.sums else v.clone()
         w.steps += 1
-        w.images += bsz * self.info.world_size
         return out
 
     def _clip_or_measure_grads(self) -> Optional[torch.Tensor]:
@@ -366,11 +397,17 @@ class Trainer:
         self.logger.scalars(values, self.step)
         self.logger.postfix({"loss": values.get("loss/total", float("nan")), "lr": values["lr"],
                              "img/s": round(values["speed/images_per_s"], 2)})
-        if not self.progress:  # no bar: one log line per log step instead
+        if not self.progress:  # no bar: one log line per log step instead, with the time left at this pace
             self._log(f"step {self.step}/{self.cfg.total_iters} " + " ".join(
-                f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items() if k != "memory/max_allocated_gib"))
+                f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items() if k != "memory/max_allocated_gib")
+                + f" eta {self._eta()}")
         self.history.append({"step": self.step, **values})
         w.reset_sums()
+
+    def _eta(self) -> str:
+        done = self.step - self._first_step
+        left = (time.monotonic() - self._t_fit) / max(done, 1) * (self.cfg.total_iters - self.step)
+        return time.strftime("%H:%M:%S", time.gmtime(left)) if left < 86400 else f"{left / 86400:.1f} days"
 
     def _after_step(self, out: StepOutput, w: _Window, t_start: float) -> bool:
         """Logging, image grids, validation and checkpoints due after this step; returns whether to stop."""
@@ -405,7 +442,8 @@ class Trainer:
         n_train = sum(p.numel() for p in self.trainable)
         n_all = sum(p.numel() for p in self.model.parameters())
         self._log(f"training {n_train:,} of {n_all:,} parameters ({n_all - n_train:,} frozen) on "
-                  f"{self.info.world_size} process(es), device {self.info.device}, precision {self.precision}")
+                  f"{self.info.world_size} process(es), device {self.info.device}, precision {self.precision}; "
+                  f"{self.batch.describe()}")
 
     def _finish(self, status: str, w: _Window) -> None:
         """After the last step: a final checkpoint and validation unless the last step already made them."""
@@ -421,7 +459,8 @@ class Trainer:
         self._start()
         w = _Window.on(self.info.device)
         self._status, self._grad_norm = "finished", None
-        t_start = time.monotonic()
+        t_start = self._t_fit = time.monotonic()
+        self._first_step = self.step
         self.task.train()
         with self._sigint_handler():
             try:
@@ -429,7 +468,7 @@ class Trainer:
                     self.validate()
                 batches = self._batches()
                 while self.step < self.cfg.total_iters:
-                    out = self._train_step(next(batches), w)
+                    out = self._train_step(batches, w)
                     self.logger.advance()
                     if self._after_step(out, w, t_start):
                         if self._status != "time_limit":

@@ -1,0 +1,108 @@
+"""``varformer train stage1|stage2 --config ... --dry-run``: everything a run checks and decides before it trains,
+printed as a plan, without building the model or reading a tensor of the big weight files.
+
+It runs the same checks as a real start (``preflight``: config numbers, training data, validation set, weight
+files; ``run_folder``: lock, used folder, matching resume) and then reports the batch plan, the schedule, the
+precision this machine's device resolves to and the memory a step needs per device (activations counted on fake
+tensors by ``memory.estimate_saved_activations``: no compute, no allocation, but tens of seconds of tracing on a
+CPU for the full-size model; ``--no-memory`` skips it).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, List, Optional
+
+import torch
+
+from varformer.errors import RunFolderError
+from varformer.model.settings import VarFormerSettings
+from varformer.runtime import device_name, native_bf16, resolve_device, resolve_precision
+from varformer.training.batching import BatchPlan, plan_batches
+from varformer.training.memory import estimate_saved_activations
+from varformer.training.preflight import Preflight, check_run_inputs
+from varformer.training.run_folder import lock_owner, open_run_folder
+
+GIB = 2 ** 30
+
+
+def describe_schedule(t) -> str:
+    """``Adam lr 1e-4 (betas 0.9, 0.99), x0.5 at 400,000 -> 5e-05, ...; EMA 0.998``."""
+    lr, parts = t.lr, []
+    for m in sorted(t.milestones):
+        lr *= t.gamma
+        parts.append(f"x{t.gamma:g} at step {m:,} -> {lr:.3g}" + (" (after the last step)" if m >= t.total_iters
+                                                                    else ""))
+    steps = ", ".join(parts) if parts else "constant"
+    return (f"Adam lr {t.lr:g} (betas {', '.join(f'{b:g}' for b in t.betas)}, weight decay {t.weight_decay:g}); "
+            f"{steps}; EMA decay {t.ema_decay:g}" + (f"; gradient clipping at {t.grad_clip:g}" if t.grad_clip else ""))
+
+
+def describe_validation(cfg, found: Preflight) -> str:
+    t = cfg.train
+    if not found.validation:
+        return "none (train.val_every=0)" if t.val_every <= 0 else "none (train.val_images=0)"
+    when = (["at the start"] if t.val_at_start else []) + [f"every {t.val_every:,} steps", "at the end"]
+    sets = ", ".join(f"{name} ({n} images)" for name, n in found.validation)
+    return (f"{sets} under {cfg.eval.root}, EMA weights, batch {cfg.eval.batch_size}, LQ and GT resized to 256x256, "
+            f"PSNR/SSIM on RGB with a 4-pixel crop; {', '.join(when)}")
+
+
+def estimate_memory(cfg, stage: int, batch: BatchPlan, precision: str, device: torch.device) -> str:
+    """Bytes a training step holds per device: weights, gradients, Adam and EMA states, plus the activations of
+    one micro-batch saved for backward (the frozen VGG19 and the data loader's buffers are not counted)."""
+    settings = VarFormerSettings.from_config(cfg.model).replace(stage=stage)
+    t0 = time.perf_counter()
+    per_image, pb = estimate_saved_activations(settings, cfg.train.grad_checkpointing, cfg.train.loss.formulation,
+                                               precisions=(precision,))
+    total = pb["state_bytes"] + batch.micro_batch * per_image[precision]
+    text = (f"~{total / GIB:.1f} GiB per device = {pb['state_bytes'] / GIB:.1f} GiB weights/gradients/Adam/EMA "
+            f"({pb['trainable_params'] / 1e6:.1f} M trainable, {pb['frozen_params'] / 1e6:.1f} M frozen) + "
+            f"{batch.micro_batch} x {per_image[precision] / GIB:.2f} GiB activations per image ({precision}, "
+            f"activation checkpointing {'on' if cfg.train.grad_checkpointing else 'off'}; counted in "
+            f"{time.perf_counter() - t0:.0f} s)")
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if total > 0.9 * have:
+        text += (f"; MORE than this machine's {have / GIB:.0f} GiB ({device_name(device)}): lower data.batch_size "
+                 "(with train.global_batch_size set, gradient accumulation keeps the global batch) or set "
+                 "train.grad_checkpointing=true")
+    return text
+
+
+def plan_run(stage: int, cfg, world_size: int = 1, overwrite: bool = False, memory: bool = True,
+             log: Optional[Callable[[str], None]] = None) -> List[str]:
+    """The checks of a real start and the plan, as lines; raises the one-line error a real start would raise."""
+    cfg.model.stage = stage
+    found = check_run_inputs(cfg, stage)
+    t = cfg.train
+    device = resolve_device(t.device)
+    precision = resolve_precision(t.precision, device)
+    batch = plan_batches(t.global_batch_size, cfg.data.batch_size, world_size)
+    owner = lock_owner(t.output_dir) if os.path.isdir(t.output_dir) else None
+    if owner is not None:
+        raise RunFolderError(f"{t.output_dir} is in use by another training run ({owner})")
+    decision = open_run_folder(t.output_dir, cfg, overwrite=overwrite, dry_run=True)
+    steps_left = t.total_iters - decision.resume_step
+    lines = [
+        f"stage {stage} dry run: every check passed; nothing was built or trained",
+        f"training data: {len(found.dataset):,} samples per nominal epoch under {cfg.data.root}"
+        + (f" (tasks: {', '.join(cfg.data.tasks)})" if stage == 2 else ""),
+        f"validation: {describe_validation(cfg, found)}",
+        *[f"weights: {w}" for w in found.weights],
+        f"output folder: {decision.describe()}",
+        f"batch: {batch.describe()}",
+        f"steps: {t.total_iters:,} ({steps_left:,} to go), {steps_left * batch.global_batch:,} images; "
+        f"checkpoint every {t.save_every:,} steps (last {t.keep_last} kept)",
+        f"schedule: {describe_schedule(t)}",
+        f"precision: {precision} on this machine's {device} ({device_name(device)}; train.precision={t.precision}, "
+        f"native bf16: {'yes' if native_bf16(device) else 'no'})",
+    ]
+    if memory:
+        if log:
+            log("estimating the memory of a training step on fake tensors (--no-memory skips it) ...")
+        lines.append(f"memory: {estimate_memory(cfg, stage, batch, precision, device)}")
+    notes = batch.notes(stage) + found.notes + decision.notes
+    return lines + [f"note: {n}" for n in notes]
