@@ -147,7 +147,7 @@ def test_restore_folder_with_a_small_varformer_checkpoint(tmp_path):
     Image.fromarray(_rgb(256, 300, 1)[..., 0]).save(d / "gray_wide.png")   # grayscale, two tiles
     (d / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     out = tmp_path / "out"
-    restorer = load_restorer(str(ckpt), device="cpu")
+    restorer = load_restorer(str(ckpt), device="cpu", precision="fp32")
     calls = []
 
     def counted(x):
@@ -179,7 +179,7 @@ def test_bf16_restorer_holds_bf16_weights(tmp_path):
     assert r.precision == "bf16" and r.model.weights_precision == "bf16"
     assert r.model.unet_decoder.conv_out.weight.dtype == torch.bfloat16
     assert r.model.vae.quant_conv.weight.dtype == torch.float32
-    assert load_restorer(str(ckpt), device="cpu").model.weights_precision == "fp32"
+    assert load_restorer(str(ckpt), device="cpu", precision="fp32").model.weights_precision == "fp32"
 
 
 def test_compile_option_compiles_the_unet_in_place(tmp_path):
@@ -194,8 +194,59 @@ def test_compile_option_compiles_the_unet_in_place(tmp_path):
     keys = list(model.state_dict())
     ckpt = tmp_path / "small.safetensors"
     save_varformer(ckpt, model)
-    r = load_restorer(str(ckpt), device="cpu", compile_unet=True)
+    r = load_restorer(str(ckpt), device="cpu", precision="fp32", compile_unet=True)
     assert list(r.model.state_dict()) == keys
     assert r.model.unet_encoder._compiled_call_impl is not None
     assert r.model.unet_decoder._compiled_call_impl is not None
     assert r.model.vae.encoder._compiled_call_impl is None
+
+
+def test_output_must_be_a_writable_folder_of_its_own(tmp_path, capsys):
+    """Checked before a model is loaded: a file name, an input folder, a folder that cannot be written."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i in range(2):
+        Image.fromarray(_rgb(16, 16, i)).save(d / f"{i}.jpg")
+    (tmp_path / "a_file").write_text("x")
+    cases = [(str(tmp_path / "result.png"), "names a file; -o takes a folder"),
+             (str(d), "is a folder the inputs come from"),
+             (str(tmp_path / "a_file" / "out"), "cannot write into the output folder")]
+    for out, expect in cases:
+        # weights that do not exist: the output is refused before the model would be looked for
+        assert main(["restore", str(d), "-o", out, "--weights", str(tmp_path / "none.pt"), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expect in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "result.png").exists() and sorted(p.name for p in d.iterdir()) == ["0.jpg", "1.jpg"]
+
+
+def test_replacing_an_existing_output_is_noted(tmp_path):
+    d, out = tmp_path / "in", tmp_path / "out"
+    d.mkdir()
+    out.mkdir()
+    Image.fromarray(_rgb(16, 16, 0)).save(d / "a.png")
+    Image.fromarray(_rgb(9, 9, 1)).save(out / "a.png")  # another picture of the same name
+    logs = []
+    rep = restore_paths([str(d)], str(out), identity_restorer("cpu"), tile=64, overlap=8, progress=False,
+                        log=logs.append)
+    assert rep.written == [out / "a.png"] and np.asarray(Image.open(out / "a.png")).shape == (16, 16, 3)
+    assert any("a.png existed and is replaced" in m and "--skip-existing" in m for m in logs)
+
+
+def test_ctrl_c_says_interrupted(tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(_rgb(64, 64, i)).save(d / f"{i}.png")
+    calls = []
+
+    def interrupted(x):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return x
+
+    logs = []
+    with pytest.raises(KeyboardInterrupt):
+        restore_paths([str(d)], str(tmp_path / "out"), interrupted, tile=64, overlap=8, batch_size=1,
+                      progress=False, log=logs.append)
+    assert logs[-1].startswith("restore interrupted after 1 output(s)") and "error" not in logs[-1]

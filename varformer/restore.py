@@ -6,7 +6,9 @@ come out upright), restored with overlapping, window-blended tiles (``varformer.
 images share batches) and written as an 8-bit PNG with the input's name (``photo.jpg`` -> ``OUT/photo.png``).
 Each output is written atomically (temporary file, then rename) as soon as its last tile is done, so an
 interrupted run leaves only complete files and ``--skip-existing`` resumes it. Unreadable files are reported
-and skipped; the run goes on.
+and skipped; the run goes on. Before anything is restored (``plan_restore``) the inputs are listed and the output
+checked: a folder (not ``-o result.png``), not one the inputs come from, writable; an existing output of the same
+name is replaced with a note.
 
 The restorer is a ``varformer.inference.Restorer`` (``load_restorer``: any VarFormer weights file, or
 ``identity`` for a pipeline check without a model).
@@ -93,6 +95,35 @@ def plan_jobs(sources: Sequence[Path], out_dir: Path) -> Tuple[List[Job], List[s
     return jobs, notes
 
 
+def check_output_folder(out_dir: Path, sources: Sequence[Path]) -> None:
+    """Refuse an output that is not a writable folder of its own, before anything is restored: a file name
+    (``-o result.png``), a folder that holds inputs (the next run would restore its own outputs), a folder that
+    cannot be created or written."""
+    out_dir = Path(out_dir)
+    if out_dir.is_file() or (not out_dir.exists() and out_dir.suffix.lower() in IMAGE_EXTENSIONS):
+        raise DataError(f"-o {out_dir} names a file; -o takes a folder (outputs keep the input names: "
+                        f"photo.jpg -> OUT/photo.png), e.g. -o {out_dir.parent / 'restored'}")
+    parents = {s.resolve().parent for s in sources}
+    if out_dir.resolve() in parents:
+        raise DataError(f"-o {out_dir} is a folder the inputs come from: the outputs would join the inputs (and the "
+                        f"next run over that folder would restore them again); choose another output folder")
+    probe = out_dir / f".varformer-write-test.{os.getpid()}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise DataError(f"cannot write into the output folder {out_dir}: {e.strerror or e}") from None
+
+
+def plan_restore(inputs: Sequence[str], out_dir: str) -> Tuple[List[Job], List[str]]:
+    """Inputs, output names and the output folder checked: what ``varformer restore`` does before it loads a
+    model."""
+    sources = collect_inputs(inputs)
+    check_output_folder(Path(out_dir), sources)
+    return plan_jobs(sources, Path(out_dir))
+
+
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -159,12 +190,15 @@ def restore_paths(inputs: Sequence[str], out_dir: str, restorer: Restorer, *,
         raise VarformerError(f"--batch must be >= 1, got {batch_size}")
     device = device or getattr(restorer, "device", torch.device("cpu"))
     report = RestoreReport()
-    jobs, report.notes = plan_jobs(collect_inputs(inputs), Path(out_dir))
+    jobs, report.notes = plan_restore(inputs, out_dir)
     todo: List[Tuple[Job, int]] = []
     for j in jobs:
-        if skip_existing and j.out.exists():
-            report.skipped.append(j.out)
-            continue
+        if j.out.exists():
+            if skip_existing:
+                report.skipped.append(j.out)
+                continue
+            report.notes.append(f"{j.out} existed and is replaced by the restored {j.src.name} (--skip-existing "
+                                "keeps existing outputs)")
         try:
             h, w = image_size(str(j.src))
         except DataError as e:
@@ -194,8 +228,9 @@ def restore_paths(inputs: Sequence[str], out_dir: str, restorer: Restorer, *,
                 report.failed.append((j.src, f"cannot write {j.out}: {e}"))
                 continue
             report.written.append(j.out)
-    except BaseException:
-        log(f"restore stopped by an error after {len(report.written)} output(s) were written completely; "
+    except BaseException as e:
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else "stopped by an error"
+        log(f"restore {why} after {len(report.written)} output(s) were written completely; "
             f"rerun with --skip-existing to continue")
         raise
     finally:

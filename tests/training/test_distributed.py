@@ -3,6 +3,7 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 from varformer.training.distributed import cleanup_distributed, seed_everything, setup_distributed
 from varformer.training.trainer import Trainer
@@ -22,13 +23,25 @@ def _worker(rank: int, world: int, port: int, out_dir: str):
     torch.set_num_threads(1)
     info = setup_distributed("cpu")
     try:
-        cfg = tiny_config(out_dir, total_iters=4, save_every=2, log_every=2)
+        # global batch 4 on 2 processes with micro-batches of 1: two accumulated micro-batches per step, the
+        # gradients all-reduced after the second only (no_sync on the first)
+        cfg = tiny_config(out_dir, total_iters=4, save_every=2, log_every=2, global_batch_size=4)
+        cfg.data.batch_size = 1
         seed_everything(cfg.train.seed, info.rank)  # different init per rank: DDP must broadcast rank 0's
         task = TinyTask()
         t = Trainer(task, TinyPairs(), cfg.train, cfg.data, info, out_dir, progress=False)
         bucketed = sum(p.numel() for p in t.step_module.parameters() if p.requires_grad)
+        reduced = []
+
+        def counting_allreduce(state, bucket):
+            reduced.append(1)
+            return allreduce_hook(state, bucket)
+
+        t.step_module.register_comm_hook(None, counting_allreduce)
         res = t.fit()
+        assert (t.batch.per_process, t.batch.accumulation) == (2, 2)
         torch.save({"state": t.model.state_dict(), "ema": t.ema.state_dict(), "bucketed": bucketed,
+                    "samples": t.samples_seen, "allreduces": len(reduced),
                     "ddp_params": t.step_module._get_ddp_logging_data().get("total_parameter_size_bytes"),
                     "status": res.status}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -40,6 +53,8 @@ def test_two_process_gloo_ranks_end_identical(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
     r0, r1 = (torch.load(os.path.join(out, f"rank{r}.pt"), weights_only=False) for r in (0, 1))
     assert r0["status"] == r1["status"] == "finished"
+    assert r0["samples"] == r1["samples"] == 4 * 2  # 4 steps x 2 images per process
+    assert r0["allreduces"] == 4  # one gradient all-reduce per step (one bucket), not one per micro-batch
     for k in r0["state"]:
         assert torch.equal(r0["state"][k], r1["state"][k]), k
     for k in r0["ema"]:

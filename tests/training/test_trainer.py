@@ -197,3 +197,33 @@ def test_resume_refuses_other_parameter_groups(tmp_path):
     again = _trainer(tiny_config(tmp_path, total_iters=4, save_every=2), task=TwoGroupTask(5.0))
     with pytest.raises(CheckpointMismatchError, match=r"parameter groups \['model'\], this run has \['model', 'bias'\]"):
         again.fit()
+
+
+class BlowUpTask(TinyTask):
+    """At one step the loss stays finite but its gradient is NaN (0 x d sqrt(x)/dx at x = 0): the update, not the
+    loss, makes the weights non-finite, as a too-large learning rate does."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        if self.calls == self.at:
+            w = self.model.head[0].weight
+            out.loss = out.loss + 0.0 * torch.sqrt(w - w.detach()).sum()
+        return out
+
+
+def test_non_finite_weights_are_caught_before_a_checkpoint_is_written(tmp_path):
+    t = _trainer(tiny_config(tmp_path, total_iters=6, save_every=1, log_every=4), task=BlowUpTask(at=2))
+    with pytest.raises(TrainingDivergedError) as e:
+        t.fit()
+    msg = str(e.value)
+    good = os.path.join(tmp_path, ckpt_io.checkpoint_name(1))
+    assert "weights became NaN/inf by step 2" in msg and "although the loss was finite" in msg
+    assert f"Last good checkpoint: {good} (its weights were checked finite" in msg
+    assert [s for s, _ in ckpt_io.list_checkpoints(str(tmp_path))] == [1]
+    ck = torch.load(good, weights_only=True)
+    assert ck["weights_finite"] is True
+    assert all(torch.isfinite(v).all() for part in ("model", "ema") for v in ck[part].values())

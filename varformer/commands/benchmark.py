@@ -39,9 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--weights", default=None, metavar="PATH",
                    help="a VarFormer checkpoint (default: random weights, which do not change timings)")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    m.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
-                   help="bf16 runs as restore runs it: a copy of the model with its bf16-eligible weights held in "
-                        "bf16 and its convolutions channels-last; fp32 and the reference use the float32 model")
+    m.add_argument("--precision", nargs="+", choices=["auto", "fp32", "bf16"], default=["fp32", "auto"],
+                   help="default: fp32 and auto (the precision restore picks: bf16 where the device computes it "
+                        "natively, else fp32 again); bf16 runs as restore runs it: a copy of the model with its "
+                        "bf16-eligible weights held in bf16 and its convolutions channels-last; fp32 and the "
+                        "reference use the float32 model")
     m.add_argument("--bf16-transformer", action="store_true",
                    help="with bf16: also run the VAR scale loop in bf16 (the model keeps it fp32 by default)")
     m.add_argument("--batch", type=int, default=4, help="batch for the throughput measurement (1: skip it)")
@@ -62,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "memory of the official config (meta device)")
     t.add_argument("--stage", type=int, choices=[1, 2], default=2)
     t.add_argument("--batch", type=int, default=2)
-    t.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto (default): bf16 where the device computes it natively, else fp32")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     t.add_argument("--steps", type=int, default=2, help="timed optimiser steps after one warm-up step")
     t.add_argument("--skip-small", action="store_true", help="only the meta-device estimate of the official config")
@@ -77,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     from varformer.perf.model import ModelBenchmarkOptions, run_model_benchmark
     from varformer.perf.report import format_model_table
     from varformer.perf.training import run_training_benchmark
+    from varformer.runtime import resolve_device, resolve_precision
+
+    def resolved(precision: str) -> str:  # "auto" as the one precision policy resolves it on this device
+        return resolve_precision(precision, resolve_device(args.device)) if precision == "auto" else precision
 
     log = lambda msg: print(f"benchmark: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     if getattr(args, "threads", None):
@@ -89,12 +96,13 @@ def run(args: argparse.Namespace) -> int:
             print(format_table(result))
             _write_json(args.json, result)
         elif args.what == "train":
-            print("\n".join(run_training_benchmark(args.stage, args.batch, args.precision, args.device, args.steps,
+            print("\n".join(run_training_benchmark(args.stage, args.batch, resolved(args.precision), args.device,
+                                                   args.steps,
                                                    not args.skip_small, log=log)))
         else:
             opts = ModelBenchmarkOptions(
                 depth=args.depth, vae_ch=args.vae_ch, n_cross=args.n_cross, weights=args.weights, device=args.device,
-                precisions=tuple(args.precision), batch=args.batch, warmup=args.warmup, repeat=args.repeat,
+                precisions=tuple(dict.fromkeys(resolved(p) for p in args.precision)), batch=args.batch, warmup=args.warmup, repeat=args.repeat,
                 reference=not args.no_reference, bf16_check=args.bf16_check is not None,
                 bf16_check_images_per_task=args.bf16_check or None, image_hw=args.image,
                 full_size_flops=args.full_size_flops, bf16_transformer=args.bf16_transformer)

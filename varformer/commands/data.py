@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,10 @@ def run(args: argparse.Namespace) -> int:
         print("demo-<task>            built-in demo set (rain, haze, blur, lowlight, noise)")
         return 0
     from varformer.data.check import check_root, format_reports
+    from varformer.errors import DataError
+    if os.path.isfile(args.root):
+        raise DataError(f"{args.root} is a file, not a folder: 'varformer data check' takes the folder that holds "
+                        f"the benchmarks (e.g. {os.path.dirname(os.path.abspath(args.root))})")
     reports = check_root(args.root, args.benchmarks, full=not args.quick)
     print(format_reports(args.root, reports, args.limit))
     if not reports:

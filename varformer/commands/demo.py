@@ -16,8 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--train-minutes", type=float, default=6.0,
-                        help="wall-clock training budget, 1/6 for stage 1 and 5/6 for stage 2 (default 6)")
+    parser.add_argument("--steps", type=int, nargs=2, default=None, metavar=("STAGE1", "STAGE2"),
+                        help="optimiser steps of the two training stages (default: the recipes' train.total_iters, "
+                             "configs/demo_stage{1,2}.yaml); seeded, so the same table on every machine")
+    parser.add_argument("--train-minutes", type=float, default=None,
+                        help="train for a wall-clock budget instead of a number of steps (1/6 for stage 1, 5/6 for "
+                             "stage 2): the table then depends on the machine's speed")
     parser.add_argument("--train", action="store_true",
                         help="train the small demo model even when weights are present under checkpoints/")
     parser.add_argument("--baseline-only", action="store_true",
@@ -29,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.demo import (find_trained_weights, pretrained_restorers, run_demo, training_step)
+    from varformer.errors import ConfigError
     weights = [] if args.train else find_trained_weights("checkpoints")
     if args.baseline_only:
         steps, grid = [], None
@@ -37,13 +42,16 @@ def run(args: argparse.Namespace) -> int:
         steps = pretrained_restorers(weights, args.device)
         grid = None
     else:
-        if args.train_minutes <= 0:
-            print("varformer demo: --train-minutes must be > 0", file=sys.stderr)
-            return 2
+        if args.train_minutes is not None and args.train_minutes <= 0:
+            raise ConfigError("--train-minutes must be > 0")
+        if args.steps is not None and min(args.steps) < 1:
+            raise ConfigError("--steps takes two numbers >= 1 (stage 1, stage 2)")
+        if args.steps is not None and args.train_minutes is not None:
+            raise ConfigError("--steps and --train-minutes are two ways to say how long to train: give one")
         run_dir = args.run_dir or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
         grid = os.path.join(args.output_dir or run_dir, "demo_grid.png")
-        seconds = args.train_minutes * 60
-        steps = [training_step(run_dir, args.device, seconds / 6, seconds * 5 / 6, grid_path=grid)]
+        seconds = None if args.train_minutes is None else (args.train_minutes * 10, args.train_minutes * 50)
+        steps = [training_step(run_dir, args.device, steps=args.steps, seconds=seconds, grid_path=grid)]
     outcome = run_demo(args.demo_cache, args.output_dir, args.overwrite, args.device, train_steps=steps,
                        progress=not args.quiet)
     print(f"demo set: {outcome.demo_dir} (ready in {outcome.build_seconds:.1f} s)")

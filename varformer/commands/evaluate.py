@@ -7,7 +7,8 @@ import os
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restorer", default="identity",
-                        help="'identity' (the degraded input itself) or a VarFormer checkpoint (ours or official)")
+                        help="'identity' (the degraded input itself) or VarFormer weights: a model file (ours or "
+                             "official) or a stage-2 training run's final_ema.pt / ckpt_*.pt (EMA weights)")
     parser.add_argument("--benchmarks", nargs="+", default=None, metavar="NAME[=ROOT]",
                         help="benchmark names ('varformer data list'), each optionally with its own root; "
                              "'demo' = every demo-<task> set")
@@ -26,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="any-size restorers: images larger than this run on tiles of this size "
                              "(fixed-size restorers such as VarFormer always tile at their input size)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--precision", default=None, choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
+                        help="auto (the default; eval.precision): bf16 where the device computes it natively, else "
+                             "fp32")
     parser.add_argument("--workers", type=int, default=2, help="image-loading processes")
     parser.add_argument("--lpips", action="store_true", help="also measure LPIPS (needs the AlexNet weights file)")
     parser.add_argument("--allow-unpaired", action="store_true", help="skip unpaired files instead of stopping")
@@ -41,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.config import load_config
+    from varformer.data.benchmark_data import benchmark_dataset
     from varformer.errors import ConfigError
     from varformer.evaluation import (check_output_dir, check_protocol_needs, evaluate, get_protocol,
                                       parse_benchmarks, with_metric_overrides)
@@ -61,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     protos = {name: with_metric_overrides(get_protocol(name), lpips=lpips, **overrides) for name in protocols}
     for proto in protos.values():
         check_protocol_needs(proto)
+    for name, root in benchmarks:  # every benchmark found and paired before a model is loaded
+        benchmark_dataset(name, root, allow_unpaired=args.allow_unpaired)
     restorer = load_restorer(args.restorer, args.device, args.precision or ev.precision)
     for name, proto in protos.items():
         out = outs[name]

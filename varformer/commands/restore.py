@@ -6,13 +6,16 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (top level) or glob patterns")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (PNG files, input names)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output folder (PNG files named like the inputs); not a file name, not an input folder")
     p.add_argument("--weights", default=None, metavar="PATH",
-                   help="VarFormer checkpoint (default: checkpoints/varformer_d16.pt, made by 'varformer convert "
-                        "official'); 'identity' runs the pipeline without a model")
+                   help="VarFormer weights: a model file (default: checkpoints/varformer_d16.pt, made by 'varformer "
+                        "convert official'), a stage-2 training run's final_ema.pt or ckpt_*.pt (EMA weights), or "
+                        "'identity' (the pipeline without a model)")
     p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16 autocast for the network (the VQVAE quantizer stays fp32); default fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto (default): bf16 where the device computes it natively (CUDA, CPUs with AVX-512 BF16 "
+                        "or AMX), else fp32; bf16: autocast for the network (the VQVAE quantizer stays fp32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the U-Net (CUDA: with CUDA graphs); the first call compiles for minutes")
     p.add_argument("--tile", type=int, default=256, help="tile size: the model's input size (default 256)")
@@ -25,8 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.inference import load_restorer
-    from varformer.restore import restore_paths
+    from varformer.restore import plan_restore, restore_paths
 
+    plan_restore(args.inputs, args.output)  # inputs and output folder checked before a model is loaded
     restorer = load_restorer(args.weights, device=args.device, precision=args.precision, compile_unet=args.compile)
     report = restore_paths(args.inputs, args.output, restorer, tile=args.tile, overlap=args.overlap,
                            batch_size=args.batch, skip_existing=args.skip_existing, progress=not args.no_progress)

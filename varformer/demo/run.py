@@ -3,8 +3,10 @@
 ``run_demo`` evaluates a list of named restorers: the identity baseline always, plus whatever each step in
 ``train_steps`` returns (a step receives the demo folder and returns a trained ``Restorer``). ``training_step``
 is the short training run: the recipes ``configs/demo_stage{1,2}.yaml`` (a small model on a random-init VAR
-backbone; docs/demo.md) with this run's folder, device and budget; ``pretrained_restorers`` evaluates official or
-user weights found under ``checkpoints/`` instead. A layer on top of training, evaluation and inference: nothing
+backbone; docs/demo.md) with this run's folder and device, for the recipes' fixed numbers of steps (seeded, batch 1,
+fp32: the same table on every machine, within float noise) or, as an option, for a wall-clock budget (then the
+table depends on the machine's speed); ``pretrained_restorers`` evaluates official or user weights found under
+``checkpoints/`` instead. A layer on top of training, evaluation and inference: nothing
 in them knows about the demo.
 """
 from __future__ import annotations
@@ -84,14 +86,15 @@ def combined_table(results: Dict[Tuple[str, str], EvalResult]) -> str:
 
 def run_demo(cache_dir: Optional[str] = None, output_dir: Optional[str] = None, overwrite: bool = False,
              device: str = "auto", spec: Optional[DemoSpec] = None, train_steps: Sequence[TrainStep] = (),
-             batch_size: int = 4, progress: bool = True, log: Callable[[str], None] = print) -> DemoOutcome:
+             batch_size: int = 4, progress: bool = True, log: Callable[[str], None] = print,
+             protocols: Sequence[str] = DEMO_PROTOCOLS) -> DemoOutcome:
     t0 = time.perf_counter()
     demo_dir = ensure_demo(cache_dir, spec, log=log)
     build_seconds = time.perf_counter() - t0
     restorers: List[Restorer] = [identity_restorer(device)]
     for step in train_steps:
         restorers.append(step(demo_dir))
-    results = evaluate_restorers(restorers, demo_dir, DEMO_PROTOCOLS, output_dir, overwrite, batch_size, progress, log)
+    results = evaluate_restorers(restorers, demo_dir, protocols, output_dir, overwrite, batch_size, progress, log)
     return DemoOutcome(demo_dir, build_seconds, results, combined_table(results), trained=bool(train_steps))
 
 
@@ -112,43 +115,46 @@ def find_trained_weights(folder: str = "checkpoints") -> List[str]:
     return found
 
 
-def demo_train_config(stage: int, demo_dir: str, out_dir: str, seconds: float, device: torch.device,
-                      extra: Sequence[str] = (), val_images: int = 5):
-    """The recipe ``configs/demo_stage{stage}.yaml`` with this run's data folder, output folder, device and time
-    budget. On CUDA: batch 4 in bf16 (the recipes' batch 1 in fp32 suits a CPU)."""
+def demo_train_config(stage: int, demo_dir: str, out_dir: str, device: torch.device, steps: Optional[int] = None,
+                      seconds: Optional[float] = None, extra: Sequence[str] = (), val_images: int = 5):
+    """The recipe ``configs/demo_stage{stage}.yaml`` with this run's data folder, output folder and device, for
+    ``steps`` optimiser steps (None: the recipe's ``train.total_iters``) or, with ``seconds``, for a wall-clock
+    budget. The same recipe on every device (batch 1, fp32): the table must not depend on the machine."""
     root = os.path.join(demo_dir, "train", "clean" if stage == 1 else "")
     run = [f"data.root={root.rstrip(os.sep)}", f"eval.root={demo_dir}", f"train.output_dir={out_dir}",
-           "train.resume=none", "train.total_iters=100000", f"train.max_seconds={seconds}",
-           f"train.device={device}", f"train.val_images={val_images}",
-           "train.save_every=100000", "train.image_every=10"]
-    if device.type == "cuda":
-        run += ["data.batch_size=4", "train.precision=bf16"]
-    if stage == 1:
-        run += ["train.log_every=2"]
-    else:
-        run += ["train.val_at_start=true", "train.val_every=10"]
+           "train.resume=none", f"train.device={device}", f"train.val_images={val_images}"]
+    if seconds is not None:
+        run += ["train.total_iters=100000", f"train.max_seconds={seconds}", "train.save_every=100000"]
+    elif steps is not None:
+        run += [f"train.total_iters={steps}"]
     if os.path.isfile(VGG19_FILE):  # no VGG19 weights offline; with them the official perceptual term is used
         run += ["train.loss.perceptual=1.0", f"train.loss.vgg_path={VGG19_FILE}"]
     return load_config(f"demo_stage{stage}.yaml", run + list(extra))
 
 
-def training_step(run_dir: str, device: str = "auto", stage1_seconds: float = 60.0, stage2_seconds: float = 300.0,
-                  log: Callable[[str], None] = print, grid_path: Optional[str] = None,
-                  val_images: int = 5) -> TrainStep:
-    """A ``TrainStep`` that trains the small demo model (stage 1 then stage 2, each for a wall-clock budget) on
-    the demo training split and returns it as a ``Restorer``; it logs the loss curve and validation PSNR."""
+def training_step(run_dir: str, device: str = "auto", steps: Optional[Tuple[int, int]] = None,
+                  seconds: Optional[Tuple[float, float]] = None, log: Callable[[str], None] = print,
+                  grid_path: Optional[str] = None, val_images: int = 5) -> TrainStep:
+    """A ``TrainStep`` that trains the small demo model (stage 1 then stage 2) on the demo training split and
+    returns it as a ``Restorer``: for ``steps`` = (stage 1, stage 2) optimiser steps (None: the recipes'), or
+    for ``seconds`` = (stage 1, stage 2) of wall-clock time. It logs the loss curve and validation PSNR."""
 
     def step(demo_dir: str) -> Restorer:
         dev = resolve_device(device)
         log(DEMO_MODEL_NOTE)
         s1_dir, s2_dir = os.path.join(run_dir, "stage1"), os.path.join(run_dir, "stage2")
-        log(f"training stage 1 for {stage1_seconds:.0f} s on {dev} (logs: {s1_dir}) ...")
-        r1 = run_training(1, demo_train_config(1, demo_dir, s1_dir, stage1_seconds, dev), progress=False,
-                          print_config=False)
-        log(f"training stage 2 for {stage2_seconds:.0f} s on {dev} (logs: {s2_dir}) ...")
-        r2 = run_training(2, demo_train_config(2, demo_dir, s2_dir, stage2_seconds, dev,
-                                               [f"model.stage1_weights={r1.checkpoint}"], val_images),
-                          progress=False, print_config=False)
+        length = lambda i: dict(seconds=seconds[i]) if seconds else dict(steps=steps[i] if steps else None)  # noqa: E731
+        cfg1 = demo_train_config(1, demo_dir, s1_dir, dev, **length(0))
+        cfg2 = demo_train_config(2, demo_dir, s2_dir, dev, **length(1), val_images=val_images)
+        how = (f"for {seconds[0]:.0f} s and {seconds[1]:.0f} s of wall-clock time (the table depends on this "
+               "machine's speed)" if seconds else f"for {cfg1.train.total_iters} and {cfg2.train.total_iters} steps "
+               f"(seeded, batch 1, fp32: the same table on every machine)")
+        log(f"training stage 1 then stage 2 on {dev} {how}; the log lines show the time left (eta)")
+        log(f"stage 1 (logs: {s1_dir}) ...")
+        r1 = run_training(1, cfg1, progress=False, print_config=False)
+        log(f"stage 2 (logs: {s2_dir}) ...")
+        cfg2.model.stage1_weights = r1.checkpoint
+        r2 = run_training(2, cfg2, progress=False, print_config=False)
         log(summarise_history(1, r1.history))
         log(summarise_history(2, r2.history))
         model = load_varformer(r2.export, expect_stage=2)

@@ -37,15 +37,16 @@ class BatchPlan:
         return (f"global batch {self.global_batch} = {self.world_size} process(es) x {self.per_process} per "
                 f"process{acc}")
 
-    def notes(self, stage: Optional[int] = None) -> List[str]:
-        """Where this run's batch differs from what its recipe or the official run asked for."""
+    def notes(self, stage: Optional[int] = None, full_size: bool = True) -> List[str]:
+        """Where this run's batch differs from what its recipe or (for a full-size model) the official run asked
+        for."""
         out = []
         if self.requested and self.global_batch != self.requested:
             out.append(f"train.global_batch_size={self.requested} does not divide among {self.world_size} "
                        f"processes: this run trains at a global batch of {self.global_batch} "
                        f"({self.per_process} per process)")
         official = OFFICIAL_GLOBAL_BATCH.get(stage)
-        if official is not None and self.global_batch != official:
+        if official is not None and full_size and self.global_batch != official:
             out.append(f"global batch {self.global_batch} differs from the official stage-{stage} run's {official} "
                        f"({OFFICIAL_LAYOUT[stage]}): the learning rate and schedule were tuned for {official}"
                        + ("" if self.requested else "; set train.global_batch_size to train at the official batch "

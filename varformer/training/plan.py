@@ -65,7 +65,7 @@ def estimate_memory(cfg, stage: int, batch: BatchPlan, precision: str, device: t
         have = torch.cuda.get_device_properties(device).total_memory
     else:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if total > 0.9 * have:
+    if total > have:
         text += (f"; MORE than this machine's {have / GIB:.0f} GiB ({device_name(device)}): lower data.batch_size "
                  "(with train.global_batch_size set, gradient accumulation keeps the global batch) or set "
                  "train.grad_checkpointing=true")
@@ -104,5 +104,5 @@ def plan_run(stage: int, cfg, world_size: int = 1, overwrite: bool = False, memo
         if log:
             log("estimating the memory of a training step on fake tensors (--no-memory skips it) ...")
         lines.append(f"memory: {estimate_memory(cfg, stage, batch, precision, device)}")
-    notes = batch.notes(stage) + found.notes + decision.notes
+    notes = batch.notes(stage, cfg.model.vae_ch == 160) + found.notes + decision.notes
     return lines + [f"note: {n}" for n in notes]

@@ -75,7 +75,7 @@ def run_training(stage: int, cfg, progress: bool = True, print_config: bool = Tr
             train_cfg = OmegaConf.merge(cfg.train, {"resume": decision.resume_path or "none"})
             trainer = Trainer(task, found.dataset, train_cfg, cfg.data, info, out_dir, config_yaml=to_yaml(cfg),
                               progress=progress)
-            for note in trainer.batch.notes(stage):
+            for note in trainer.batch.notes(stage, cfg.model.vae_ch == 160):
                 announce(f"note: {note}")
             result = trainer.fit()
         announce(f"stage {stage}: {result.status} at step {result.step}; last checkpoint {result.checkpoint}")
