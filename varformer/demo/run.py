@@ -47,9 +47,9 @@ class DemoOutcome:
 
 def evaluate_restorers(restorers: Sequence[Restorer], demo_dir: str, protocols: Sequence[str] = DEMO_PROTOCOLS,
                        output_dir: Optional[str] = None, overwrite: bool = False, batch_size: int = 4,
-                       progress: bool = True, log: Optional[Callable[[str], None]] = print
-                       ) -> Dict[Tuple[str, str], EvalResult]:
-    benches = [(name, demo_dir) for name in demo_benchmarks()]
+                       progress: bool = True, log: Optional[Callable[[str], None]] = print,
+                       tasks: Sequence[str] = DEMO_TASKS) -> Dict[Tuple[str, str], EvalResult]:
+    benches = [(name, demo_dir) for name in demo_benchmarks() if name[len("demo-"):] in tasks]
     out_dirs = {(r.name, p): (None if output_dir is None else os.path.join(output_dir, r.name, p))
                 for r in restorers for p in protocols}
     for d in out_dirs.values():  # refuse before any work
@@ -87,14 +87,15 @@ def combined_table(results: Dict[Tuple[str, str], EvalResult]) -> str:
 def run_demo(cache_dir: Optional[str] = None, output_dir: Optional[str] = None, overwrite: bool = False,
              device: str = "auto", spec: Optional[DemoSpec] = None, train_steps: Sequence[TrainStep] = (),
              batch_size: int = 4, progress: bool = True, log: Callable[[str], None] = print,
-             protocols: Sequence[str] = DEMO_PROTOCOLS) -> DemoOutcome:
+             protocols: Sequence[str] = DEMO_PROTOCOLS, tasks: Sequence[str] = DEMO_TASKS) -> DemoOutcome:
     t0 = time.perf_counter()
     demo_dir = ensure_demo(cache_dir, spec, log=log)
     build_seconds = time.perf_counter() - t0
     restorers: List[Restorer] = [identity_restorer(device)]
     for step in train_steps:
         restorers.append(step(demo_dir))
-    results = evaluate_restorers(restorers, demo_dir, protocols, output_dir, overwrite, batch_size, progress, log)
+    results = evaluate_restorers(restorers, demo_dir, protocols, output_dir, overwrite, batch_size, progress, log,
+                                 tasks)
     return DemoOutcome(demo_dir, build_seconds, results, combined_table(results), trained=bool(train_steps))
 
 

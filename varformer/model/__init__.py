@@ -5,7 +5,8 @@ One concept per module: ``adapter`` (AIEM blocks), ``cross_attention`` (degraded
 region-adaptive fusion), ``aft`` (bridge feature + anchor attention), ``alignment`` (optional deformable decoder
 alignment), ``unet`` (encoder/decoder with adaptive mix-up skips), ``varformer`` (assembled models),
 ``settings`` (the model's settings: constructor <-> checkpoint metadata <-> config), ``strict_load`` (strict
-loading with clear errors), ``convert`` (official checkpoint <-> ours), ``checkpoint_io`` (our checkpoint format).
+loading with clear errors), ``convert`` (official checkpoint <-> ours), ``checkpoint_io`` (our checkpoint format),
+``weights_files`` (what a weights file is; a model from any of them, training checkpoints included).
 Import order inside the package follows that list: nothing imports a module after it.
 """
 from varformer.model.checkpoint_io import (convert_official, load_official, load_varformer, read_varformer,

@@ -67,8 +67,8 @@ def estimate_memory(cfg, stage: int, batch: BatchPlan, precision: str, device: t
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if total > have:
         text += (f"; MORE than this machine's {have / GIB:.0f} GiB ({device_name(device)}): lower data.batch_size "
-                 "(with train.global_batch_size set, gradient accumulation keeps the global batch) or set "
-                 "train.grad_checkpointing=true")
+                 "(with train.global_batch_size set, gradient accumulation keeps the global batch)"
+                 + ("" if cfg.train.grad_checkpointing else " or set train.grad_checkpointing=true"))
     return text
 
 

@@ -118,7 +118,7 @@ def _check_stage1_file(path: str, settings: VarFormerSettings) -> str:
         raise CheckpointMismatchError(
             f"model.stage1_weights: {path} is {info.describe()}, this run's model has VAR depth {settings.depth}, "
             f"width {settings.vae_ch} and {settings.n_cross} cross-attention blocks")
-    return f"stage-1 weights: {path} ({info.describe()})"
+    return f"stage 1: {path} ({info.describe()})"
 
 
 def check_weight_files(cfg, stage: int, found: Preflight) -> None:
