@@ -13,6 +13,7 @@ command wants gets one line saying what it is and which file to use instead.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -98,14 +99,15 @@ def inspect_weights(path: str | os.PathLike) -> WeightsFile:
                 meta = f.metadata() or {}
         except Exception as e:  # safetensors raises its own error types for a bad header
             raise CheckpointMismatchError(f"{path} cannot be read as a .safetensors file ({e})") from None
-        if meta.get("format") == FORMAT:
-            return WeightsFile(path, "model", read_varformer(path)[0])
+        if meta.get("format") == FORMAT and "varformer_config" in meta:  # the metadata only: no tensor is read
+            return WeightsFile(path, "model", VarFormerSettings.from_metadata(json.loads(meta["varformer_config"]),
+                                                                              path))
         return WeightsFile(path, "unknown", detail="a .safetensors file without a VarFormer config")
     obj = read_torch_file(path)
     if not isinstance(obj, dict):
         return WeightsFile(path, "unknown", content=obj, detail=f"holds a {type(obj).__name__}")
-    if obj.get("format") == FORMAT:
-        return WeightsFile(path, "model", read_varformer(path)[0], obj)
+    if obj.get("format") == FORMAT and isinstance(obj.get("config"), dict):
+        return WeightsFile(path, "model", VarFormerSettings.from_metadata(obj["config"], path), obj)
     if {"step", "model", "ema"} <= obj.keys():
         config = OmegaConf.to_container(OmegaConf.create(obj.get("config") or "{}")) or {}
         return WeightsFile(path, "training", _training_settings(config, path), obj, int(obj["step"]), config)

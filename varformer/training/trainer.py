@@ -1,6 +1,7 @@
 """The trainer both stages share: optimisation, bf16 autocast, gradient accumulation, EMA, checkpoints and exact
-resume, DDP, logging, validation, NaN/inf stop and Ctrl-C handling. What differs per stage (model part, parameter groups, losses,
-validation, export) is a ``TrainTask`` (``varformer.training.stages``); the trainer knows nothing of VarFormer.
+resume, DDP, logging, validation, NaN/inf stop and Ctrl-C handling. What differs per stage (model part, parameter
+groups, losses, validation, export) is a ``TrainTask`` (``varformer.training.stages``); the trainer knows nothing
+of VarFormer.
 
 Hot-loop discipline: nothing reads a device value back to the host except at log / save / validation steps;
 running loss sums and the non-finite flag stay on the device between them.
