@@ -467,6 +467,8 @@ class Trainer:
             try:
                 if self.cfg.val_at_start and self.step == 0 and self.cfg.val_every > 0:
                     self.validate()
+                    w.reset_sums()  # images/s and the eta count training steps from here
+                    self._t_fit = time.monotonic()
                 batches = self._batches()
                 while self.step < self.cfg.total_iters:
                     out = self._train_step(batches, w)
