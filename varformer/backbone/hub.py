@@ -99,8 +99,9 @@ def read_torch_file(path: str | os.PathLike, map_location: str | torch.device = 
         head = fh.read(4)
     is_zip = zipfile.is_zipfile(path)
     if not is_zip and head.startswith(b'PK'):
-        raise CheckpointMismatchError(f"{path} is truncated: it starts like a torch checkpoint but its end is "
-                                      f"missing (a partial download or copy, or an interrupted write?)")
+        raise CheckpointMismatchError(f"{path} cannot be read as a torch checkpoint: it is truncated (it starts "
+                                      f"like one but its end is missing: a partial download or copy, or an "
+                                      f"interrupted write?)")
     if not is_zip and not head.startswith(b'\x80'):
         raise CheckpointMismatchError(f"{path} is not a torch checkpoint (neither the zip format torch.save "
                                       f"writes nor its legacy pickle format)")
