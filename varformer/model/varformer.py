@@ -43,7 +43,7 @@ from varformer.errors import CheckpointMismatchError, VarformerError
 from varformer.model.adapter import Adapter
 from varformer.model.convert import infer_official_layout, map_official, read_official
 from varformer.model.cross_attention import CrossAttentionInjection
-from varformer.model.prior_rollout import greedy_rollout
+from varformer.model.prior_rollout import RolloutOutput, greedy_rollout
 from varformer.model.settings import STAGE_CLASSES, STAGE_DESCRIPTIONS, VarFormerSettings
 from varformer.model.strict_load import load_weights
 from varformer.model.unet import UNetDecoder, UNetEncoder
@@ -249,6 +249,15 @@ class _AdaptedVAR(nn.Module):
         with record_function(PART_VAR_LOOP), contextlib.nullcontext() if self.bf16_transformer else fp32_region(x.device):
             rollout = greedy_rollout(self.var, self.cross_attn, x_lq, self.cfg, self.head_layout)
         return enc_feats, lq_feat, rollout
+
+    def var_prediction(self, lq: torch.Tensor) -> RolloutOutput:
+        """The greedy VAR rollout conditioned on ``lq`` (B, 3, 256, 256) in [0, 1], without the U-Net: tokens,
+        logits, ``f_hat`` and the scale priors, float32, no autograd graph (the analysis figures use it)."""
+        self._check_input(lq)
+        if self.var is None:
+            raise ModelInputError("this model has no VAR prior (ablation prior=none): there is no VAR prediction")
+        with torch.inference_mode():
+            return self._adapt_and_rollout((lq.float() - 0.5) / 0.5)[2]
 
     def forward(self, lq: torch.Tensor, precision: Optional[str] = None) -> torch.Tensor:
         """(B, 3, 256, 256) in [0, 1] -> restored (B, 3, 256, 256) in [0, 1]; no autograd graph.
