@@ -123,3 +123,18 @@ def test_no_benchmark_under_root_stops_before_any_download(tmp_path, capsys, mon
     assert main(["reproduce", "paper", "--root", str(tmp_path / "empty"), "--offline"]) == 2
     err = capsys.readouterr().err
     assert "none of the benchmarks needed" in err and "rain100h" in err and "Traceback" not in err
+
+
+def test_table_rows_follow_the_protocol():
+    from varformer.evaluation.report import paper_table
+    benches = {"rain100h": {"psnr": 30.0, "ssim": 0.9}, "test1200": {"psnr": 32.0, "ssim": 0.92},
+               "gopro": {"psnr": 29.0, "ssim": 0.88}}
+    paper = paper_table({"protocol": "paper", "published_tag": "varformer-code", "restorer": "r",
+                         "benchmarks": benches}, "varformer_paper_4task")
+    text = "\n".join(paper)
+    assert "| **ours: r** | 31.00/0.910 (2/5 sets) | 29.00/0.880 | missing | missing |" in text
+    assert "| Δ ours − VarFormer | −0.33/−0.003 | −1.99/−0.076 | – | – |" in text
+    full = "\n".join(paper_table({"protocol": "full", "published_tag": "", "restorer": "r", "benchmarks": benches},
+                                 "varformer_paper_4task"))
+    assert "Restormer" not in full and "Δ" not in full and "| **ours: r** | 31.00/0.910 (2/5 sets)" in full
+    assert "measured with protocol `varformer-code` and are not shown" in full
