@@ -5,7 +5,8 @@ Features are VAR's latent ``f_hat`` (32 x 16 x 16, the sum of the ten scales' co
 - before: the multi-scale quantisation of the image itself (the frozen VQVAE tokenizer: what VAR would read);
 - after: the model's greedy next-scale prediction conditioned on the image (Adapter + cross-attention + VAR,
   ``var_prediction``), i.e. the prior the restorer receives.
-One PCA is fitted to all four groups (degraded/clean x before/after), so the two panels share their axes. The
+One PCA is fitted to all four groups (degraded/clean x before/after), so the two panels show the same projection
+(each with its own axis ranges). The
 claim under test: after the prediction, degraded images move towards their clean counterparts and the tasks
 separate less. ``alignment_summary.csv`` measures both: the relative distance degraded -> clean per task, and the
 share of the degraded features' variance that the task explains.
@@ -88,7 +89,8 @@ def alignment_analysis(model, tasks: List[TaskImages], out_dir: str, batch_size:
 
 def _plot(groups: Dict[str, np.ndarray], labels: List[str], summary, path: str) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharex=True, sharey=True)
+    # one projection for both panels, each with its own axis ranges (before and after can lie far apart)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     labels_arr = np.asarray(labels)
     for ax, stage, title in ((axes[0], "before", "before: tokenizer features of the image"),
                              (axes[1], "after", "after: VAR next-scale prediction")):
@@ -103,7 +105,7 @@ def _plot(groups: Dict[str, np.ndarray], labels: List[str], summary, path: str) 
         ax.set_xlabel("PC 1")
     axes[0].set_ylabel("PC 2")
     axes[1].legend(fontsize=7, ncol=2, loc="best")
-    fig.suptitle("VAR features (f_hat, PCA over both panels): degraded x, clean o", fontsize=10)
+    fig.suptitle("VAR features (f_hat), one PCA for both panels: degraded x, clean o", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
