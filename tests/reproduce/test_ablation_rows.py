@@ -83,4 +83,5 @@ def test_small_mode_trains_and_evaluates_every_row(tmp_path):
     saved = json.loads((tmp_path / "runs" / "ablations.json").read_text())
     assert [r["row"] for r in saved["rows"]] == rows
     assert "| baseline, no VAR prior | prior=none, aft=False, mixup_skip=False | ~29.5 |" in out.table
+    assert "| input (identity) | – | – |" in out.table
     assert os.path.isfile(tmp_path / "runs" / "ablations.md")

@@ -28,7 +28,7 @@ from varformer.data.demo_set import DemoSpec, ensure_demo
 from varformer.errors import ConfigError
 from varformer.evaluation import evaluate
 from varformer.evaluation.report import TASK_COLUMNS
-from varformer.inference import model_restorer
+from varformer.inference import identity_restorer, model_restorer
 from varformer.model import load_varformer
 from varformer.reproduce.paper import locate_benchmarks
 from varformer.runtime import resolve_device
@@ -148,7 +148,8 @@ def small_config(stage: int, demo_dir: str, out_dir: str, steps: int, device: to
     return load_config(f"demo_stage{stage}.yaml", run + list(extra))
 
 
-def small_table(results: List[RowResult], benchmarks: Sequence[str]) -> str:
+def small_table(results: List[RowResult], benchmarks: Sequence[str],
+                identity: Optional[Dict[str, float]] = None) -> str:
     tasks = [b.split("-", 1)[1] for b in benchmarks]
     labels = dict(TASK_COLUMNS)
     header = (["Row", "model switches", "paper (derain PSNR)"] + [labels.get(t, t) for t in tasks]
@@ -161,11 +162,18 @@ def small_table(results: List[RowResult], benchmarks: Sequence[str]) -> str:
         lines.append("| " + " | ".join([r.row.label, sw, _paper_cell(r.row)] + cells
                                        + ["–" if mean is None else f"{mean:.2f}", f"{r.params_m:.2f}",
                                           str(r.steps), f"{r.seconds_per_step:.1f}"]) + " |")
+    if identity is not None:
+        vals = [identity.get(b) for b in benchmarks]
+        mean = sum(v for v in vals if v is not None) / max(1, sum(v is not None for v in vals))
+        lines.append("| input (identity) | – | – | " + " | ".join("–" if v is None else f"{v:.2f}" for v in vals)
+                     + f" | {mean:.2f} | – | – | – |")
     lines += ["", "Small mode: PSNR (dB, paper protocol: 256x256) on the demo test split per task, after the same "
-              "number of stage-2 steps for every row from one shared stage-1 run; small models (VQVAE/U-Net width "
-              "32, VAR depth 2) on a RANDOM-INIT VAR backbone. It shows every row training and restoring; it does "
+              "number of stage-2 steps for every row from one shared stage-1 run (the demo recipe's identity "
+              "start keeps every row near its input, the last line); small models (VQVAE/U-Net width 32, VAR "
+              "depth 2) on a RANDOM-INIT VAR backbone. It shows every row training and restoring; it does "
               "not reproduce the paper's values, which come from full-size models trained for 700k steps on the "
-              f"real data. Paper column: {PAPER_SOURCE}."]
+              "real data. s/step: the run's wall time (model build and export included) per step. "
+              f"Paper column: {PAPER_SOURCE}."]
     return "\n".join(lines)
 
 
@@ -194,7 +202,8 @@ def run_small_ablations(output_dir: str = "runs/ablations-small", rows: Optional
         cfg = small_config(2, demo_dir, os.path.join(output_dir, row.name), steps, dev,
                            row.overrides() + start + list(extra))
         results.append(_train_and_evaluate(row, cfg, benchmarks, demo_dir, dev, progress, log))
-    table = small_table(results, benchmarks)
+    ident = evaluate(identity_restorer(dev), [(n, demo_dir) for n in benchmarks], "paper", progress=False, log=None)
+    table = small_table(results, benchmarks, {n: b["psnr"] for n, b in ident.summary["benchmarks"].items()})
     _write(output_dir, results, table, "small")
     return AblationOutcome(results, table, output_dir)
 
