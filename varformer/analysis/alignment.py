@@ -101,7 +101,10 @@ def _plot(groups: Dict[str, np.ndarray], labels: List[str], summary, path: str) 
             ax.scatter(*groups[f"gt_{stage}"][m].T, s=28, marker="o", facecolors="none", edgecolors=colour,
                        label=f"{task} clean")
         sep = summary[-1]["dist_degraded_clean_before" if stage == "before" else "dist_degraded_clean_after"]
-        ax.set_title(f"{title}\n(task-explained variance of degraded: {sep:.2f})", fontsize=9)
+        spread = float(np.ptp(np.concatenate([groups[f"lq_{stage}"], groups[f"gt_{stage}"]]), axis=0).max())
+        scale = float(np.ptp(np.concatenate(list(groups.values())), axis=0).max())
+        same = " -- all points coincide" if spread <= 1e-6 * max(scale, 1e-12) else ""
+        ax.set_title(f"{title}\n(task-explained variance of degraded: {sep:.2f}{same})", fontsize=9)
         ax.set_xlabel("PC 1")
     axes[0].set_ylabel("PC 2")
     axes[1].legend(fontsize=7, ncol=2, loc="best")
