@@ -225,9 +225,8 @@ RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs"
 
 def recipe_path(path: str) -> str:
     """A config file: the path itself, or for ``configs/NAME.yaml`` / ``NAME.yaml`` / ``NAME`` (also
-    ``configs/ablations/NAME``) a recipe shipped in
-    the package (``varformer/configs``, which ``configs/`` of a checkout links to), so the README's commands work
-    from any folder and from a non-editable install."""
+    ``configs/ablations/NAME``) a recipe shipped in the package (``varformer/configs``, which ``configs/`` of a
+    checkout links to), so the README's commands work from any folder and from a non-editable install."""
     if os.path.isfile(path):
         return path
     rel = path[len("configs/"):] if path.startswith("configs/") else path   # configs/ablations/NAME too
