@@ -23,6 +23,8 @@ SUBCOMMANDS = {
     "convert": "convert the official BasicSR checkpoint into this project's layout",
     "benchmark": "measure speed, FLOPs and memory of the backbone, the whole model or a training step",
     "data": "inspect benchmark folders: 'varformer data check ROOT'",
+    "reproduce": "reproduce the paper: 'reproduce paper --root DATA' (main table), 'reproduce ablations [--small]'",
+    "analyze": "the paper's analysis figures: 'analyze alignment|scale-replacement|dae-weights --weights W --root DATA'",
 }
 
 

@@ -227,17 +227,18 @@ RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs"
 
 
 def recipe_path(path: str) -> str:
-    """A config file: the path itself, or for ``configs/NAME.yaml`` / ``NAME.yaml`` / ``NAME`` a recipe shipped in
-    the package (``varformer/configs``, which ``configs/`` of a checkout links to), so the README's commands work
-    from any folder and from a non-editable install."""
+    """A config file: the path itself, or for ``configs/NAME.yaml`` / ``NAME.yaml`` / ``NAME`` (also
+    ``configs/ablations/NAME``) a recipe shipped in the package (``varformer/configs``, which ``configs/`` of a
+    checkout links to), so the README's commands work from any folder and from a non-editable install."""
     if os.path.isfile(path):
         return path
-    name = os.path.basename(path)
-    name = name if name.endswith(".yaml") else name + ".yaml"
-    shipped = os.path.join(RECIPES_DIR, name)
-    if os.path.dirname(path) in ("", "configs") and os.path.isfile(shipped):
+    rel = path[len("configs/"):] if path.startswith("configs/") else path   # configs/ablations/NAME too
+    rel = rel if rel.endswith(".yaml") else rel + ".yaml"
+    shipped = os.path.join(RECIPES_DIR, rel)
+    if not os.path.isabs(path) and os.path.isfile(shipped):
         return shipped
-    known = ", ".join(sorted(f for f in os.listdir(RECIPES_DIR) if f.endswith(".yaml")))
+    known = ", ".join(sorted(os.path.relpath(os.path.join(d, f), RECIPES_DIR) for d, _, files in os.walk(RECIPES_DIR)
+                             for f in files if f.endswith(".yaml")))
     raise ConfigError(f"config file not found: {path} (the shipped recipes: {known})")
 
 

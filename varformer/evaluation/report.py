@@ -85,29 +85,68 @@ def published_tables(summary: dict) -> List[str]:
             continue
         with_lpips = "lpips" in t["metrics"]
         header = ["Method"] + [c["name"] for c in t["columns"]]
-        rows = [[name] + ["/".join(f"{x:.2f}" if i == 0 else f"{x:.3f}" for i, x in enumerate(cell)) for cell in cells]
-                for name, cells in t["rows"].items()]
         ours = [f"**ours: {summary['restorer']}**"] + [
             _fmt(v[0], v[1], v[2] if with_lpips else None) if v else "–" for v, _ in covered]
-        head = t["rows"][t["headline"]]
-        delta = [f"Δ ours − {t['headline']}"]
-        for (v, _), pub in zip(covered, head):
-            if not v or v[0] is None:
-                delta.append("–")
-                continue
-            d = f"{_signed(v[0] - pub[0], 2)}/{_signed(v[1] - pub[1], 3)}"
-            if with_lpips and v[2] is not None and len(pub) > 2:
-                d += f"/{_signed(v[2] - pub[2], 3)}"
-            delta.append(d)
         out.append(f"**{t['title']}** - rows as published; ours measured with preset `{summary['protocol']}`, "
                    f"the protocol this table is matched to (`{t['protocol']}`). Source: {t['source']}.")
         out.append("")
-        out += _table(header, rows + [ours, delta])
+        out += _table(header, _published_rows(t) + [ours, _delta_row(t, covered)])
         used = [f"{c['name']} = {', '.join(hit)}" for c, (v, hit) in zip(t["columns"], covered) if hit]
         out.append("")
         out.append("Ours per column: " + "; ".join(used) + "." + (f" Note: {t['notes']}." if t.get("notes") else ""))
         out.append("")
     return out or [f"No evaluated benchmark matches a column of the published tables for '{tag}'."]
+
+
+def _published_rows(t: dict) -> List[List[str]]:
+    return [[name] + ["/".join(f"{x:.2f}" if i == 0 else f"{x:.3f}" for i, x in enumerate(cell)) for cell in cells]
+            for name, cells in t["rows"].items()]
+
+
+def _delta_row(t: dict, covered) -> List[str]:
+    """Ours minus the table's headline row, per column ("–" where we have no value)."""
+    with_lpips = "lpips" in t["metrics"]
+    delta = [f"Δ ours − {t['headline']}"]
+    for (v, _), pub in zip(covered, t["rows"][t["headline"]]):
+        if not v or v[0] is None:
+            delta.append("–")
+            continue
+        d = f"{_signed(v[0] - pub[0], 2)}/{_signed(v[1] - pub[1], 3)}"
+        if with_lpips and v[2] is not None and len(pub) > 2:
+            d += f"/{_signed(v[2] - pub[2], 3)}"
+        delta.append(d)
+    return delta
+
+
+def paper_table(summary: dict, key: str) -> List[str]:
+    """One published table in its own layout (``published.yaml[key]``): ours in every column as the mean over the
+    column's benchmarks that were evaluated, marked ``(k/n sets)`` when some are missing; the published rows and
+    the delta only when ``summary`` was measured with the table's protocol. The footnote says which sets each
+    column averaged and which are missing."""
+    t = load_published()[key]
+    benches: Dict[str, dict] = summary["benchmarks"]
+    matched = bool(summary.get("published_tag")) and summary["published_tag"] == t["protocol"]
+    covered = [_column_value(benches, c["benchmarks"]) for c in t["columns"]]
+    ours = [f"**ours: {summary['restorer']}**"]
+    for c, (v, hit) in zip(t["columns"], covered):
+        partial = f" ({len(hit)}/{len(c['benchmarks'])} sets)" if v and len(hit) < len(c["benchmarks"]) else ""
+        ours.append(_fmt(v[0], v[1]) + partial if v else "missing")
+    rows = (_published_rows(t) + [ours, _delta_row(t, covered)]) if matched else [ours]
+    lines = [f"**{t['title']}**, ours under protocol `{summary['protocol']}`. "
+             + (f"Published rows: {t['source']}." if matched else
+                f"The published rows were measured with protocol `{t['protocol']}` and are not shown beside this "
+                "one.")]
+    lines += [""] + _table(["Method"] + [c["name"] for c in t["columns"]], rows) + [""]
+    notes = []
+    for c, (_, hit) in zip(t["columns"], covered):
+        absent = [n for n in c["benchmarks"] if n not in benches]
+        what = f"mean over {', '.join(hit)}" if hit else "no set evaluated"
+        notes.append(f"{c['name']} = {what}" + (f" (missing: {', '.join(absent)})" if absent else ""))
+    lines.append("Columns: " + "; ".join(notes) + ".")
+    if any(v and len(hit) < len(c["benchmarks"]) for c, (v, hit) in zip(t["columns"], covered)):
+        lines.append("A column that misses some of its sets is not comparable with the published value (the "
+                     "published cell is the mean over all of them).")
+    return lines
 
 
 def benchmark_table(summary: dict) -> List[str]:

@@ -7,10 +7,14 @@ upsampled to the level's size. Part 2, ``RegionFusion`` (official ``DAE`` / ``RA
 per-pixel softmax over two channels blends the U-Net feature and the projected prior.
 
 The two small softmax heads run in float32 even under autocast (their logits decide the blend).
+
+Ablation (docs/ablations.md): ``ScaleSelection(adaptive=False)`` is the paper's "VAR prior with fixed scale
+weights": no RSTBs and no weight head, every scale weighted 1/10; the normalisation, projection and upsampling that
+bring the priors to the level are the same modules.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,26 +31,31 @@ def _fp32_conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 class ScaleSelection(nn.Module):
     """Degradation-aware choice of scale priors. ``g`` (B, dim_in, H, W), ``priors`` (B, S, Cp, 16, 16)
-    -> prior map (B, dim_out, H, W) with H = 16 * up_factor, and the scale weights (B, S)."""
+    -> prior map (B, dim_out, H, W) with H = 16 * up_factor, and the scale weights (B, S).
+    ``adaptive=False``: fixed uniform weights 1/S, ``g`` unused (may be None)."""
 
     def __init__(self, dim_in: int, dim_out: int, up_factor: int, heads: int, n_scales: int = 10,
-                 prior_channels: int = 32):
+                 prior_channels: int = 32, adaptive: bool = True):
         super().__init__()
         self.up_factor = up_factor
-        self.rstbs = nn.ModuleList(RSTB(dim_in, heads) for _ in range(2))
-        self.to_weights = nn.Conv2d(dim_in, n_scales, 1)
+        self.rstbs = nn.ModuleList(RSTB(dim_in, heads) for _ in range(2 if adaptive else 0))
+        self.to_weights = nn.Conv2d(dim_in, n_scales, 1) if adaptive else None
         self.proj = nn.Conv2d(n_scales * prior_channels, dim_out, 1)
         self.upsample_conv = (nn.Conv2d(dim_out, dim_out, 3, padding=1) if up_factor > 1
                               else None)
 
-    def forward(self, g_BCHW: torch.Tensor, priors_BSCHW: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        s = g_BCHW
-        for rstb in self.rstbs:
-            s = rstb(s)
-        # mean over pixels commutes with the 1x1 conv: pool first (exact up to rounding, HW times cheaper)
-        logits_BS = _fp32_conv1x1(self.to_weights, s.mean(dim=(2, 3), keepdim=True)).flatten(1)
-        weights_BS = logits_BS.softmax(dim=1)
+    def forward(self, g_BCHW: Optional[torch.Tensor], priors_BSCHW: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
         B, S, Cp, h, w = priors_BSCHW.shape
+        if self.to_weights is None:
+            weights_BS = priors_BSCHW.new_full((B, S), 1.0 / S, dtype=torch.float32)
+        else:
+            s = g_BCHW
+            for rstb in self.rstbs:
+                s = rstb(s)
+            # mean over pixels commutes with the 1x1 conv: pool first (exact up to rounding, HW times cheaper)
+            logits_BS = _fp32_conv1x1(self.to_weights, s.mean(dim=(2, 3), keepdim=True)).flatten(1)
+            weights_BS = logits_BS.softmax(dim=1)
         q = (weights_BS[:, :, None, None, None] * priors_BSCHW.float()).reshape(B, S * Cp, h, w)
         q = F.instance_norm(q, eps=1e-5)
         prior = self.proj(q)

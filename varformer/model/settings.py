@@ -19,6 +19,7 @@ from typing import ClassVar, Dict, Mapping, Optional, Tuple
 from varformer.errors import CheckpointMismatchError, ConfigError
 
 HEAD_LAYOUTS = ("official", "standard")
+PRIORS = ("none", "fixed", "dae")
 STAGE_CLASSES = {1: "VarFormerStage1", 2: "VarFormer"}
 STAGE_DESCRIPTIONS = {1: "stage-1 (VarFormerStage1: Adapter + cross-attention, no U-Net)",
                       2: "stage-2 (VarFormer: the full restorer)"}
@@ -33,10 +34,18 @@ class VarFormerSettings:
     dec_adjust: bool = False            # deformable decoder alignment (stage 2; official training layout: True)
     cfg: float = 0.5                    # CFG strength of the greedy VAR rollout (official forward default since 07/2025)
     head_layout: str = "official"       # cross-attention head layout: "official" (re-cut, released weights) or "standard"
+    # the paper's ablation switches (stage 2; docs/ablations.md); the defaults are the released model
+    prior: str = "dae"                  # VAR scale priors: "none" (U-Net alone, no VAR), "fixed" (uniform scale
+                                        # weights, added to the feature), "dae" (degradation-aware choice + fusion)
+    aft: bool = True                    # anchor attention from the fused feature to the prior (AFT)
+    mixup_skip: bool = True             # decoder skips h = s h + (1 - s) E with learned s; False: h + E
 
     # fields the tensors determine; the others are inference settings a loader may override
-    ARCHITECTURE: ClassVar[Tuple[str, ...]] = ("stage", "depth", "vae_ch", "n_cross", "dec_adjust")
+    ARCHITECTURE: ClassVar[Tuple[str, ...]] = ("stage", "depth", "vae_ch", "n_cross", "dec_adjust", "prior", "aft",
+                                               "mixup_skip")
     INFERENCE: ClassVar[Tuple[str, ...]] = ("cfg", "head_layout")
+    # today's model: checkpoints record these switches only when they differ from it
+    ABLATION_DEFAULTS: ClassVar[Dict[str, object]] = {"prior": "dae", "aft": True, "mixup_skip": True}
 
     @classmethod
     def names(cls) -> Tuple[str, ...]:
@@ -55,18 +64,41 @@ class VarFormerSettings:
             raise ConfigError(f"vae_ch must be a multiple of 32 (GroupNorm with 32 groups), got {self.vae_ch}")
         if self.stage == 1 and self.dec_adjust:
             raise ConfigError("dec_adjust is a stage-2 (U-Net decoder) option; a stage-1 model has no decoder")
+        self._validate_ablation()
         return self
+
+    def _validate_ablation(self) -> None:
+        if self.prior not in PRIORS:
+            raise ConfigError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        changed = [k for k, v in self.ABLATION_DEFAULTS.items() if getattr(self, k) != v]
+        if self.stage == 1 and changed:
+            raise ConfigError(f"{', '.join(changed)}: ablation switches of the stage-2 restorer; a stage-1 model "
+                              "has no U-Net")
+        if self.prior == "none":
+            # the baseline has no VAR rollout: nothing to cross-attend, align to, or attend from
+            if self.n_cross:
+                raise ConfigError(f"prior 'none' builds no VAR rollout and no cross-attention; set n_cross 0 "
+                                  f"(got {self.n_cross})")
+            if self.dec_adjust:
+                raise ConfigError("prior 'none': dec_adjust aligns to the VQVAE-decoder features of the VAR "
+                                  "prediction, which this baseline does not compute; set dec_adjust false")
+            if self.aft:
+                raise ConfigError("prior 'none': AFT attends to the prior map, which this baseline does not have; "
+                                  "set aft false")
 
     def constructor_kwargs(self) -> Dict[str, object]:
         """Keyword arguments of ``STAGE_CLASSES[stage]`` (``VarFormerStage1`` takes no ``dec_adjust``)."""
         kw = {k: getattr(self, k) for k in ("depth", "vae_ch", "n_cross", "cfg", "head_layout")}
         if self.stage == 2:
             kw["dec_adjust"] = bool(self.dec_adjust)
+            kw.update(prior=self.prior, aft=bool(self.aft), mixup_skip=bool(self.mixup_skip))
         return kw
 
     def to_metadata(self) -> Dict[str, object]:
-        """What a checkpoint records about the model (``from_metadata`` reads it back)."""
-        meta = {k: getattr(self, k) for k in self.names()}
+        """What a checkpoint records about the model (``from_metadata`` reads it back). The ablation switches only
+        where they differ from today's model, so its checkpoints read as before."""
+        defaults = self.ABLATION_DEFAULTS
+        meta = {k: getattr(self, k) for k in self.names() if k not in defaults or getattr(self, k) != defaults[k]}
         if self.stage == 1:
             del meta["dec_adjust"]
         return meta
@@ -102,4 +134,9 @@ def architecture_of(state_dict: Mapping[str, object]) -> Dict[str, Optional[obje
     arch["vae_ch"] = int(w.shape[0]) if w is not None else None
     if arch["stage"] == 2:
         arch["dec_adjust"] = any(k.startswith("unet_decoder.align.") for k in keys)
+        guided = any(k.startswith("unet_encoder.guidance.") for k in keys)
+        adaptive = any(".select.to_weights." in k for k in keys)
+        arch["prior"] = "dae" if adaptive else "fixed" if guided else "none"
+        arch["aft"] = any(".aft." in k for k in keys)
+        arch["mixup_skip"] = "unet_decoder.theta" in keys
     return arch

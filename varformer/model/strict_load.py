@@ -34,7 +34,8 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
         diffs = []
         if settings is not None:
             diffs = [f"{k}: checkpoint {got[k]}, model {getattr(settings, k)}"
-                     for k in ("depth", "vae_ch", "n_cross", "dec_adjust") if k in got and got[k] != getattr(settings, k)]
+                     for k in ("depth", "vae_ch", "n_cross", "dec_adjust", "prior", "aft", "mixup_skip")
+                     if k in got and got[k] != getattr(settings, k)]
         parts = [f"{source} does not fit the model" + (f" ({'; '.join(diffs)})" if diffs else "") + ":"]
         for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", wrong)):
             if keys:

@@ -17,6 +17,11 @@ injection (tokens, logits, ``f_hat``, 10 scale priors) -> U-Net encoder with DAE
 global residual blend -> clamp. Each part runs inside a ``torch.profiler.record_function`` range named in
 ``PARTS`` (the benchmark's part timing reads them; they cost nothing when no profiler runs).
 
+Ablations (docs/ablations.md): ``VarFormer(prior="none")`` is the U-Net alone -- no VAR transformer, Adapter or
+cross-attention is built and nothing but the U-Net (and the frozen ``quant_conv`` between its halves) runs;
+``prior="fixed"``, ``aft=False`` and ``mixup_skip=False`` change the U-Net's guidance and skips
+(``varformer.model.unet``). The defaults are the released model.
+
 Not computed, because nothing uses it: the Lvl-0 prior/DAE/AFT modules, the RGB output of the VQVAE decoder on
 ``f_hat`` (and its full-resolution level unless ``dec_adjust`` needs it), the encoder DAE side output and the
 single-channel softmax of the residual weight (identically 1).
@@ -38,7 +43,7 @@ from varformer.errors import CheckpointMismatchError, VarformerError
 from varformer.model.adapter import Adapter
 from varformer.model.convert import infer_official_layout, map_official, read_official
 from varformer.model.cross_attention import CrossAttentionInjection
-from varformer.model.prior_rollout import greedy_rollout
+from varformer.model.prior_rollout import RolloutOutput, greedy_rollout
 from varformer.model.settings import STAGE_CLASSES, STAGE_DESCRIPTIONS, VarFormerSettings
 from varformer.model.strict_load import load_weights
 from varformer.model.unet import UNetDecoder, UNetEncoder
@@ -63,10 +68,11 @@ class ModelInputError(VarformerError, ValueError):
 
 @dataclass
 class Stage1Outputs:
+    # lq_feat, logits and tokens are None only for the stage-2 ablation without the VAR prior
     restored: torch.Tensor           # (B, 3, 256, 256) in [-1, 1]: VQVAE reconstruction of the greedy tokens
-    lq_feat: torch.Tensor            # (B, 32, 16, 16) quantised adapted latent, gradient straight to the adapter
-    logits: torch.Tensor             # (B, 680, V) CFG-combined logits of the greedy rollout (float32)
-    tokens: List[torch.Tensor]       # 10 x (B, pn^2) greedy index maps
+    lq_feat: Optional[torch.Tensor]  # (B, 32, 16, 16) quantised adapted latent, gradient straight to the adapter
+    logits: Optional[torch.Tensor]   # (B, 680, V) CFG-combined logits of the greedy rollout (float32)
+    tokens: Optional[List[torch.Tensor]]  # 10 x (B, pn^2) greedy index maps
 
 
 @dataclass
@@ -81,16 +87,18 @@ class _AdaptedVAR(nn.Module):
 
     stage: int = 0
 
-    def __init__(self, depth: int, vae_ch: int, n_cross: int, cfg: float, head_layout: str, dec_adjust: bool = False):
+    def __init__(self, depth: int, vae_ch: int, n_cross: int, cfg: float, head_layout: str, dec_adjust: bool = False,
+                 with_var: bool = True):
         super().__init__()
         VarFormerSettings(stage=self.stage, depth=depth, vae_ch=vae_ch, n_cross=n_cross, dec_adjust=dec_adjust, cfg=cfg,
                           head_layout=head_layout).validate()
         self.depth, self.vae_ch, self.n_cross, self.cfg, self.head_layout = depth, vae_ch, n_cross, cfg, head_layout
         self.vae = VQVAE(vocab_size=4096, z_channels=32, ch=vae_ch, share_quant_resi=4)
+        # with_var=False (the ablation without the VAR prior): no VAR transformer, Adapter or cross-attention
         # drop path off: the VAR blocks are frozen and only ever run as at inference
         self.var = VAR(self.vae, depth=depth, num_classes=1000, shared_aln=False, attn_l2_norm=True,
-                       drop_path_rate=0.0)
-        self.adapter = Adapter(channels=32, n_blocks=4)
+                       drop_path_rate=0.0) if with_var else None
+        self.adapter = Adapter(channels=32, n_blocks=4) if with_var else None
         # False: the VAR loop (blocks, cross-attention) stays float32 under autocast; True: it follows autocast
         self.bf16_transformer = False
         self.cross_attn = nn.ModuleList(CrossAttentionInjection(self.var.C, CROSS_HEADS, head_layout)
@@ -103,12 +111,13 @@ class _AdaptedVAR(nn.Module):
     def settings(self) -> VarFormerSettings:
         return VarFormerSettings(stage=self.stage, depth=self.depth, vae_ch=self.vae_ch, n_cross=self.n_cross,
                                  dec_adjust=getattr(self, "dec_adjust", False), cfg=self.cfg,
-                                 head_layout=self.head_layout)
+                                 head_layout=self.head_layout, prior=getattr(self, "prior", "dae"),
+                                 aft=getattr(self, "aft", True), mixup_skip=getattr(self, "mixup_skip", True))
 
     def frozen_modules(self) -> List[nn.Module]:
         """What the official recipes freeze: the VQVAE and the VAR transformer blocks (not the VAR embeddings,
         ``head_nm`` and ``head``, which both official stages train)."""
-        return [self.vae, self.var.blocks]
+        return [self.vae] + ([self.var.blocks] if self.var is not None else [])
 
     def freeze_official(self) -> "_AdaptedVAR":
         for p in self.parameters():
@@ -141,7 +150,7 @@ class _AdaptedVAR(nn.Module):
         """The modules whose weights may be held in bf16: those that run under bf16 autocast anyway. The VAR
         blocks and cross-attention only with ``bf16_transformer``; never the VQVAE, codebook, VAR embeddings or
         head (they run in float32 whatever the caller asks)."""
-        return [self.var.blocks, self.cross_attn] if self.bf16_transformer else []
+        return [self.var.blocks, self.cross_attn] if self.bf16_transformer and self.var is not None else []
 
     def _fp32_weight_modules(self) -> List[nn.Module]:
         """Parts of the bf16 modules whose weights stay float32 (the softmax-weight heads and the like)."""
@@ -203,12 +212,13 @@ class _AdaptedVAR(nn.Module):
     def load_backbone(self, vae_path=None, var_path=None, local_files_only: bool = False) -> "_AdaptedVAR":
         """Load the official VQVAE and VAR files (strict) into the frozen backbone. ``None`` searches
         ``checkpoints/`` then the Hugging Face cache/hub; a missing file raises ``WeightsNotFoundError`` saying
-        where to get it."""
+        where to get it. A model without the VAR prior (ablation) has no VAR: only the VQVAE file is read."""
         vae = load_vae(vae_path, ch=self.vae_ch, local_files_only=local_files_only)
-        var = load_var(self.depth, var_path, vae=vae, local_files_only=local_files_only)
         assign = next(self.parameters()).device.type == "meta"
         self.vae.load_state_dict(vae.state_dict(), strict=True, assign=assign)
-        self.var.load_state_dict(var.state_dict(), strict=True, assign=assign)
+        if self.var is not None:
+            var = load_var(self.depth, var_path, vae=vae, local_files_only=local_files_only)
+            self.var.load_state_dict(var.state_dict(), strict=True, assign=assign)
         return self
 
     # ------------------------------------------------------------------ shared forward pieces
@@ -239,6 +249,15 @@ class _AdaptedVAR(nn.Module):
         with record_function(PART_VAR_LOOP), contextlib.nullcontext() if self.bf16_transformer else fp32_region(x.device):
             rollout = greedy_rollout(self.var, self.cross_attn, x_lq, self.cfg, self.head_layout)
         return enc_feats, lq_feat, rollout
+
+    def var_prediction(self, lq: torch.Tensor) -> RolloutOutput:
+        """The greedy VAR rollout conditioned on ``lq`` (B, 3, 256, 256) in [0, 1], without the U-Net: tokens,
+        logits, ``f_hat`` and the scale priors, float32, no autograd graph (the analysis figures use it)."""
+        self._check_input(lq)
+        if self.var is None:
+            raise ModelInputError("this model has no VAR prior (ablation prior=none): there is no VAR prediction")
+        with torch.inference_mode():
+            return self._adapt_and_rollout((lq.float() - 0.5) / 0.5)[2]
 
     def forward(self, lq: torch.Tensor, precision: Optional[str] = None) -> torch.Tensor:
         """(B, 3, 256, 256) in [0, 1] -> restored (B, 3, 256, 256) in [0, 1]; no autograd graph.
@@ -281,12 +300,16 @@ class VarFormer(_AdaptedVAR):
     stage = 2
 
     def __init__(self, depth: int = 16, vae_ch: int = 160, n_cross: int = 8, dec_adjust: bool = False,
-                 cfg: float = 0.5, head_layout: str = "official", input_weight_init: float = 0.5):
-        super().__init__(depth, vae_ch, n_cross, cfg, head_layout, dec_adjust)
-        self.dec_adjust = dec_adjust
-        self.unet_encoder = UNetEncoder(ch=vae_ch, ch_mult=CH_MULT, num_res_blocks=2, z_channels=32, heads=8)
+                 cfg: float = 0.5, head_layout: str = "official", input_weight_init: float = 0.5,
+                 prior: str = "dae", aft: bool = True, mixup_skip: bool = True):
+        VarFormerSettings(stage=2, depth=depth, vae_ch=vae_ch, n_cross=n_cross, dec_adjust=dec_adjust, prior=prior,
+                          aft=aft, mixup_skip=mixup_skip).validate()
+        super().__init__(depth, vae_ch, n_cross, cfg, head_layout, dec_adjust, with_var=prior != "none")
+        self.dec_adjust, self.prior, self.aft, self.mixup_skip = dec_adjust, prior, aft, mixup_skip
+        self.unet_encoder = UNetEncoder(ch=vae_ch, ch_mult=CH_MULT, num_res_blocks=2, z_channels=32, heads=8,
+                                        prior=prior, aft=aft)
         self.unet_decoder = UNetDecoder(ch=vae_ch, ch_mult=CH_MULT, num_res_blocks=2, z_channels=32, heads=4,
-                                        dec_adjust=dec_adjust)
+                                        dec_adjust=dec_adjust, prior=prior, aft=aft, mixup_skip=mixup_skip)
         # global residual: out = (1 - w) * net + w * input. Official init 0.5. For short runs from scratch, 1.0
         # starts the restorer as the identity; Adam still gives the U-Net full-size steps (its gradient is scaled
         # by 1 - w, which Adam normalises away) while w itself learns how much of the network to mix in.
@@ -306,8 +329,8 @@ class VarFormer(_AdaptedVAR):
 
     def _fp32_weight_modules(self) -> List[nn.Module]:
         # the DAE softmax heads (kept float32: their logits decide the blend) and the deformable alignment (no bf16 deform_conv2d kernel)
-        keep: List[nn.Module] = [g.select.to_weights for g in self._guidances()]
-        keep += [g.fuse.to_logits for g in self._guidances()]
+        keep: List[nn.Module] = [g.select.to_weights for g in self._guidances() if g.select.to_weights is not None]
+        keep += [g.fuse.to_logits for g in self._guidances() if g.fuse is not None]
         if self.unet_decoder.align is not None:
             keep.append(self.unet_decoder.align)
         return keep
@@ -332,21 +355,30 @@ class VarFormer(_AdaptedVAR):
         return mid, feats
 
     def _stage2(self, x: torch.Tensor):
-        enc_feats, lq_feat, r = self._adapt_and_rollout(x)
+        """x in [-1, 1] -> (restored, lq_feat, rollout, DAE weights); lq_feat and the rollout are None without
+        the VAR prior (ablation), which runs the U-Net alone."""
+        enc_feats = lq_feat = r = priors = dz = dec_feats = None
+        if self.var is not None:
+            enc_feats, lq_feat, r = self._adapt_and_rollout(x)
+            priors = r.priors
         with record_function(PART_UNET_ENCODER):
-            h, skips, weights = self.unet_encoder(x, r.priors, enc_feats)
+            h, skips, weights = self.unet_encoder(x, priors, enc_feats)
             y = self.vae.quant_conv(h)
-        dz, dec_feats = self._vq_decoder_features(r.f_hat)
+        if r is not None:
+            dz, dec_feats = self._vq_decoder_features(r.f_hat)
         with record_function(PART_UNET_DECODER):
-            n, dec_weights = self.unet_decoder(y, skips, r.priors, dz, dec_feats)
+            n, dec_weights = self.unet_decoder(y, skips, priors, dz, dec_feats)
         w = self.input_weight.float()
         out = ((1 - w) * n.float() + w * x.float()).clamp(-1, 1)
         return out, lq_feat, r, dict(weights, **dec_weights)
 
     def training_outputs(self, lq: torch.Tensor) -> VarFormerOutputs:
+        """Without the VAR prior (ablation) ``lq_feat``, ``logits``, ``tokens`` and ``priors`` are None."""
         self._check_input(lq)
         self._check_trainable()
         out, lq_feat, r, weights = self._stage2((lq - 0.5) / 0.5)
+        if r is None:
+            return VarFormerOutputs(restored=out, lq_feat=None, logits=None, tokens=None, dae_weights=weights)
         return VarFormerOutputs(restored=out, lq_feat=lq_feat, logits=r.logits, tokens=r.tokens, priors=r.priors,
                                 dae_weights=weights)
 
@@ -359,5 +391,5 @@ def build_varformer(settings: VarFormerSettings, input_weight_init: float = 0.5)
     ``torch.device("meta")`` to allocate nothing); ``input_weight_init`` applies to stage 2 only."""
     settings.validate()
     if settings.stage == 1:
-        return VarFormerStage1(**settings.constructor_kwargs())
+        return VarFormerStage1(**settings.constructor_kwargs())  # the ablation switches are stage-2 only
     return VarFormer(**settings.constructor_kwargs(), input_weight_init=input_weight_init)

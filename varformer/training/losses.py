@@ -161,12 +161,14 @@ class VarFormerLoss(nn.Module):
     ``training_outputs`` (``restored`` in [-1,1], ``lq_feat``, ``logits``), ``gt_pm1`` the clean image in [-1,1],
     ``gt_tokens`` the 10 GT index maps, ``gt_feat`` the clean cumulative reconstruction (B,32,16,16)."""
 
-    def __init__(self, loss_cfg, stage: int, vgg: Optional[VGGPerceptualLoss] = None):
+    def __init__(self, loss_cfg, stage: int, vgg: Optional[VGGPerceptualLoss] = None, with_prior: bool = True):
         super().__init__()
         if stage not in (1, 2):
             raise ConfigError(f"stage must be 1 or 2, got {stage}")
         self.stage, self.formulation = stage, loss_cfg.formulation
         active = stage_terms(self.formulation, stage)
+        if not with_prior:  # the ablation without the VAR prior: no rollout logits, no adapted latent
+            active = [k for k in active if k not in ("token_ce", "feature_l2")]
         weights = {"pixel_l1": loss_cfg.pixel_l1, "psnr": loss_cfg.psnr, "perceptual": loss_cfg.perceptual,
                    "token_ce": loss_cfg.token_ce, "feature_l2": loss_cfg.feature_l2}
         for k, w in weights.items():
@@ -180,7 +182,7 @@ class VarFormerLoss(nn.Module):
         self.vgg = vgg if "perceptual" in self.weights else None
 
     @classmethod
-    def from_config(cls, loss_cfg, stage: int, announce=print) -> "VarFormerLoss":
+    def from_config(cls, loss_cfg, stage: int, announce=print, with_prior: bool = True) -> "VarFormerLoss":
         vgg = None
         if stage == 2 and "perceptual" in stage_terms(loss_cfg.formulation, 2):
             if loss_cfg.perceptual > 0:
@@ -189,7 +191,9 @@ class VarFormerLoss(nn.Module):
             else:
                 announce("!" * 100 + "\n!! train.loss.perceptual=0: training stage 2 WITHOUT the VGG19 perceptual "
                          "term (not the official recipe)\n" + "!" * 100)
-        return cls(loss_cfg, stage, vgg)
+        if not with_prior:
+            announce("model.prior=none: no VAR rollout, so the token CE and feature terms are off")
+        return cls(loss_cfg, stage, vgg, with_prior)
 
     def _image_terms(self, restored: torch.Tensor, gt_pm1: torch.Tensor) -> Dict[str, torch.Tensor]:
         w, raw = self.weights, {}
@@ -222,6 +226,7 @@ class VarFormerLoss(nn.Module):
         with torch.no_grad():  # monitored, not trained: stage 1's image and token accuracy
             if "pixel_l1" not in raw:
                 terms["metric_pixel_l1"] = pixel_l1(restored, gt_pm1)
-            target = torch.cat(list(gt_tokens), dim=1)
-            terms["metric_token_acc"] = (out.logits.argmax(-1) == target).float().mean()
+            if out.logits is not None:
+                target = torch.cat(list(gt_tokens), dim=1)
+                terms["metric_token_acc"] = (out.logits.argmax(-1) == target).float().mean()
         return LossTerms(total=total, terms=terms)

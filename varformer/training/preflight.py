@@ -80,7 +80,7 @@ def validation_sets(cfg) -> List[Tuple[str, int]]:
         except DataError as e:
             raise DataError(f"validation set: {e} (eval.root={cfg.eval.root}); set eval.root to the folder that "
                             f"holds it, or train.val_every=0 to train without validation") from None
-    out, left, i = [], t.val_images, 0
+    left, i = t.val_images, 0
     counts = [0] * len(names)
     while left > 0 and any(i < n for n in sizes):  # round-robin, as build_val_pairs takes them
         for j, n in enumerate(sizes):

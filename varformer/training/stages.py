@@ -40,6 +40,9 @@ def build_model(cfg, stage: int, announce=print) -> nn.Module:
     """The stage's model with its backbone weights loaded (or, for tests/demo, an announced random backbone)."""
     m = cfg.model
     settings = VarFormerSettings.from_config(m).replace(stage=stage)
+    if stage == 2 and settings.prior == "none" and m.stage1_weights:
+        raise ConfigError("model.prior=none (the ablation without the VAR prior) has no Adapter or cross-attention: "
+                          "model.stage1_weights has nothing to load into; leave it unset")
     model = build_varformer(settings, input_weight_init=cfg.demo.input_weight_init)
     if m.weights:
         _, sd = read_varformer(m.weights)
@@ -50,7 +53,8 @@ def build_model(cfg, stage: int, announce=print) -> nn.Module:
                  "only, the priors carry no ImageNet knowledge")
     else:
         model.load_backbone(m.vae_path, m.var_path, local_files_only=m.local_files_only)
-        announce(f"model: VQVAE and VAR d{m.depth} weights loaded")
+        announce(f"model: VQVAE and VAR d{m.depth} weights loaded" if model.var is not None
+                 else "model: VQVAE weights loaded (no VAR: model.prior=none)")
     if stage == 2 and m.stage1_weights:
         n = load_stage1_into_stage2(model, m.stage1_weights,
                                     include_backbone=bool(m.random_init_backbone and not m.weights))
@@ -64,7 +68,7 @@ def freeze_for(model: nn.Module, stage: int, formulation: str) -> None:
     """Official: VQVAE + VAR blocks frozen, everything else trains (VAR embeddings and head included).
     Paper: the whole VAR frozen; in stage 2 also the Adapter and cross-attention (no paper term reaches them)."""
     model.freeze_official()
-    if formulation == "paper":
+    if formulation == "paper" and model.var is not None:
         model.var.requires_grad_(False)
         if stage == 2:
             model.adapter.requires_grad_(False)
@@ -156,7 +160,8 @@ class VarFormerTask(TrainTask):
     def forward(self, batch) -> StepOutput:
         lq, gt = batch["lq"], batch["gt"]
         gt_pm1 = gt * 2 - 1
-        gt_tokens, gt_feat = self.clean_targets(gt_pm1)
+        # without the VAR prior (ablation) there is no rollout to give token or feature targets to
+        gt_tokens, gt_feat = self.clean_targets(gt_pm1) if self.model.var is not None else (None, None)
         out = self.model.training_outputs(lq)
         lt = self.loss(out, gt_pm1, gt_tokens, gt_feat)
         visuals = {"lq": lq, "output": out.restored.detach().float().add(1).mul(0.5), "gt": gt}
@@ -238,7 +243,7 @@ def build_task(cfg, stage: int, announce=print) -> VarFormerTask:
     if cfg.train.grad_checkpointing:
         n = enable_activation_checkpointing(model)
         announce(f"activation checkpointing on for {n} modules")
-    loss = VarFormerLoss.from_config(cfg.train.loss, stage, announce)
+    loss = VarFormerLoss.from_config(cfg.train.loss, stage, announce, with_prior=model.var is not None)
     announce(f"stage {stage} losses ({cfg.train.loss.formulation}): "
              + " + ".join(f"{w:g} x {k}" for k, w in loss.weights.items()))
     return VarFormerTask(model, loss, stage, val_pairs, val_batch=cfg.eval.batch_size,
