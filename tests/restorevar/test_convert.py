@@ -2,7 +2,7 @@
 a VAR file, our checkpoint format, and the messages for missing weights."""
 import pytest
 import torch
-from conftest import SMALL, small_model
+from restorevar_testutils import SMALL, small_model
 
 from varformer.backbone import VAR, VQVAE
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import restorevar_reference as ref
-from conftest import SIZE, small_model
+from restorevar_testutils import SIZE, small_model
 
 from varformer.restorevar import RestoreVAR, RestoreVARInputError
 

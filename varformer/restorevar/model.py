@@ -69,7 +69,7 @@ class TrainingOutputs:
 
 
 class RestoreVAR(nn.Module):
-    def __init__(self, depth: int = 16, embed_dim: int = 1024, vae_ch: int = 160,
+    def __init__(self, depth: int = 16, embed_dim: Optional[int] = None, vae_ch: int = 160,
                  patch_nums: Sequence[int] = PATCH_NUMS_512, refiner_depth: int = 12, refiner_dim: int = 384,
                  refiner_heads: int = 6, refiner_mlp_dim: int = 768, separate_tokenizer: bool = False,
                  drop_path_rate: float = 0.0):
@@ -82,8 +82,8 @@ class RestoreVAR(nn.Module):
         self.vae = VQVAE(**vae_kw)
         self.tokenizer_vae = VQVAE(**vae_kw) if separate_tokenizer else None
         self.var = RestoreVARTransformer(Cvae=32, vocab_size=4096, patch_nums=s.patch_nums, depth=depth,
-                                         embed_dim=embed_dim, num_heads=s.num_heads, drop_path_rate=drop_path_rate)
-        self.refiner = (LatentRefiner(num_tokens=self.var.N, cond_tokens=self.var.L, in_dim=32, cond_dim=embed_dim,
+                                         embed_dim=s.embed_dim, num_heads=s.num_heads, drop_path_rate=drop_path_rate)
+        self.refiner = (LatentRefiner(num_tokens=self.var.N, cond_tokens=self.var.L, in_dim=32, cond_dim=s.embed_dim,
                                       dim=refiner_dim, depth=refiner_depth, heads=refiner_heads,
                                       mlp_dim=refiner_mlp_dim) if refiner_depth else None)
 

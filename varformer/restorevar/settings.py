@@ -26,7 +26,7 @@ VAE_DOWNSAMPLE = 16
 @dataclass
 class RestoreVARSettings:
     depth: int = 16                     # VAR depth (released: 16)
-    embed_dim: int = 1024               # VAR width; 64 per head (official: 64 * depth)
+    embed_dim: Optional[int] = None     # VAR width, 64 per head; None: 64 * depth (the official pairing)
     vae_ch: int = 160                   # VQVAE base width (official 160; tests use 32)
     patch_nums: List[int] = field(default_factory=lambda: list(PATCH_NUMS_512))
     refiner_depth: int = 12             # latent refiner layers; 0: no refiner (the stage-1 model)
@@ -50,6 +50,8 @@ class RestoreVARSettings:
         self.patch_nums = [int(p) for p in self.patch_nums]
         if self.depth < 1:
             raise ConfigError(f"RestoreVAR depth must be >= 1, got {self.depth}")
+        if self.embed_dim is None:
+            self.embed_dim = HEAD_DIM * self.depth
         if self.embed_dim < HEAD_DIM or self.embed_dim % HEAD_DIM:
             raise ConfigError(f"RestoreVAR embed_dim must be a positive multiple of {HEAD_DIM} (head dim), "
                               f"got {self.embed_dim}")
