@@ -7,7 +7,8 @@ import os
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restorer", default="identity",
-                        help="'identity' (the degraded input itself) or a VarFormer checkpoint (ours or official)")
+                        help="'identity' (the degraded input itself), a VarFormer checkpoint (ours or official) or a "
+                             "RestoreVAR checkpoint of ours (varformer convert restorevar)")
     parser.add_argument("--benchmarks", nargs="+", default=None, metavar="NAME[=ROOT]",
                         help="benchmark names ('varformer data list'), each optionally with its own root; "
                              "'demo' = every demo-<task> set")

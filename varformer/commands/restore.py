@@ -8,14 +8,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (top level) or glob patterns")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (PNG files, input names)")
     p.add_argument("--weights", default=None, metavar="PATH",
-                   help="VarFormer checkpoint (default: checkpoints/varformer_d16.pt, made by 'varformer convert "
-                        "official'); 'identity' runs the pipeline without a model")
+                   help="VarFormer or RestoreVAR checkpoint (default: checkpoints/varformer_d16.pt, made by "
+                        "'varformer convert official'; RestoreVAR: 'varformer convert restorevar'); 'identity' runs "
+                        "the pipeline without a model")
     p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16 autocast for the network (the VQVAE quantizer stays fp32); default fp32")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the U-Net (CUDA: with CUDA graphs); the first call compiles for minutes")
-    p.add_argument("--tile", type=int, default=256, help="tile size: the model's input size (default 256)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile size: the model's input size (default: VarFormer 256, RestoreVAR 512)")
     p.add_argument("--overlap", type=int, default=32, help="minimum overlap of neighbouring tiles in px (default 32)")
     p.add_argument("--batch", type=int, default=4, help="tiles per model call, shared across images (default 4)")
     p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output PNG already exists")

@@ -9,8 +9,9 @@ tile larger images at native resolution, ``varformer.inference.tiling``) or any 
     r = model_restorer(model, device="cuda", precision="bf16")     # a model already in memory
     y = r(x)                                                       # inputs moved to r.device; float32 out
 
-``load_restorer`` takes every weights file of this project: our checkpoints (``.pt``/``.safetensors``) and the
-official BasicSR file (converted on the fly).
+``load_restorer`` takes every weights file of this project: our VarFormer checkpoints (``.pt``/``.safetensors``),
+the official BasicSR file (converted on the fly) and our RestoreVAR checkpoints (told apart by their ``format``
+marker; a RestoreVAR restorer takes 512x512 inputs, so callers resize -- the restorevar protocol -- or tile).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from torch import nn
 
 from varformer.errors import ConfigError, WeightsNotFoundError
 from varformer.model.checkpoint_io import load_varformer
+from varformer.restorevar import checkpoint_format, load_restorevar
 from varformer.runtime import autocast, check_precision, resolve_device
 
 DEFAULT_WEIGHTS = "checkpoints/varformer_d16.pt"
@@ -92,7 +94,8 @@ def resolve_weights(weights: Optional[str]) -> Path:
 
 def load_restorer(weights: Optional[str] = None, device: Union[str, torch.device] = "auto",
                   precision: str = "fp32", compile_unet: bool = False) -> Restorer:
-    """``"identity"``, or a weights file (None: the default ``checkpoints/varformer_d16.pt``) as a restorer.
+    """``"identity"``, or a weights file (None: the default ``checkpoints/varformer_d16.pt``) as a restorer: a
+    VarFormer (256x256 input) or, for a RestoreVAR checkpoint, a RestoreVAR (its image size, 512 when released).
 
     ``compile_unet``: ``torch.compile`` the U-Net (worth it on GPUs, where it fuses the norm/activation chains; on
     a CPU the first call compiles for minutes and was measured no faster)."""
@@ -101,6 +104,11 @@ def load_restorer(weights: Optional[str] = None, device: Union[str, torch.device
         return identity_restorer(device)
     path = resolve_weights(weights)
     dev = resolve_device(device)
+    if checkpoint_format(path) == "restorevar":
+        if compile_unet:
+            raise ConfigError(f"{path} is a RestoreVAR model: there is no U-Net to compile")
+        model = load_restorevar(str(path))
+        return model_restorer(model, dev, precision, name=os.path.basename(str(path)), input_size=model.image_size)
     model = load_varformer(str(path))
     if compile_unet:
         if not hasattr(model, "compile_unet"):
