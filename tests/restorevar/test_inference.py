@@ -74,3 +74,12 @@ def test_evaluate_restorevar_protocol_and_restore(checkpoint, tmp_path, monkeypa
         assert im.size == (48, 40)
     assert "1 written" in capsys.readouterr().out
 
+
+
+def test_published_restorevar_table_beside_ours():
+    from varformer.evaluation.report import published_tables
+    summary = {"protocol": "restorevar", "published_tag": "restorevar", "restorer": "rv.pt",
+               "benchmarks": {"lol": {"task": "lowlight", "psnr": 20.0, "ssim": 0.7, "lpips": 0.2}}}
+    text = "\n".join(published_tables(summary))
+    assert "| AutoDIR | 24.48/0.780/0.081 |" in text and "| InstructIR | 26.90/0.952/0.017 | – |" in text
+    assert "| Δ ours − RestoreVAR | – | – | – | −1.72/−0.082/+0.074 | – |" in text

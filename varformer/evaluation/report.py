@@ -85,8 +85,9 @@ def published_tables(summary: dict) -> List[str]:
             continue
         with_lpips = "lpips" in t["metrics"]
         header = ["Method"] + [c["name"] for c in t["columns"]]
-        rows = [[name] + ["/".join(f"{x:.2f}" if i == 0 else f"{x:.3f}" for i, x in enumerate(cell)) for cell in cells]
-                for name, cells in t["rows"].items()]
+        rows = [[name] + ["–" if cell is None else "/".join(f"{x:.2f}" if i == 0 else f"{x:.3f}"
+                                                            for i, x in enumerate(cell)) for cell in cells]
+                for name, cells in t["rows"].items()]   # None: a cell the paper does not report
         ours = [f"**ours: {summary['restorer']}**"] + [
             _fmt(v[0], v[1], v[2] if with_lpips else None) if v else "–" for v, _ in covered]
         head = t["rows"][t["headline"]]
