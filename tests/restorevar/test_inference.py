@@ -50,7 +50,8 @@ def test_evaluate_restorevar_protocol_and_restore(checkpoint, tmp_path, monkeypa
     ours = folder / "restorevar.pt"
     torch.manual_seed(0)
     import torchvision
-    trunk = {k: v for k, v in torchvision.models.alexnet(weights=None).state_dict().items() if k.startswith("features.")}
+    alexnet = torchvision.models.alexnet(weights=None).state_dict()
+    trunk = {k: v for k, v in alexnet.items() if k.startswith("features.")}
     torch.save(trunk, tmp_path / metrics.ALEXNET_FILE)
     monkeypatch.setattr(metrics, "alexnet_search_paths", lambda: [tmp_path / metrics.ALEXNET_FILE])
     demo = ensure_demo(str(tmp_path / "demo"), SPEC, log=None)

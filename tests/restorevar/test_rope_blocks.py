@@ -21,7 +21,8 @@ def test_rope_tables_at_512_have_the_official_shapes_and_positions():
     assert rows[5 + 5].item() == (torch.tensor(1.0) / 3 * 32).item()
     assert cols[5 + 5].item() == (torch.tensor(2.0) / 3 * 32).item()
     naive = ref.positions(PATCH_NUMS_512)
-    assert torch.allclose(rows.double(), naive[:, 0], atol=1e-5) and torch.allclose(cols.double(), naive[:, 1], atol=1e-5)
+    assert torch.allclose(rows.double(), naive[:, 0], atol=1e-5)
+    assert torch.allclose(cols.double(), naive[:, 1], atol=1e-5)
     # angles: pair m < 16 turns by row * 10000^(-m/16), pair 16 + m by col * the same frequency
     m = 3
     f = 10000.0 ** (-4 * m / 64)

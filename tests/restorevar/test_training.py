@@ -143,3 +143,33 @@ def test_stage2_refiner_gradients_are_averaged_across_processes(tmp_path):
     assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(r0["synced"], r1["synced"]))
     mean = [(a + b) / 2 for a, b in zip(r0["unsynced"], r1["unsynced"])]
     assert all(torch.allclose(a, m, atol=1e-6) for a, m in zip(r0["synced"], mean))
+
+
+def test_stage_models_from_weight_files(tmp_path):
+    """Stage 1 from a VAR file + the tokenizer file (the official start), stage 2 from the stage-1 file + the
+    fine-tuned VQVAE file; a missing stage-1 source is a clear error."""
+    from varformer.backbone import VAR, VQVAE
+    from varformer.errors import ConfigError
+    from varformer.restorevar import save_restorevar
+    from varformer.training.restorevar_stages import build_restorevar_model
+    torch.manual_seed(0)
+    vae = VQVAE(ch=32, patch_nums=(1, 2, 3, 4))
+    var = VAR(vae, depth=2)
+    torch.save(vae.state_dict(), tmp_path / "vae_ch160v4096z32.pth")
+    torch.save(var.state_dict(), tmp_path / "var_d2.pth")
+    cfg = load_config("restorevar_stage1.yaml", SMALL + [f"restorevar.var_path={tmp_path / 'var_d2.pth'}",
+                                                         f"restorevar.vae_path={tmp_path / 'vae_ch160v4096z32.pth'}"])
+    m1 = build_restorevar_model(cfg, 1, announce=lambda s: None)
+    assert m1.refiner is None and abs(m1.var.blocks[1].drop_path.drop_prob - 0.1 * 2 / 24) < 1e-9
+    assert torch.equal(m1.var.blocks[0].attn.mat_qkv.weight, var.blocks[0].attn.mat_qkv.weight)
+    assert torch.equal(m1.vae.decoder.conv_out.weight, vae.decoder.conv_out.weight)
+    save_restorevar(tmp_path / "s1.pt", m1)
+    fine = {k: (v + 1 if k == "decoder.conv_out.bias" else v) for k, v in vae.state_dict().items()}
+    torch.save(fine, tmp_path / "vae_restorevar.ckpt")
+    cfg2 = load_config("restorevar_stage2.yaml", SMALL + [
+        f"restorevar.stage1_weights={tmp_path / 's1.pt'}", f"restorevar.decoder_vae_path={tmp_path / 'vae_restorevar.ckpt'}"])
+    m2 = build_restorevar_model(cfg2, 2, announce=lambda s: None)
+    assert torch.equal(m2.var.head.weight, m1.var.head.weight)
+    assert torch.equal(m2.vae.decoder.conv_out.bias, fine["decoder.conv_out.bias"])
+    with pytest.raises(ConfigError, match="stage1_weights"):
+        build_restorevar_model(load_config("restorevar_stage2.yaml", SMALL), 2, announce=lambda s: None)

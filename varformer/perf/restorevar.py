@@ -21,8 +21,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from varformer.inference import count_tiles, model_restorer
-from varformer.perf.measure import (Timing, count_flops_by_module, interleaved_timings, peak_tensor_bytes, random_images,
-                                    range_seconds, tensor_bytes)
+from varformer.perf.measure import (Timing, count_flops_by_module, interleaved_timings, peak_tensor_bytes,
+                                    random_images, range_seconds, tensor_bytes)
 from varformer.restorevar import PARTS, PATCH_NUMS_512, RestoreVAR, RestoreVARSettings, load_restorevar
 from varformer.runtime import cpu_features, device_name, resolve_device
 
@@ -196,7 +196,8 @@ def format_comparison(varformer, restorevar: RestoreVARBenchmark, precisions: Se
     for p in precisions:
         if p in vf:
             t = vf[p].b1
-            lines.append(f"| VarFormer {varformer.config.get('depth')}/{varformer.config.get('vae_ch')} | {p} | 256x256 "
+            name = f"VarFormer {varformer.config.get('depth')}/{varformer.config.get('vae_ch')}"
+            lines.append(f"| {name} | {p} | 256x256 "
                          f"| {varformer.params / 1e6:.1f} | {varformer.flops_per_image / 1e9:.1f} | {t.wall_s:.3f} | "
                          f"{t.cpu_s:.3f} | {_gib(varformer.tensor_peaks.get(p))} | "
                          f"{tiles * varformer.flops_per_image / 1e9:.1f} ({tiles} tiles) | {tiles * t.wall_s:.2f} |")

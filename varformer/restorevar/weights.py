@@ -4,11 +4,10 @@ The released files are not on a model hub: they are in the "checkpoints" archive
 (a JHU SharePoint download, ``ckpts/`` once extracted). Put them in ``checkpoints/`` (or ``$VARFORMER_CHECKPOINTS``)
 or pass their paths; a missing file raises ``WeightsNotFoundError`` saying which file and where to get it.
 
-| file | what |
-|---|---|
-| ``restorevar.pth`` | VAR d16 @ 512 + latent refiner (594 tensors) |
-| ``vae_restorevar.ckpt`` | the VQVAE with the decoder fine-tuned on continuous latents |
-| ``var_d16.pth``, ``vae_ch160v4096z32.pth`` | VAR's own files (stage-1 initialisation, tokenizer): also in the archive, and on Hugging Face ``FoundationVision/var`` |
+- ``restorevar.pth``: VAR d16 @ 512 + latent refiner (594 tensors);
+- ``vae_restorevar.ckpt``: the VQVAE with the decoder fine-tuned on continuous latents;
+- ``var_d16.pth``, ``vae_ch160v4096z32.pth``: VAR's own files (stage-1 initialisation, tokenizer), also in the
+  archive and on Hugging Face ``FoundationVision/var``.
 """
 from __future__ import annotations
 

@@ -63,6 +63,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg):
     if kind == "lin0":
         if not 0 <= cfg.warmup_iters < cfg.total_iters:
             raise ConfigError(f"train.warmup_iters must be in [0, total_iters), got {cfg.warmup_iters}")
-        total, warmup, start, end = int(cfg.total_iters), int(cfg.warmup_iters), float(cfg.warmup_start), float(cfg.lr_end)
+        total, warmup = int(cfg.total_iters), int(cfg.warmup_iters)
+        start, end = float(cfg.warmup_start), float(cfg.lr_end)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lin0_factor(it, total, warmup, start, end))
     raise ConfigError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {kind!r}")

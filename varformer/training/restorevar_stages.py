@@ -122,6 +122,10 @@ def build_restorevar_model(cfg, stage: int, announce=print) -> RestoreVAR:
         settings = settings.replace(refiner_depth=0)       # the official stage-1 VAR has no refiner
     elif not settings.refiner_depth:
         raise ConfigError("stage 2 trains the refiner: restorevar.refiner_depth must be > 0")
+    source = rv.weights if stage == 1 else (rv.stage1_weights or rv.weights)
+    if stage == 2 and not source:
+        raise ConfigError("stage 2 needs the trained transformer: set restorevar.stage1_weights to a stage-1 run's "
+                          "final_ema.pt (or ckpt_*.pt), or restorevar.weights to a RestoreVAR checkpoint")
     dpr = 0.1 * settings.depth / 24 if rv.drop_path_rate is None else float(rv.drop_path_rate)
     model = RestoreVAR(**settings.constructor_kwargs(), drop_path_rate=dpr)
     model.var.init_weights()
@@ -132,7 +136,6 @@ def build_restorevar_model(cfg, stage: int, announce=print) -> RestoreVAR:
                  "only, no ImageNet knowledge")
     else:
         _load_image_vae(model, rv, stage, announce)
-    source = rv.weights if stage == 1 else (rv.stage1_weights or rv.weights)
     if source:
         parts = ("var", "refiner") + (("vae",) if rv.random_init_backbone else ())
         n = _load_parts(model, _state_of(source), parts, source)
@@ -143,9 +146,6 @@ def build_restorevar_model(cfg, stage: int, announce=print) -> RestoreVAR:
         sd, report = stage1_init_from_var(read_state_dict(file), settings)
         model.var.load_state_dict({k[len("var."):]: v for k, v in sd.items()}, strict=True)
         announce(f"model: {report.summary()} ({file})")
-    elif stage == 2:
-        raise ConfigError("stage 2 needs the trained transformer: set restorevar.stage1_weights to a stage-1 run's "
-                          "final_ema.pt (or ckpt_*.pt), or restorevar.weights to a RestoreVAR checkpoint")
     return model
 
 
