@@ -35,7 +35,6 @@ def test_the_trainer_resolves_auto_with_the_same_policy(monkeypatch, tmp_path):
 
 
 def test_auto_is_the_default_everywhere():
-    from varformer.cli import main  # noqa: F401  (the parsers below are the CLI's)
     import argparse
     from varformer.commands import benchmark, evaluate, restore
     defaults = load_config(None)

@@ -19,13 +19,18 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from varformer.errors import ConfigError  # re-exported: varformer.config.ConfigError
 from varformer.model.settings import VarFormerSettings
+from varformer.restorevar.settings import RestoreVARSettings
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Sections
 # ---------------------------------------------------------------------------------------------------------------
+METHODS = ("varformer", "restorevar")
+
+
 @dataclass
 class ModelConfig(VarFormerSettings):
+    method: str = "varformer"           # "varformer" (this section) or "restorevar" (the `restorevar:` section)
     # the architecture and inference settings are VarFormerSettings' fields (varformer/model/settings.py);
     # below: where the weights come from
     vae_path: Optional[str] = None      # vae_ch160v4096z32.pth; None: checkpoints/ then the Hugging Face cache
@@ -44,6 +49,8 @@ class DataConfig:
     tasks: List[str] = field(default_factory=lambda: ["blur", "lowlight", "realnoise", "rain", "noise", "haze"])
     task_weights: List[float] = field(default_factory=list)  # empty: equal probabilities (the official intent)
     crop_size: int = 256
+    resize_short: int = 0               # > 0: first resize both images so the short side is this (Lanczos, aspect
+                                        # kept), as RestoreVAR does (576 before its 512 crops); 0: off
     flip: bool = False                  # official stage 2: no flips, no rotations
     rot90: bool = False
     batch_size: int = 16                # per process
@@ -74,6 +81,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     milestones: List[int] = field(default_factory=lambda: [400_000, 450_000])
     gamma: float = 0.5
+    optimizer: str = "adam"             # "adam" or "adamw" (RestoreVAR: AdamW, weight decay on matrices only)
+    lr_schedule: str = "multistep"      # "multistep" (milestones x gamma) or "lin0" (VAR's warm-up/hold/linear decay)
+    warmup_iters: int = 0               # lin0: warm-up length
+    warmup_start: float = 0.005         # lin0: lr factor at iteration 0 (RestoreVAR: 1.0, a flat warm-up)
+    lr_end: float = 0.01                # lin0: lr factor at the last iteration
     ema_decay: float = 0.998
     seed: int = 114514
     global_batch_size: int = 0          # images per optimiser step over all processes (official: 8 stage 1, 64
@@ -112,6 +124,22 @@ class EvalConfig:
 
 
 @dataclass
+class RestoreVARConfig(RestoreVARSettings):
+    # the architecture fields are RestoreVARSettings' (varformer/restorevar/settings.py); below: where the weights
+    # come from (docs/restorevar.md) and the training knobs
+    var_path: Optional[str] = None          # var_d{depth}.pth: stage-1 initialisation; None: checkpoints/, then the hub
+    vae_path: Optional[str] = None          # vae_ch160v4096z32.pth: the tokenizer (stage 1)
+    decoder_vae_path: Optional[str] = None  # vae_restorevar.ckpt (stage 2, inference); None: vae_path's VQVAE
+    weights: Optional[str] = None           # a RestoreVAR checkpoint of ours to start from (every tensor)
+    stage1_weights: Optional[str] = None    # stage 2: a stage-1 run's ckpt_*.pt or final_ema.pt
+    local_files_only: bool = False          # VAR's own files: never reach the hub, only its cache
+    random_init_backbone: bool = False      # tests/demo only: random VQVAE and VAR, explicitly
+    drop_path_rate: Optional[float] = None  # stage 1; None: the official 0.1 * depth / 24
+    rollout_drop_path: bool = False         # stage 2: sample with drop path on, as the release does (a quirk)
+    decoder_perceptual: float = 0.0         # decoder fine-tuning (not the authors' code): VGG19 term weight
+
+
+@dataclass
 class DemoConfig:
     """Knobs for minutes-long CPU runs on the demo set (``varformer demo``, ``configs/demo_stage*.yaml``). The
     defaults are the official behaviour; the official recipes leave this section alone (docs/demo.md)."""
@@ -128,6 +156,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    restorevar: RestoreVARConfig = field(default_factory=RestoreVARConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -156,7 +185,7 @@ def _check_keys(data: Any, cls: type, prefix: str, source: str) -> None:
 
 
 _SECTIONS = {c.__name__: c for c in (ModelConfig, DataConfig, LossConfig, TrainConfig, EvalConfig, DemoConfig,
-                                     Config)}
+                                     RestoreVARConfig, Config)}
 
 # keys that moved: old dotted name -> new one (a warning, then the value is used under the new name)
 MOVED_KEYS = {"model.input_weight_init": "demo.input_weight_init",

@@ -177,11 +177,12 @@ class RestoreReport:
 
 
 def restore_paths(inputs: Sequence[str], out_dir: str, restorer: Restorer, *,
-                  tile: int = 256, overlap: int = 32, batch_size: int = 4, skip_existing: bool = False,
+                  tile: Optional[int] = None, overlap: int = 32, batch_size: int = 4, skip_existing: bool = False,
                   device: Optional[torch.device] = None, progress: bool = True,
                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> RestoreReport:
     """Restore every input image into ``out_dir``; returns what was written, skipped and why files failed."""
     need = getattr(restorer, "input_size", None)
+    tile = tile if tile is not None else (need or 256)     # the model's input size (VarFormer 256, RestoreVAR 512)
     if need is not None and tile != need:
         raise VarformerError(f"this model takes {need}x{need} inputs: use --tile {need} (got {tile})")
     if not 0 <= overlap < tile:

@@ -1,4 +1,5 @@
-"""``varformer benchmark backbone|model``: speed, FLOPs and memory of the VAR backbone or the whole restorer."""
+"""``varformer benchmark backbone|model|train``: speed, FLOPs and memory of the VAR backbone, the whole restorer
+(VarFormer, RestoreVAR, or both side by side from one run: ``model --method both``), or a training step."""
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--ops", nargs="+", default=["encode", "teacher_forced", "generate_greedy", "generate_sampled"])
     b.add_argument("--json", metavar="PATH", help="also write the raw result as JSON")
 
-    m = sub.add_parser("model", help="the whole VarFormer (VAR loop included) vs the official-style reference")
+    m = sub.add_parser("model", help="the whole VarFormer (VAR loop included) vs the official-style reference; "
+                                     "RestoreVAR with --method restorevar, both side by side with --method both")
+    m.add_argument("--method", choices=["varformer", "restorevar", "both"], default="varformer",
+                   help="which restorer (both: one run, RestoreVAR's latency/FLOPs/memory beside VarFormer's)")
+    m.add_argument("--patch-nums", type=int, nargs="+", default=None, metavar="PN",
+                   help="RestoreVAR: scales (default the released 512-px list 1 2 3 4 6 9 13 18 24 32)")
+    m.add_argument("--refiner-depth", type=int, default=12, help="RestoreVAR: refiner layers (default 12)")
     m.add_argument("--depth", type=int, default=16, help="VAR depth (default 16, the released model)")
     m.add_argument("--vae-ch", type=int, default=160, help="VQVAE / U-Net width (default 160; 32 for a quick run)")
     m.add_argument("--n-cross", type=int, default=None, help="cross-attention blocks (default depth // 2)")
     m.add_argument("--weights", default=None, metavar="PATH",
-                   help="a VarFormer checkpoint (default: random weights, which do not change timings)")
+                   help="a VarFormer (or, with --method restorevar, RestoreVAR) checkpoint (default: random weights, "
+                        "which do not change timings)")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     m.add_argument("--precision", nargs="+", choices=["auto", "fp32", "bf16"], default=["fp32", "auto"],
                    help="default: fp32 and auto (the precision restore picks: bf16 where the device computes it "
@@ -79,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
     from varformer.perf.backbone import format_table, run_backbone_benchmark
     from varformer.perf.model import ModelBenchmarkOptions, run_model_benchmark
     from varformer.perf.report import format_model_table
+    from varformer.perf.restorevar import (RestoreVARBenchmarkOptions, format_comparison, format_restorevar_table,
+                                           run_restorevar_benchmark)
     from varformer.perf.training import run_training_benchmark
+    from varformer.restorevar import PATCH_NUMS_512
     from varformer.runtime import resolve_device, resolve_precision
 
     def resolved(precision: str) -> str:  # "auto" as the one precision policy resolves it on this device
@@ -100,15 +111,31 @@ def run(args: argparse.Namespace) -> int:
                                                    args.steps,
                                                    not args.skip_small, log=log)))
         else:
-            opts = ModelBenchmarkOptions(
-                depth=args.depth, vae_ch=args.vae_ch, n_cross=args.n_cross, weights=args.weights, device=args.device,
-                precisions=tuple(dict.fromkeys(resolved(p) for p in args.precision)), batch=args.batch, warmup=args.warmup, repeat=args.repeat,
-                reference=not args.no_reference, bf16_check=args.bf16_check is not None,
-                bf16_check_images_per_task=args.bf16_check or None, image_hw=args.image,
-                full_size_flops=args.full_size_flops, bf16_transformer=args.bf16_transformer)
-            result = run_model_benchmark(opts, log=log)
-            print(format_model_table(result))
-            _write_json(args.json, asdict(result))
+            if args.method == "both" and args.weights:
+                raise VarformerError("--weights names one model; --method both runs random weights of each")
+            result = rv_result = None
+            precisions = tuple(dict.fromkeys(resolved(p) for p in args.precision))
+            if args.method in ("varformer", "both"):
+                opts = ModelBenchmarkOptions(
+                    depth=args.depth, vae_ch=args.vae_ch, n_cross=args.n_cross, weights=args.weights,
+                    device=args.device, precisions=precisions, batch=args.batch, warmup=args.warmup,
+                    repeat=args.repeat, reference=not args.no_reference, bf16_check=args.bf16_check is not None,
+                    bf16_check_images_per_task=args.bf16_check or None, image_hw=args.image,
+                    full_size_flops=args.full_size_flops, bf16_transformer=args.bf16_transformer)
+                result = run_model_benchmark(opts, log=log)
+                print(format_model_table(result))
+            if args.method in ("restorevar", "both"):
+                rv_opts = RestoreVARBenchmarkOptions(
+                    depth=args.depth, vae_ch=args.vae_ch, patch_nums=tuple(args.patch_nums or PATCH_NUMS_512),
+                    refiner_depth=args.refiner_depth, weights=args.weights, device=args.device,
+                    precisions=precisions, warmup=args.warmup, repeat=args.repeat,
+                    full_size_flops=args.full_size_flops)
+                rv_result = run_restorevar_benchmark(rv_opts, log=log)
+                print(("\n" if result else "") + format_restorevar_table(rv_result))
+            if result and rv_result:
+                print("\n" + format_comparison(result, rv_result, precisions))
+            _write_json(args.json, {k: asdict(v) for k, v in (("varformer", result), ("restorevar", rv_result)) if v}
+                        if args.method != "varformer" else asdict(result))
     except ValueError as e:
         raise VarformerError(str(e)) from None
     return 0

@@ -7,8 +7,9 @@ import os
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restorer", default="identity",
-                        help="'identity' (the degraded input itself) or VarFormer weights: a model file (ours or "
-                             "official) or a stage-2 training run's final_ema.pt / ckpt_*.pt (EMA weights)")
+                        help="'identity' (the degraded input itself), VarFormer weights (a model file, ours or "
+                             "official, or a stage-2 training run's final_ema.pt / ckpt_*.pt: EMA weights) or a "
+                             "RestoreVAR checkpoint of ours (varformer convert restorevar)")
     parser.add_argument("--benchmarks", nargs="+", default=None, metavar="NAME[=ROOT]",
                         help="benchmark names ('varformer data list'), each optionally with its own root; "
                              "'demo' = every demo-<task> set")

@@ -9,16 +9,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder (PNG files named like the inputs); not a file name, not an input folder")
     p.add_argument("--weights", default=None, metavar="PATH",
-                   help="VarFormer weights: a model file (default: checkpoints/varformer_d16.pt, made by 'varformer "
-                        "convert official'), a stage-2 training run's final_ema.pt or ckpt_*.pt (EMA weights), or "
-                        "'identity' (the pipeline without a model)")
+                   help="VarFormer or RestoreVAR weights: a model file (default: checkpoints/varformer_d16.pt, made by "
+                        "'varformer convert official'; RestoreVAR: 'varformer convert restorevar'), a stage-2 training "
+                        "run's final_ema.pt or ckpt_*.pt (EMA weights), or 'identity' (the pipeline without a model)")
     p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto (default): bf16 where the device computes it natively (CUDA, CPUs with AVX-512 BF16 "
                         "or AMX), else fp32; bf16: autocast for the network (the VQVAE quantizer stays fp32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the U-Net (CUDA: with CUDA graphs); the first call compiles for minutes")
-    p.add_argument("--tile", type=int, default=256, help="tile size: the model's input size (default 256)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile size: the model's input size (default: VarFormer 256, RestoreVAR 512)")
     p.add_argument("--overlap", type=int, default=32, help="minimum overlap of neighbouring tiles in px (default 32)")
     p.add_argument("--batch", type=int, default=4, help="tiles per model call, shared across images (default 4)")
     p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output PNG already exists")

@@ -1,4 +1,5 @@
-"""``varformer train stage1|stage2 --config FILE [key=value ...]`` (also under ``torchrun -m varformer``)."""
+"""``varformer train stage1|stage2|decoder --config FILE [key=value ...]`` (also under ``torchrun -m varformer``);
+the config's ``model.method`` says which method (VarFormer or RestoreVAR) the stage belongs to."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,10 @@ import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("stage", choices=["stage1", "stage2"], help="stage1: Adapter; stage2: the restorer")
+    parser.add_argument("stage", choices=["stage1", "stage2", "decoder"],
+                        help="VarFormer: stage1 Adapter, stage2 the restorer; RestoreVAR (model.method=restorevar): "
+                             "stage1 the transformer, stage2 the refiner, decoder the VQVAE decoder fine-tuning "
+                             "(not the authors' code)")
     # the overrides may follow the config file (``--config FILE k=v ...``) or precede it; argparse cannot put a
     # variable-length positional after an option, so the option takes the file and what follows it
     parser.add_argument("--config", required=True, nargs="+", metavar=("FILE", "key=value"),

@@ -14,6 +14,10 @@ our alternative).
 Stage 1: clean images as LQ and GT with random 256 crops (the evident intent of the official stage-1 recipe,
 whose published YAML does not crop), or degraded on the fly with ``varformer.data.degradations``.
 
+RestoreVAR (both stages): the same task mixture over haze, rain, snow, low light and motion blur, equal task
+probabilities (its sampler weights each item by 1 / count of its degradation), with ``resize_short``: both images
+first resized so the short side is 576 (Lanczos), then one random 512 crop at the same place, no flips.
+
 Roots are folders or named sources (``varformer.data.roots``: ``demo:train`` is the demo set's training split
 in the generic ``<task>/{input,target}`` layout, ``demo:train/clean`` its clean images).
 """
@@ -26,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import Dataset
 
 from varformer.data.catalog import list_images
@@ -55,7 +60,19 @@ TRAIN_LAYOUTS: Dict[str, List[Tuple[str, str, Tuple[str, ...]]]] = {
     "haze": [("RESIDE2/OTS_ALPHA2/haze/OTS", "RESIDE2/OTS_ALPHA2/clear/clear_images", ("haze-prefix", "stem")),
              ("RESIDE/OTS_ALPHA/haze/OTS", "RESIDE/OTS_ALPHA/clear/clear_images", ("haze-prefix", "stem")),
              ("Train/Dehaze/synthetic", "Train/Dehaze/original", ("haze-prefix", "stem"))],
+    "snow": [],
 }
+# RestoreVAR's training data archive (its valset.json paths, ``data/<degradation>/<dataset>/Train/{input,GT}``),
+# tried after the layouts above; point data.root at its ``data/`` folder
+RESTOREVAR_LAYOUTS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+    "haze": ("Haze/RESIDE/Train/hazy", "Haze/RESIDE/Train/GT", ("haze-prefix", "stem")),
+    "snow": ("Snow/Snow100k/Train/Snow", "Snow/Snow100k/Train/GT", ("stem",)),
+    "rain": ("Rain/Rain13K/Train/Rain", "Rain/Rain13K/Train/GT", ("stem",)),
+    "lowlight": ("Low-light/LOLv1/Train/Low", "Low-light/LOLv1/Train/GT", ("stem",)),
+    "blur": ("Motion blur/GoPro/Train/Blur", "Motion blur/GoPro/Train/GT", ("stem",)),
+}
+for _task, _layout in RESTOREVAR_LAYOUTS.items():
+    TRAIN_LAYOUTS[_task].append(_layout)
 # "*" stands for per-sequence folders (the original GoPro release); every task also accepts the generic
 # <root>/<task>/{input,target} layout (the demo set's training split)
 GENERIC_LAYOUT = ("{task}/input", "{task}/target", ("stem", "haze-prefix", "rain-norain"))
@@ -141,6 +158,17 @@ def paired_random_crop(lq: np.ndarray, gt: np.ndarray, size: int, rng: np.random
     return lq[y:y + size, x:x + size], gt[y:y + size, x:x + size]
 
 
+def resize_short_side(img: np.ndarray, short: int) -> np.ndarray:
+    """Resize an (H, W, 3) float image so its short side is ``short`` (PIL Lanczos on the 8-bit image, the long side
+    ``int(short * long / short_now)`` as torchvision's ``Resize(int)`` computes it): RestoreVAR's training resize."""
+    h, w = img.shape[:2]
+    if min(h, w) == short:
+        return img
+    new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    u8 = Image.fromarray(np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8))
+    return np.asarray(u8.resize((new_w, new_h), Image.LANCZOS), dtype=np.float32) / 255.0
+
+
 def paired_augment(lq: np.ndarray, gt: np.ndarray, rng: np.random.Generator, flip: bool, rot90: bool):
     """Horizontal flip and k x 90 degree rotation, drawn once and applied to both images."""
     if flip and rng.random() < 0.5:
@@ -171,7 +199,7 @@ class TaskMixtureDataset(Dataset):
 
     def __init__(self, sources: Sequence[PairedSource], task_weights: Optional[Sequence[float]] = None,
                  crop_size: int = 256, flip: bool = False, rot90: bool = False, seed: int = 0,
-                 small_images: str = "official", task_order: str = "random"):
+                 small_images: str = "official", task_order: str = "random", resize_short: int = 0):
         if not sources:
             raise DataError("the training mixture needs at least one task")
         if small_images not in SMALL_IMAGE_RULES:
@@ -194,6 +222,9 @@ class TaskMixtureDataset(Dataset):
         self.probs = np.asarray(weights, dtype=np.float64) / float(sum(weights))
         self.crop_size, self.flip, self.rot90, self.seed = crop_size, flip, rot90, seed
         self.small_images, self.task_order = small_images, task_order
+        if resize_short and resize_short < crop_size:
+            raise DataError(f"resize_short {resize_short} is below the crop size {crop_size}")
+        self.resize_short = resize_short
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
@@ -212,6 +243,8 @@ class TaskMixtureDataset(Dataset):
             raise DataError(f"training task '{src.task}': size mismatch between {os.path.join(src.lq_dir, lq_rel)} "
                             f"({lq.shape[1]}x{lq.shape[0]}) and {os.path.join(src.gt_dir, gt_rel)} "
                             f"({gt.shape[1]}x{gt.shape[0]})")
+        if self.resize_short:
+            lq, gt = resize_short_side(lq, self.resize_short), resize_short_side(gt, self.resize_short)
         lq, gt = paired_random_crop(lq, gt, self.crop_size, rng, self.small_images)
         lq, gt = paired_augment(lq, gt, rng, self.flip, self.rot90)
         return {"lq": to_tensor(lq), "gt": to_tensor(gt), "task": src.task, "task_id": t,
@@ -257,13 +290,15 @@ class CleanImageDataset(Dataset):
 # ---------------------------------------------------------------------------------------------------------------
 def build_stage2_dataset(root: str, tasks: Sequence[str], task_weights: Sequence[float] = (), crop_size: int = 256,
                          flip: bool = False, rot90: bool = False, seed: int = 0,
-                         small_images: str = "official", task_order: str = "random") -> TaskMixtureDataset:
+                         small_images: str = "official", task_order: str = "random",
+                         resize_short: int = 0) -> TaskMixtureDataset:
     if not root or not os.path.isdir(root):
         raise DataError(f"training data root not found: {root!r} (expected the official layout, e.g. "
                         f"<root>/GoPro/train/{{input,groundtruth}}, <root>/rain13k/train/{{input,target}}, ...; "
                         f"or data.root=demo:train for the built-in demo set)")
     sources = [find_training_source(root, t) for t in tasks]
-    return TaskMixtureDataset(sources, task_weights, crop_size, flip, rot90, seed, small_images, task_order)
+    return TaskMixtureDataset(sources, task_weights, crop_size, flip, rot90, seed, small_images, task_order,
+                              resize_short)
 
 
 def build_stage1_dataset(root: str, crop_size: int = 256, flip: bool = False, rot90: bool = False, seed: int = 0,
@@ -290,4 +325,4 @@ def build_training_dataset(data_cfg, stage: int, seed: int, task_order: str = "r
     if stage == 1:
         return build_stage1_dataset(root, **common)
     return build_stage2_dataset(root, list(data_cfg.tasks), list(data_cfg.task_weights), **common,
-                                task_order=task_order)
+                                task_order=task_order, resize_short=int(getattr(data_cfg, "resize_short", 0)))

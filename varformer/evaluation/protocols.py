@@ -20,7 +20,8 @@ Presets reproducing the peers' published evaluation (docs/evaluation.md):
 - ``airnet``: LQ and GT centre-cropped to multiples of 16, RGB, scikit-image default SSIM (7x7 uniform, sample
   covariance), PSNR/SSIM on float outputs clipped to [0, 1] (not quantised), AirNet's noise rule;
 - ``restorevar``: LQ and GT resized to 512x512 with Lanczos (PIL, on 8-bit images), RGB, scikit-image default
-  SSIM, LPIPS (AlexNet).
+  SSIM, LPIPS (AlexNet), on the float output clipped to [0, 1] (RestoreVAR's infer.py does not quantise it). Its
+  cap of 5,001 images per set in JSON order is not applied (the JSON order is not known).
 Published numbers are shown only beside the preset they were measured with (``published_tag``).
 """
 from __future__ import annotations
@@ -110,8 +111,9 @@ PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in [
              center_crop=16, noise_rule="airnet", metrics=MetricSettings(ssim_mode="skimage_default", quantize=False),
              published_tag="airnet"),
     Protocol("restorevar", "preset restorevar: LQ and GT resized to 512x512 (Lanczos), RGB, scikit-image default "
-             "SSIM, 8-bit, LPIPS (AlexNet)", resize=("lanczos", 512),
-             metrics=MetricSettings(ssim_mode="skimage_default", lpips=True), published_tag="restorevar"),
+             "SSIM, float outputs clipped to [0,1], LPIPS (AlexNet)", resize=("lanczos", 512),
+             metrics=MetricSettings(ssim_mode="skimage_default", quantize=False, lpips=True),
+             published_tag="restorevar"),
 ]}
 
 

@@ -99,7 +99,9 @@ def published_tables(summary: dict) -> List[str]:
 
 
 def _published_rows(t: dict) -> List[List[str]]:
-    return [[name] + ["/".join(f"{x:.2f}" if i == 0 else f"{x:.3f}" for i, x in enumerate(cell)) for cell in cells]
+    """The table's rows as published ("–": a cell the paper does not report, None in published.yaml)."""
+    return [[name] + ["–" if cell is None else "/".join(f"{x:.2f}" if i == 0 else f"{x:.3f}"
+                                                        for i, x in enumerate(cell)) for cell in cells]
             for name, cells in t["rows"].items()]
 
 
@@ -108,7 +110,7 @@ def _delta_row(t: dict, covered) -> List[str]:
     with_lpips = "lpips" in t["metrics"]
     delta = [f"Δ ours − {t['headline']}"]
     for (v, _), pub in zip(covered, t["rows"][t["headline"]]):
-        if not v or v[0] is None:
+        if not v or v[0] is None or pub is None:
             delta.append("–")
             continue
         d = f"{_signed(v[0] - pub[0], 2)}/{_signed(v[1] - pub[1], 3)}"

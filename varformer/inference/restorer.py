@@ -9,10 +9,12 @@ tile larger images at native resolution, ``varformer.inference.tiling``) or any 
     r = model_restorer(model, device="cuda", precision="bf16")     # a model already in memory
     y = r(x)                                                       # inputs moved to r.device; float32 out
 
-``load_restorer`` takes every weights file of this project: our checkpoints (``.pt``/``.safetensors``), a
-training checkpoint (``ckpt_*.pt``: its EMA weights) and the official BasicSR file (converted on the fly); any
-other file gets one line saying what it is and which file to use (``varformer.model.weights_files``).
-Precision ``auto`` is ``runtime.resolve_precision``'s: bf16 where the device has native bf16, else fp32.
+``load_restorer`` takes every weights file of this project: our VarFormer checkpoints (``.pt``/``.safetensors``), a
+training checkpoint (``ckpt_*.pt``: its EMA weights), the official BasicSR file (converted on the fly) and our
+RestoreVAR checkpoints (told apart by their ``format`` marker; a RestoreVAR restorer takes 512x512 inputs, so
+callers resize -- the restorevar protocol -- or tile); any other file gets one line saying what it is and which
+file to use (``varformer.model.weights_files``). Precision ``auto`` is ``runtime.resolve_precision``'s: bf16 where
+the device has native bf16, else fp32.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from torch import nn
 
 from varformer.errors import ConfigError, WeightsNotFoundError
 from varformer.model.weights_files import load_model_file
+from varformer.restorevar import checkpoint_format, load_restorevar
 from varformer.runtime import autocast, resolve_device, resolve_precision
 
 DEFAULT_WEIGHTS = "checkpoints/varformer_d16.pt"
@@ -94,7 +97,8 @@ def resolve_weights(weights: Optional[str]) -> Path:
 
 def load_restorer(weights: Optional[str] = None, device: Union[str, torch.device] = "auto",
                   precision: str = "auto", compile_unet: bool = False) -> Restorer:
-    """``"identity"``, or a weights file (None: the default ``checkpoints/varformer_d16.pt``) as a restorer.
+    """``"identity"``, or a weights file (None: the default ``checkpoints/varformer_d16.pt``) as a restorer: a
+    VarFormer (256x256 input) or, for a RestoreVAR checkpoint, a RestoreVAR (its image size, 512 when released).
 
     ``compile_unet``: ``torch.compile`` the U-Net (worth it on GPUs, where it fuses the norm/activation chains; on
     a CPU the first call compiles for minutes and runs no faster: docs/precision.md)."""
@@ -103,6 +107,11 @@ def load_restorer(weights: Optional[str] = None, device: Union[str, torch.device
     if weights == "identity":
         return identity_restorer(dev)
     path = resolve_weights(weights)
+    if checkpoint_format(path) == "restorevar":
+        if compile_unet:
+            raise ConfigError(f"{path} is a RestoreVAR model: there is no U-Net to compile")
+        model = load_restorevar(str(path))
+        return model_restorer(model, dev, precision, name=os.path.basename(str(path)), input_size=model.image_size)
     model = load_model_file(str(path), expect_stage=2)
     if compile_unet:
         if not hasattr(model, "compile_unet"):

@@ -60,6 +60,8 @@ class WeightsFile:
             return f"a VAR transformer file ({self.detail}): a frozen backbone file, not a VarFormer checkpoint"
         if self.kind == "vqvae":
             return f"a VQVAE tokenizer file ({self.detail}): a frozen backbone file, not a VarFormer checkpoint"
+        if self.kind == "restorevar":
+            return self.detail
         if self.kind == "vgg19":
             return "torchvision's VGG19 weights (the perceptual loss), not a VarFormer checkpoint"
         return f"not a VarFormer checkpoint ({self.detail})"
@@ -108,8 +110,13 @@ def inspect_weights(path: str | os.PathLike) -> WeightsFile:
         return WeightsFile(path, "unknown", content=obj, detail=f"holds a {type(obj).__name__}")
     if obj.get("format") == FORMAT and isinstance(obj.get("config"), dict):
         return WeightsFile(path, "model", VarFormerSettings.from_metadata(obj["config"], path), obj)
+    if obj.get("format") == "restorevar":  # the marker of RestoreVAR's model files (varformer.restorevar)
+        return WeightsFile(path, "restorevar", content=obj, detail="a RestoreVAR model file of this project")
     if {"step", "model", "ema"} <= obj.keys():
         config = OmegaConf.to_container(OmegaConf.create(obj.get("config") or "{}")) or {}
+        if (config.get("model") or {}).get("method") == "restorevar":
+            return WeightsFile(path, "restorevar", content=obj, step=int(obj["step"]),
+                               detail="a RestoreVAR training checkpoint: use its run's final_ema.pt")
         return WeightsFile(path, "training", _training_settings(config, path), obj, int(obj["step"]), config)
     if "params" in obj or "params_ema" in obj:
         return WeightsFile(path, "official", content=obj)

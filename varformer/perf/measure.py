@@ -163,10 +163,17 @@ if hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu'):
 def count_flops(fn: Callable, *args, **kwargs) -> int:
     """Total FLOPs of ``fn(*args, **kwargs)`` counted by torch's FlopCounterMode (runs fn once); attention counts
     its two matmuls (masked entries included) on every device."""
+    return count_flops_by_module(fn, *args, **kwargs)[0]
+
+
+def count_flops_by_module(fn: Callable, *args, **kwargs) -> tuple[int, Dict[str, int]]:
+    """``count_flops`` plus the FLOPs inside each module called as a module during ``fn``, keyed by its dotted
+    path from the outermost module (e.g. ``'RestoreVAR.vae.decoder'``); ``'Global'`` is the total."""
     counter = FlopCounterMode(display=False, custom_mapping=dict(_EXTRA_FORMULAS))
     with counter:
         fn(*args, **kwargs)
-    return int(counter.get_total_flops())
+    per_module = {k: int(sum(v.values())) for k, v in counter.get_flop_counts().items()}
+    return int(counter.get_total_flops()), per_module
 
 
 # ---------------------------------------------------------------------------------------------------------------

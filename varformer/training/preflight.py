@@ -57,6 +57,11 @@ def check_train_settings(cfg, data_cfg) -> None:
 def check_run_inputs(cfg, stage: int) -> Preflight:
     """Every check above, in order of cost; returns what was found. Raises one ``VarformerError`` line."""
     check_train_settings(cfg.train, cfg.data)
+    if cfg.model.method == "restorevar":
+        # every RestoreVAR stage trains on degraded/clean pairs of the task mixture; its weight files are checked
+        # by its task builder before anything is loaded (training/restorevar_stages.py)
+        dataset = build_training_dataset(cfg.data, 2, cfg.train.seed, task_order=cfg.demo.task_order)
+        return Preflight(dataset, validation_sets(cfg) if cfg.eval.benchmarks else [])
     VarFormerSettings.from_config(cfg.model).replace(stage=stage)
     dataset = build_training_dataset(cfg.data, stage, cfg.train.seed, task_order=cfg.demo.task_order)
     found = Preflight(dataset, validation_sets(cfg))

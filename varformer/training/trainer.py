@@ -42,6 +42,7 @@ from varformer.training.distributed import (DistInfo, any_rank, barrier, gather_
                                             set_rng_state)
 from varformer.training.ema import ModelEMA
 from varformer.training.logging import TrainLogger, mean_over_interval
+from varformer.training.optim import build_optimizer, build_scheduler
 from varformer.training.preflight import check_train_settings
 from varformer.training.sampling import build_loader
 
@@ -112,21 +113,6 @@ class FitResult:
     export: Optional[str] = None
 
 
-def build_optimizer(groups: List[Dict[str, object]], cfg, device: torch.device) -> torch.optim.Optimizer:
-    """Adam over the task's parameter groups, each at ``cfg.lr * lr_scale``."""
-    groups = [g for g in groups if g["params"]]
-    if not groups:
-        raise ConfigError("nothing to train: every parameter of the model is frozen")
-    for g in groups:
-        if g.get("lr_scale", 1.0) <= 0:
-            raise ConfigError(f"parameter group '{g['name']}': lr_scale must be > 0, got {g['lr_scale']}")
-    kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    if device.type == "cuda" and cfg.fused_adam:
-        kwargs["fused"] = True  # one kernel for the whole update instead of a launch per tensor
-    return torch.optim.Adam([{"params": list(g["params"]), "lr": cfg.lr * g.get("lr_scale", 1.0),
-                              "name": g["name"]} for g in groups], **kwargs)
-
-
 @dataclass
 class _Window:
     """What accumulates on the device between two log steps (no host sync in between)."""
@@ -169,8 +155,7 @@ class Trainer:
         if stray:
             raise ConfigError(f"task parameters outside the model must be frozen: {stray[:5]}")
         self.optimizer = build_optimizer(task.parameter_groups(), cfg_train, info.device)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(cfg_train.milestones),
-                                                              gamma=cfg_train.gamma)
+        self.scheduler = build_scheduler(self.optimizer, cfg_train)
         share = len(dataset) // info.world_size
         if self.batch.micro_batch > share:
             raise ConfigError(f"a micro-batch of {self.batch.micro_batch} (data.batch_size) is larger than this "
