@@ -53,3 +53,4 @@ def small_runs(tmp_path_factory):
                                      f"train.output_dir={base / 's2'}"])
     run_training(2, s2, progress=False, print_config=False)
     return {"base": base, "s1": base / "s1", "s2": base / "s2", "common": common}
+

@@ -5,6 +5,13 @@ from backbone_testutils import assert_close
 from varformer.perf.backbone import bf16_token_flips
 from varformer.backbone.sampling import combine_cfg, filter_top_k_top_p_
 
+# Seeded tokens depend on torch's CPU exponential_ kernel (multinomial with one sample and the Gumbel noise draw
+# through it), which changed in torch 2.8 (pytorch/pytorch#150538); the reference outputs were made with a newer
+# torch, so older ones (the supported floor) skip the exact seeded-token comparison.
+FIXTURE_RNG = torch.empty(2).exponential_(generator=torch.Generator().manual_seed(0)).tolist() == [
+    3.508326292037964, 1.2303847074508667]
+FIXTURE_RNG_REASON = f"torch {torch.__version__} draws exponential_ differently from the reference outputs' torch"
+
 
 def _tf_cfg_logits(var, label_B, idx, cfg):
     """Teacher-forced CFG logits (B, 680, V) along the token path `idx`, and the conditional ones."""
@@ -35,11 +42,14 @@ def test_generate_contract_and_seeded_tokens(small_var, ref):
     with torch.no_grad():
         decoded = (small_var.vae.indices_to_img(idx) + 1) / 2
     assert_close(img, decoded, 2e-4, 0, 'image vs decoding of own tokens')
+    if not FIXTURE_RNG:
+        pytest.skip(FIXTURE_RNG_REASON)
     assert all(torch.equal(a, b) for a, b in zip(idx, ref['ar_idx_Bl'])), 'seeded tokens differ from official'
     assert_close(img[:, :, ::4, ::4], ref['ar_img'], 2e-4, 0, 'ar_img')
     assert_close(small_var.vae.indices_to_fhat(idx)[-1], ref['ar_fhat'], 5e-5, 1e-5, 'ar_fhat')
 
 
+@pytest.mark.skipif(not FIXTURE_RNG, reason=FIXTURE_RNG_REASON)
 def test_smooth_mode_seeded(small_var, ref):
     out = small_var.sample(2, ref['label_B'], g_seed=ref['meta']['ar_g_seed'], **ref['meta']['ar_smooth'])
     assert all(torch.equal(a, b) for a, b in zip(out.idx_Bl, ref['ar_smooth_idx_Bl']))

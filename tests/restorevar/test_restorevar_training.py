@@ -6,7 +6,7 @@ import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from spawn_utils import spawn_and_wait
 from restorevar_testutils import small_model
 from torch.utils.data import Dataset
 
@@ -137,7 +137,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str):
 
 @pytest.mark.slow
 def test_stage2_refiner_gradients_are_averaged_across_processes(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_and_wait(_worker, args=(2, _free_port(), str(tmp_path)))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert not all(torch.allclose(a, b) for a, b in zip(r0["unsynced"], r1["unsynced"]))
     assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(r0["synced"], r1["synced"]))

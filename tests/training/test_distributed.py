@@ -2,7 +2,7 @@ import os
 import socket
 
 import torch
-import torch.multiprocessing as mp
+from spawn_utils import spawn_and_wait
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 from varformer.training.distributed import cleanup_distributed, seed_everything, setup_distributed
@@ -50,7 +50,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str):
 
 def test_two_process_gloo_ranks_end_identical(tmp_path):
     out = str(tmp_path)
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    spawn_and_wait(_worker, args=(2, _free_port(), out))
     r0, r1 = (torch.load(os.path.join(out, f"rank{r}.pt"), weights_only=False) for r in (0, 1))
     assert r0["status"] == r1["status"] == "finished"
     assert r0["samples"] == r1["samples"] == 4 * 2  # 4 steps x 2 images per process

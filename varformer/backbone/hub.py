@@ -106,7 +106,8 @@ def read_torch_file(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointMismatchError(f"{path} is not a torch checkpoint (neither the zip format torch.save "
                                       f"writes nor its legacy pickle format)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and is_zip)
+        # os.fspath: before torch 2.3, mmap=True takes a str filename only
+        return torch.load(os.fspath(path), map_location=map_location, weights_only=True, mmap=mmap and is_zip)
     except pickle.UnpicklingError as exc:
         raise CheckpointMismatchError(
             f"{path} holds objects that torch.load(weights_only=True) refuses to unpickle ({_unpickler_reason(exc)}): "

@@ -170,8 +170,14 @@ def count_flops_by_module(fn: Callable, *args, **kwargs) -> tuple[int, Dict[str,
     """``count_flops`` plus the FLOPs inside each module called as a module during ``fn``, keyed by its dotted
     path from the outermost module (e.g. ``'RestoreVAR.vae.decoder'``); ``'Global'`` is the total."""
     counter = FlopCounterMode(display=False, custom_mapping=dict(_EXTRA_FORMULAS))
-    with counter:
-        fn(*args, **kwargs)
+    if torch.is_inference_mode_enabled():
+        # under inference_mode torch <= 2.3's counter sees aten.linear & co. undecomposed and counts 0 for them;
+        # no_grad runs the same kernels and lets them decompose into the counted mm/addmm/bmm
+        with torch.inference_mode(False), torch.no_grad(), counter:
+            fn(*args, **kwargs)
+    else:
+        with counter:
+            fn(*args, **kwargs)
     per_module = {k: int(sum(v.values())) for k, v in counter.get_flop_counts().items()}
     return int(counter.get_total_flops()), per_module
 
@@ -242,16 +248,22 @@ def _sampled_peak_rss(fn: Callable[[], object]) -> int:
 
 class _LiveStorageTracker(TorchDispatchMode):
     """Counts the storage of every tensor an op creates (not views or in-place results, which alias an input)
-    until the storage is freed."""
+    until the last tensor on it is freed. Tensors, not storages, are watched: before torch 2.2 a storage's Python
+    object does not live and die with the storage (a finalizer on it never runs, and crashes the interpreter at
+    exit)."""
 
     def __init__(self):
         super().__init__()
         self.current = self.peak = 0
-        self._live: Dict[int, int] = {}   # storage data_ptr -> bytes
+        self._live: Dict[int, list] = {}   # storage data_ptr -> [bytes, tensors alive on it]
 
-    def _freed(self, ptr: int, nbytes: int) -> None:
-        if self._live.pop(ptr, None) is not None:
-            self.current -= nbytes
+    def _released(self, ptr: int) -> None:
+        entry = self._live.get(ptr)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._live[ptr]
+                self.current -= entry[0]
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -262,12 +274,15 @@ class _LiveStorageTracker(TorchDispatchMode):
                 continue
             storage = t.untyped_storage()
             ptr, nbytes = storage.data_ptr(), storage.nbytes()
-            if nbytes == 0 or ptr in inputs or ptr in self._live:
+            if ptr in self._live:
+                self._live[ptr][1] += 1      # a view (or in-place result) of a tracked storage keeps it alive
+            elif nbytes == 0 or ptr in inputs:
                 continue
-            self._live[ptr] = nbytes
-            self.current += nbytes
-            self.peak = max(self.peak, self.current)
-            weakref.finalize(storage, self._freed, ptr, nbytes)
+            else:
+                self._live[ptr] = [nbytes, 1]
+                self.current += nbytes
+                self.peak = max(self.peak, self.current)
+            weakref.finalize(t, self._released, ptr)
         return out
 
 

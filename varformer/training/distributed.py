@@ -5,6 +5,7 @@ them the run is a single process. NCCL is used when the device is CUDA, gloo on 
 """
 from __future__ import annotations
 
+import inspect
 import os
 import random
 from dataclasses import dataclass
@@ -42,8 +43,11 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     if world_size > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
+        # device_id (an eager NCCL communicator on this GPU) exists from torch 2.3 on
+        eager = ({"device_id": dev} if dev.type == "cuda"
+                 and "device_id" in inspect.signature(dist.init_process_group).parameters else {})
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world_size,
-                                device_id=dev if dev.type == "cuda" else None)
+                                **eager)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varformer.backbone.hub import load_vae, read_state_dict, resolve_weight_file, var_filename
+from varformer.backbone.hub import load_vae, read_state_dict, read_torch_file, resolve_weight_file, var_filename
 from varformer.backbone.vqvae import VQVAE
 from varformer.data.benchmark_data import benchmark_dataset
 from varformer.data.catalog import expand_names
@@ -75,7 +75,7 @@ def _state_of(path: str) -> Dict[str, torch.Tensor]:
     RestoreVAR model file."""
     if not os.path.isfile(path):
         raise WeightsNotFoundError(f"{path} does not exist (a RestoreVAR run's ckpt_*.pt or final_ema.pt)")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    obj = read_torch_file(path)  # weights_only=True: a file with code is refused, never unpickled
     if isinstance(obj, dict) and "model" in obj and "ema" in obj:
         sd = dict(obj["model"])
         sd.update(obj["ema"])
