@@ -72,8 +72,9 @@ def test_fetch_convert_evaluate_table(fake_hub, offline_env, tmp_path, capsys, m
     out = tmp_path / "out"
     rc = main(["reproduce", "paper", "--root", str(root), "--offline", "--checkpoints-dir", offline_env,
                "-o", str(out), "--quiet", "--workers", "0", "--device", "cpu"])
-    text = capsys.readouterr().out
-    assert rc == 0
+    captured = capsys.readouterr()
+    text = captured.out
+    assert rc == 0, captured.err
     # fetched from the fake cache, converted once, the backbone files checked against the checkpoint
     record = json.loads((out / "weights.json").read_text())
     assert record["converted_now"] and record["settings"]["depth"] == 2 and record["settings"]["vae_ch"] == 32

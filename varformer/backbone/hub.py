@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download
 
 from varformer.backbone.var import VAR
@@ -75,7 +76,9 @@ def resolve_weight_file(filename: str, *, path: str | os.PathLike | None = None,
         if (d / filename).is_file():
             return d / filename
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=local_files_only))
+        # the cache read at call time (huggingface_hub < 0.23 fixed its default at import)
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=local_files_only,
+                                    cache_dir=hf_constants.HF_HUB_CACHE))
     except Exception as exc:  # offline, cache miss, missing repo/file, network error: all mean "not available"
         where = ', '.join(str(d) for d in dirs)
         raise WeightsNotFoundError(

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 
 from varformer.backbone.hub import VAE_FILENAME, VAR_REPO_ID, checkpoint_dirs, load_vae, load_var, var_filename
@@ -41,7 +42,7 @@ def _find_local_weights(depth: int, checkpoints_dir=None) -> tuple[str | None, s
         path = next((str(d / name) for d in checkpoint_dirs(checkpoints_dir) if (d / name).is_file()), None)
         if path is None:
             try:
-                cached = try_to_load_from_cache(VAR_REPO_ID, name)
+                cached = try_to_load_from_cache(VAR_REPO_ID, name, cache_dir=hf_constants.HF_HUB_CACHE)
                 path = cached if isinstance(cached, str) else None
             except Exception:  # no cache folder, an unreadable one: not found locally
                 path = None

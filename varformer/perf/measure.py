@@ -22,6 +22,7 @@ matmul roofline, FLOP counting, peak memory and part timing.
 """
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -33,7 +34,6 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from varformer.runtime import synchronize
 
@@ -150,36 +150,108 @@ def range_seconds(fn: Callable[[], object], names: Sequence[str], device: torch.
 # ---------------------------------------------------------------------------------------------------------------
 # FLOPs
 # ---------------------------------------------------------------------------------------------------------------
-def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
+aten = torch.ops.aten
 
 
-# torch's counter knows the CUDA attention kernels but not the CPU flash kernel SDPA dispatches to on CPU
-_EXTRA_FORMULAS = {}
-if hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu'):
-    _EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_attention_flops
+def _numel(shape) -> int:
+    return math.prod(shape)
+
+
+# the attention ops SDPA dispatches to (those a torch version lacks are left out: the CPU flash kernel is 2.3+)
+_ATTENTION = tuple(getattr(aten, name) for name in (
+    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+    "scaled_dot_product_attention") if hasattr(aten, name))
+
+
+def op_flops(func, args, out) -> int:
+    """FLOPs of one op (only the ops that do the arithmetic; elementwise ops count 0, as in flop_counter). Under
+    ``inference_mode`` composite ops (``linear``, ``conv2d``, ``scaled_dot_product_attention``, ``matmul``) reach
+    the mode undecomposed, so they are counted too."""
+    packet = func.overloadpacket
+    if packet in (aten.mm, aten.addmm, aten.addmm_):
+        a, b = (args[0], args[1]) if packet is aten.mm else (args[1], args[2])
+        return 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    if packet in (aten.bmm, aten.baddbmm):
+        a, b = (args[0], args[1]) if packet is aten.bmm else (args[1], args[2])
+        return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+    if packet is aten.matmul:
+        return 2 * out.numel() * args[0].shape[-1]
+    if packet is aten.linear:
+        return 2 * args[0].numel() * args[1].shape[0]
+    if packet in (aten.convolution, aten.conv1d, aten.conv2d, aten.conv3d):
+        w = args[1]
+        transposed = packet is aten.convolution and len(args) > 6 and bool(args[6])
+        if transposed:  # weight (C_in, C_out / groups, k...): every input element meets C_out / groups kernels
+            return 2 * args[0].numel() * w.shape[1] * _numel(w.shape[2:])
+        return 2 * out.numel() * w.shape[1] * _numel(w.shape[2:])
+    if packet in _ATTENTION:
+        q, k, v = args[0], args[1], args[2]
+        *batch, L, E = q.shape
+        return 2 * _numel(batch) * L * k.shape[-2] * (E + v.shape[-1])
+    return 0
+
+
+def op_bytes(args, kwargs, out) -> int:
+    """Bytes of every tensor an op reads or writes (each time it is used)."""
+    total = 0
+    for t in tree_flatten((args, kwargs, out))[0]:
+        if isinstance(t, torch.Tensor):
+            total += t.numel() * t.element_size()
+    return total
+
+
+class _FlopModuleMode(TorchDispatchMode):
+    """Adds each op's FLOPs to every module open on the call stack (module forward hooks keep the stack)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+        self.per_module: Dict[str, int] = {}
+        self.stack: list = []
+        self._names: Dict[int, str] = {}
+
+    def pre_hook(self, module, args):
+        if not self.stack and id(module) not in self._names:  # an outermost module: name its tree from it
+            root = type(module).__name__
+            self._names.update({id(m): f"{root}.{n}" if n else root for n, m in module.named_modules()})
+        self.stack.append(self._names.get(id(module), type(module).__name__))
+
+    def post_hook(self, module, args, out):
+        if self.stack:
+            self.stack.pop()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        n = op_flops(func, args, out)
+        if n:
+            self.total += n
+            for name in dict.fromkeys(self.stack):
+                self.per_module[name] = self.per_module.get(name, 0) + n
+        return out
 
 
 def count_flops(fn: Callable, *args, **kwargs) -> int:
-    """Total FLOPs of ``fn(*args, **kwargs)`` counted by torch's FlopCounterMode (runs fn once); attention counts
-    its two matmuls (masked entries included) on every device."""
+    """Total FLOPs of ``fn(*args, **kwargs)`` (runs fn once): matrix products, convolutions and attention (its two
+    matmuls, masked entries included), a multiply-add counting 2, as ``torch.utils.flop_counter`` counts them;
+    elementwise ops count 0. Counted op by op by this module (``op_flops``), so the composite ops that reach a
+    dispatch mode undecomposed under ``inference_mode`` are counted on every torch version."""
     return count_flops_by_module(fn, *args, **kwargs)[0]
 
 
 def count_flops_by_module(fn: Callable, *args, **kwargs) -> tuple[int, Dict[str, int]]:
     """``count_flops`` plus the FLOPs inside each module called as a module during ``fn``, keyed by its dotted
     path from the outermost module (e.g. ``'RestoreVAR.vae.decoder'``); ``'Global'`` is the total."""
-    counter = FlopCounterMode(display=False, custom_mapping=dict(_EXTRA_FORMULAS))
-    if torch.is_inference_mode_enabled():
-        # under inference_mode torch <= 2.3's counter sees aten.linear & co. undecomposed and counts 0 for them;
-        # no_grad runs the same kernels and lets them decompose into the counted mm/addmm/bmm
-        with torch.inference_mode(False), torch.no_grad(), counter:
+    mode = _FlopModuleMode()
+    pre = torch.nn.modules.module.register_module_forward_pre_hook(mode.pre_hook)
+    post = torch.nn.modules.module.register_module_forward_hook(mode.post_hook)
+    try:
+        with mode:
             fn(*args, **kwargs)
-    else:
-        with counter:
-            fn(*args, **kwargs)
-    per_module = {k: int(sum(v.values())) for k, v in counter.get_flop_counts().items()}
-    return int(counter.get_total_flops()), per_module
+    finally:
+        pre.remove()
+        post.remove()
+    return mode.total, dict(mode.per_module, Global=mode.total)
 
 
 # ---------------------------------------------------------------------------------------------------------------

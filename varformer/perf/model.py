@@ -29,6 +29,8 @@ from varformer.metrics import psnr
 from varformer.model import VarFormerSettings, build_varformer, load_varformer
 from varformer.model.varformer import (PART_ENCODE, PART_UNET_DECODER, PART_UNET_ENCODER, PART_VAR_LOOP,
                                        PART_VQ_DECODER)
+from varformer.perf.bounds import REST as BOUNDS_REST
+from varformer.perf.bounds import copy_bandwidth, part_costs
 from varformer.perf.measure import (Timing, current_memory, interleaved_timings, matmul_roofline, peak_tensor_bytes,
                                     random_images, range_seconds, tensor_bytes)
 from varformer.perf.reference import IMAGE_SIZE, flops_without_compute, official_style_forward
@@ -81,6 +83,8 @@ class PrecisionResult:
     matmul_gflops: float                  # per wall second
     matmul_cpu_gflops: float              # per CPU second
     part_shares: Dict[str, float] = field(default_factory=dict)
+    # per part: seconds (share of the batch-1 wall time), GFLOP, GB moved, and the bound they set
+    part_bounds: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,6 +108,7 @@ class ModelBenchmark:
     # batch-1 peak of weights + live activations per call ("fp32", "bf16", "reference"): what CUDA's
     # max_memory_allocated reports; on CPU tracked op by op in one extra call (the process RSS adds the runtime)
     tensor_peaks: Dict[str, int] = field(default_factory=dict)
+    copy_gbytes_per_s: Optional[float] = None   # the memory roofline of the part bounds
 
 
 def default_n_cross(depth: int) -> int:
@@ -120,6 +125,22 @@ def build_model(opts: ModelBenchmarkOptions, device: torch.device):
     n_cross = default_n_cross(opts.depth) if opts.n_cross is None else opts.n_cross
     model = build_varformer(VarFormerSettings(depth=opts.depth, vae_ch=opts.vae_ch, n_cross=n_cross))
     return model.to(device).eval(), "random weights (timings and FLOPs do not depend on them; outputs are meaningless)"
+
+
+def part_bounds(restorer: Restorer, x: torch.Tensor, seconds: float, shares: Dict[str, float],
+                flops_per_s: float, bytes_per_s: float) -> Dict[str, Dict[str, float]]:
+    """Per part: its seconds (``shares`` of ``seconds``), FLOPs and bytes counted op by op, the compute and memory
+    times at the measured matmul and copy rates, the bound (the larger) and how far the part runs above it."""
+    costs = part_costs(lambda: restorer(x), list(PART_LABELS))
+    out = {}
+    for name, label in list(PART_LABELS.items()) + [(BOUNDS_REST, REST)]:
+        c = costs[name]
+        t = shares.get(label, 0.0) * seconds
+        bound = c.bound_s(flops_per_s, bytes_per_s)
+        out[label] = {"seconds": t, "gflop": c.flops / 1e9, "gbytes": c.bytes / 1e9,
+                      "compute_s": c.compute_s(flops_per_s), "memory_s": c.memory_s(bytes_per_s),
+                      "bound_s": bound, "ratio": t / bound if bound > 0 else float("nan")}
+    return out
 
 
 def part_shares(restorer: Restorer, x: torch.Tensor) -> Dict[str, float]:
@@ -194,13 +215,17 @@ def run_model_benchmark(opts: ModelBenchmarkOptions = ModelBenchmarkOptions(),
         thr = interleaved_timings({p: (lambda p=p: restorers[p](xb)) for p in opts.precisions}, dev, 0, opts.repeat,
                                   with_memory=False)
     results = []
+    bandwidth = copy_bandwidth(dev)
+    log(f"memory roofline: copy {bandwidth / 1e9:.1f} GB/s")
     for p in opts.precisions:
-        log(f"[{p}] matmul roofline and part shares")
+        log(f"[{p}] matmul roofline, part shares and part bounds")
         roof = matmul_roofline(dev, torch.float32 if p == "fp32" else torch.bfloat16)
         t = thr.get(p)
+        shares = part_shares(restorers[p], x1)
+        bounds = part_bounds(restorers[p], x1, b1[p].wall_s, shares, roof.wall_gflops * 1e9, bandwidth)
         results.append(PrecisionResult(p, b1[p], opts.batch / t.wall_s if t else None,
                                        t.cpu_s / opts.batch if t else None, roof.wall_gflops, roof.cpu_gflops,
-                                       part_shares(restorers[p], x1)))
+                                       shares, bounds))
     ref = None
     if use_ref:
         diff = float((outputs["reference"] - outputs["fp32"]).abs().max()) if "fp32" in outputs else None
@@ -211,6 +236,7 @@ def run_model_benchmark(opts: ModelBenchmarkOptions = ModelBenchmarkOptions(),
         cpu_flags=cpu_features() if dev.type == "cpu" else {}, weights_note=note,
         params=sum(p.numel() for p in models[opts.precisions[0]].parameters()), flops_per_image=counted["model"],
         model_memory_bytes=model_mem, batch=opts.batch, results=results, reference=ref,
+        copy_gbytes_per_s=bandwidth / 1e9,
         bf16_check=bf16_psnr_check(restorers, opts.bf16_check_images_per_task, log) if opts.bf16_check else None,
         large_image=(benchmark_large_image(restorers[opts.precisions[-1]], opts.image_hw, opts.tile_overlap,
                                            opts.tile_batch, log) if opts.image_hw else None),

@@ -44,6 +44,20 @@ def format_model_table(r: ModelBenchmark) -> str:
         for part in PARTS:
             lines.append(f"| {part} | " + " | ".join(f"{100 * p.part_shares.get(part, 0):.1f}%"
                                                       for p in r.results) + " |")
+    if r.results and r.results[0].part_bounds:
+        lines += ["", f"part bounds, batch 1: the larger of compute (GFLOP at the matmul rate) and memory (GB every op "
+                      f"reads and writes, at the copy rate {r.copy_gbytes_per_s:.1f} GB/s measured in this run); "
+                      "x = part time / bound",
+                  "| part | " + " | ".join(f"{p.precision}: s, GFLOP, GB, bound s, x" for p in r.results) + " |",
+                  "|---|" + "---|" * len(r.results)]
+        for part in PARTS:
+            cells = []
+            for p in r.results:
+                b = p.part_bounds.get(part)
+                cells.append("-" if b is None else f"{b['seconds']:.2f}, {b['gflop']:.1f}, {b['gbytes']:.1f}, "
+                                                   f"{b['bound_s']:.2f} ({'compute' if b['compute_s'] >= b['memory_s'] else 'memory'}), "
+                                                   f"{b['ratio']:.2f}x")
+            lines.append(f"| {part} | " + " | ".join(cells) + " |")
     if r.reference:
         ref = r.reference
         lines += ["", "official-style reference = the same modules and weights run as the official test code runs "

@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from typing import Dict, List
 
 import torch
@@ -67,3 +69,17 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg):
         start, end = float(cfg.warmup_start), float(cfg.lr_end)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lin0_factor(it, total, warmup, start, end))
     raise ConfigError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {kind!r}")
+
+
+def scheduler_state(scheduler) -> dict:
+    """The scheduler's state with plain containers only: ``MultiStepLR`` keeps its milestones in a
+    ``collections.Counter``, which ``torch.load(weights_only=True)`` refuses before torch 2.4."""
+    return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in scheduler.state_dict().items()}
+
+
+def load_scheduler_state(scheduler, state: dict) -> None:
+    """``scheduler_state``'s inverse: a value the live scheduler holds as a ``Counter`` becomes one again (its
+    missing keys must read as 0)."""
+    own = scheduler.__dict__
+    scheduler.load_state_dict({k: (Counter(v) if isinstance(own.get(k), Counter) and isinstance(v, dict) else v)
+                               for k, v in state.items()})

@@ -42,7 +42,7 @@ from varformer.training.distributed import (DistInfo, any_rank, barrier, gather_
                                             set_rng_state)
 from varformer.training.ema import ModelEMA
 from varformer.training.logging import TrainLogger, mean_over_interval
-from varformer.training.optim import build_optimizer, build_scheduler
+from varformer.training.optim import build_optimizer, build_scheduler, load_scheduler_state, scheduler_state
 from varformer.training.preflight import check_train_settings
 from varformer.training.sampling import build_loader
 
@@ -192,7 +192,7 @@ class Trainer:
             "step": self.step, "samples_seen": samples,
             "model": ckpt_io.trainable_state_dict(self.model, self.task.store_frozen_params),
             "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "param_groups": self._group_names(), "scheduler": self.scheduler.state_dict(),
+            "param_groups": self._group_names(), "scheduler": scheduler_state(self.scheduler),
             "rng": rngs, "world_size": self.info.world_size, "config": self.config_yaml,
             "batch": {"per_process": self.batch.per_process, "micro_batch": self.batch.micro_batch,
                       "accumulation": self.batch.accumulation},
@@ -227,7 +227,7 @@ class Trainer:
                 "setting that splits the parameters, e.g. demo.input_weight_lr_scale, differs between the runs); "
                 "resume with the original settings")
         self.optimizer.load_state_dict(ck["optimizer"])
-        self.scheduler.load_state_dict(ck["scheduler"])
+        load_scheduler_state(self.scheduler, ck["scheduler"])
         self.step = ck["step"]
         rngs, samples = ck.get("rng") or [], ck.get("samples_seen") or []
         if ck.get("world_size") == self.info.world_size and len(rngs) == self.info.world_size:
