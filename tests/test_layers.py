@@ -14,7 +14,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "varformer"
 # lowest first: a group may import its own modules and any group of a lower layer, nothing else
 LAYERS: List[Tuple[str, ...]] = [
     ("errors",),
-    ("runtime",),
+    ("runtime", "ops"),
     ("data", "metrics"),
     ("backbone",),
     ("model", "restorevar"),

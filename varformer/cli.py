@@ -42,6 +42,7 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
     if not argv:
@@ -53,6 +54,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = argparse.ArgumentParser(prog=f"varformer {name}", description=SUBCOMMANDS[name])
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
+    if from_command_line:
+        # imported here: runtime imports torch, which `varformer --help` must not wait for (start-up)
+        from varformer.runtime import keep_freed_memory
+        keep_freed_memory()  # the process's own allocator setting: only for a real command, not a caller's process
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning(name)

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from varformer import ops
 from varformer.backbone.rope import apply_rope
 from varformer.backbone.transformer_blocks import FFN, DropPath, SelfAttention
 
@@ -39,7 +40,7 @@ class RoPESelfAttention(SelfAttention):
             raise TypeError("RoPESelfAttention needs the RoPE table rows of its tokens")
         B, L, C = x_BLC.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+        qkv = ops.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                   # each (B, H, L, head_dim)
         scale_mul = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
         q = apply_rope(F.normalize(q, dim=-1).mul(scale_mul.to(q.dtype)), rope_Lp)
@@ -69,9 +70,9 @@ class RoPECrossAttention(nn.Module):
         self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
         self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), math.log(4.0)))
         self.max_scale_mul = math.log(100.0)
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=False)
-        self.kv_proj = nn.Linear(embed_dim, 2 * embed_dim, bias=False)   # first half keys, second half values
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = ops.Linear(embed_dim, embed_dim, bias=False)
+        self.kv_proj = ops.Linear(embed_dim, 2 * embed_dim, bias=False)   # first half keys, second half values
+        self.out_proj = ops.Linear(embed_dim, embed_dim)
         self.norm_q = nn.LayerNorm(embed_dim)                              # PyTorch default eps 1e-5, affine
         self.norm_kv = nn.LayerNorm(embed_dim)
         self.gain = nn.Parameter(torch.tensor(0.0))

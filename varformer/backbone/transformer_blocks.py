@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from varformer import ops
+
 
 class DropPath(nn.Module):
     """Stochastic depth: drop the whole residual branch per sample in training, rescaled by 1/keep."""
@@ -47,11 +49,11 @@ class FFN(nn.Module):
 
     def __init__(self, in_features: int, hidden_features: int):
         super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.fc1 = ops.Linear(in_features, hidden_features, activation='gelu_tanh')
+        self.fc2 = ops.Linear(hidden_features, in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate='tanh'))
+        return self.fc2(self.fc1(x))
 
 
 class SelfAttention(nn.Module):
@@ -74,7 +76,7 @@ class SelfAttention(nn.Module):
         self.q_bias = nn.Parameter(torch.zeros(embed_dim))
         self.v_bias = nn.Parameter(torch.zeros(embed_dim))
         self.register_buffer('zero_k_bias', torch.zeros(embed_dim))
-        self.proj = nn.Linear(embed_dim, embed_dim)
+        self.proj = ops.Linear(embed_dim, embed_dim)
         self.caching = False
         self.cached_k: torch.Tensor | None = None   # (B, H, L_cached, head_dim)
         self.cached_v: torch.Tensor | None = None
@@ -87,7 +89,7 @@ class SelfAttention(nn.Module):
     def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
         B, L, C = x_BLC.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x_BLC, self.mat_qkv.weight, bias)
+        qkv = ops.linear(x_BLC, self.mat_qkv.weight, bias)
         q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.num_heads).unbind(0)
         if self.attn_l2_norm:
             # clamp before exp: no gradient flows to a log-scale above ln 100
@@ -124,7 +126,7 @@ class AdaLNSelfAttn(nn.Module):
         if shared_aln:
             self.ada_gss = nn.Parameter(torch.randn(1, 1, 6, embed_dim) / embed_dim ** 0.5)
         else:
-            self.ada_lin = nn.Sequential(nn.SiLU(inplace=False), nn.Linear(cond_dim, 6 * embed_dim))
+            self.ada_lin = nn.Sequential(nn.SiLU(inplace=False), ops.Linear(cond_dim, 6 * embed_dim))
 
     def modulation(self, cond_BD: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(gamma1, gamma2, scale1, scale2, shift1, shift2), each (B, 1, C)."""
@@ -132,8 +134,14 @@ class AdaLNSelfAttn(nn.Module):
             return (self.ada_gss + cond_BD).unbind(2)                     # cond_BD: (B, 1, 6, C)
         return self.ada_lin(cond_BD).view(-1, 1, 6, self.C).unbind(2)
 
-    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulation(cond_BD)
+    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor | None, attn_bias: torch.Tensor | None,
+                modulation: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """``modulation``: ``self.modulation(cond_BD)`` computed by the caller (then ``cond_BD`` is unused): a
+        next-scale loop whose condition does not change computes it once per block instead of once per scale
+        (the same numbers, a tenth of the reads of ``ada_lin``'s weights)."""
+        if modulation is None:
+            modulation = self.modulation(cond_BD)
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = modulation
         h = self.ln_wo_grad(x_BLC).mul(scale1.add(1)).add_(shift1)
         x_BLC = x_BLC + self.drop_path(self.attn(h, attn_bias=attn_bias).mul_(gamma1))
         h = self.ln_wo_grad(x_BLC).mul(scale2.add(1)).add_(shift2)
@@ -151,7 +159,7 @@ class AdaLNBeforeHead(nn.Module):
         super().__init__()
         self.C = embed_dim
         self.ln_wo_grad = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
-        self.ada_lin = nn.Sequential(nn.SiLU(inplace=False), nn.Linear(cond_dim, 2 * embed_dim))
+        self.ada_lin = nn.Sequential(nn.SiLU(inplace=False), ops.Linear(cond_dim, 2 * embed_dim))
 
     def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
         scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.C).unbind(2)

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from varformer import ops
 from varformer.backbone.sampling import (cfg_strength, combine_cfg, filter_top_k_top_p_, gumbel_softmax_weights,
                                          sample_from_logits, smooth_tau)
 from varformer.backbone.transformer_blocks import AdaLNBeforeHead, AdaLNSelfAttn
@@ -114,7 +115,7 @@ class VAR(nn.Module):
                           attn_l2_norm=attn_l2_norm, shared_aln=shared_aln, norm_eps=norm_eps)
             for i in range(depth)])
         self.head_nm = AdaLNBeforeHead(self.C, self.D, norm_eps=norm_eps)
-        self.head = nn.Linear(self.C, self.V)
+        self.head = ops.Linear(self.C, self.V)
         self.init_std = init_std
         if random_init:          # skipped by the loaders (meta device + assign)
             self.init_weights()
@@ -242,11 +243,12 @@ class VAR(nn.Module):
         block_cond = self.block_condition(cond_2BD)
         codebook_VC = vae.quantize.embedding.weight
         f_hat, idx_list, kept = None, [], []
+        modulations = [block.modulation(block_cond) for block in self.blocks]  # the same at every scale
         with self.kv_cache():
             for si, pn in enumerate(self.patch_nums):
                 ratio = si / max(SN - 1, 1)
-                for block in self.blocks:
-                    x = block(x, block_cond, None)
+                for block, modulation in zip(self.blocks, modulations):
+                    x = block(x, None, None, modulation=modulation)
                 logits_BlV = combine_cfg(self.logits(x, cond_2BD), cfg_strength(cfg, si, SN))
                 if keep_logits:
                     kept.append(logits_BlV.clone())

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from varformer import ops
 from varformer.model.settings import HEAD_LAYOUTS
 
 
@@ -38,13 +39,13 @@ class CrossAttentionInjection(nn.Module):
         self.mat_kv = nn.Linear(width, 2 * width, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(width))
         self.v_bias = nn.Parameter(torch.zeros(width))
-        self.proj = nn.Linear(width, width)
+        self.proj = ops.Linear(width, width)
 
     def query(self, f_d_RlC: torch.Tensor) -> torch.Tensor:
         """Queries from the degraded tokens, (R, heads, l, hd). Separate so the rollout can compute them once for
         both CFG halves (their degraded tokens are identical)."""
         R, l, C = f_d_RlC.shape
-        q = F.linear(f_d_RlC, self.mat_q.weight, self.q_bias)
+        q = ops.linear(f_d_RlC, self.mat_q.weight, self.q_bias)
         return rearrange(q, "r l (h d) -> r h l d", h=self.heads)
 
     def forward(self, f_d_RlC: torch.Tensor | None, f_var_RlC: torch.Tensor, *,
@@ -57,7 +58,7 @@ class CrossAttentionInjection(nn.Module):
         if q_RHlc.shape[0] != R:
             q_RHlc = q_RHlc.repeat(R // q_RHlc.shape[0], 1, 1, 1)
         kv_bias = torch.cat([torch.zeros_like(self.v_bias), self.v_bias])
-        kv = F.linear(f_var_RlC, self.mat_kv.weight, kv_bias)
+        kv = ops.linear(f_var_RlC, self.mat_kv.weight, kv_bias)
         k, v = rearrange(kv, "r l (two h d) -> two r h l d", two=2, h=self.heads).unbind(0)
         o = F.scaled_dot_product_attention(q_RHlc.to(k.dtype), k, v, scale=self.scale)    # (R, heads, l, hd)
         return self.proj(merge_heads(o, self.head_layout, n_images))

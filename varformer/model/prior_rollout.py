@@ -58,6 +58,8 @@ def greedy_rollout(var: nn.Module, cross_blocks: Sequence[CrossAttentionInjectio
         d_BLC = torch.cat([first_1lC.expand(B, -1, -1),
                            var.word_embed(x_lq_BLc.float()) + lvl_pos[:, first_1lC.shape[1]:]], dim=1)
     block_cond = var.block_condition(cond_1D)
+    # the condition is the same at every scale: each block's AdaLN modulation once, not once per scale
+    modulations = [blk.modulation(block_cond) for blk in var.blocks]
     rows = B if share_halves or not two_halves else 2 * B
     if rows != B:
         d_BLC = d_BLC.repeat(2, 1, 1)
@@ -71,7 +73,7 @@ def greedy_rollout(var: nn.Module, cross_blocks: Sequence[CrossAttentionInjectio
             d_BlC = d_BLC[:, begin:end]
             z = x_BlC
             for j, blk in enumerate(var.blocks):
-                z = blk(z, block_cond, None)
+                z = blk(z, None, None, modulation=modulations[j])
                 if j < n_cross:
                     if two_halves and z.shape[0] == B:
                         z = torch.cat([z, z], dim=0)   # the halves split here: the re-cut mixes them

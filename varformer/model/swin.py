@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from varformer import ops
+
 
 def relative_position_index(window: int) -> torch.Tensor:
     """(window^2, window^2) index into the (2w-1)^2 bias table, Swin's standard layout (built on the CPU)."""
@@ -60,8 +62,8 @@ class WindowAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(
             torch.empty((2 * window - 1) ** 2, heads).normal_(std=0.02))
         self._index_cache: Dict[str, torch.Tensor] = {}
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = ops.Linear(dim, 3 * dim)
+        self.proj = ops.Linear(dim, dim)
 
     def position_bias(self) -> torch.Tensor:
         n = self.window * self.window
@@ -98,9 +100,8 @@ class SwinBlock(nn.Module):
         self.attn = WindowAttention(dim, heads, window)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential()
-        self.mlp.fc1 = nn.Linear(dim, mlp_ratio * dim)
-        self.mlp.act = nn.GELU()
-        self.mlp.fc2 = nn.Linear(mlp_ratio * dim, dim)
+        self.mlp.fc1 = ops.Linear(dim, mlp_ratio * dim, activation="gelu")  # exact GELU, fused where it can be
+        self.mlp.fc2 = ops.Linear(mlp_ratio * dim, dim)
         self._layout: Dict[Tuple, Tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     def layout(self, H: int, W: int, device: torch.device):

@@ -151,6 +151,8 @@ def range_seconds(fn: Callable[[], object], names: Sequence[str], device: torch.
 # FLOPs
 # ---------------------------------------------------------------------------------------------------------------
 aten = torch.ops.aten
+# oneDNN's fused linear (varformer.ops), where this build has it
+_ONEDNN_LINEAR = getattr(getattr(torch.ops.mkldnn, "_linear_pointwise", None), "default", None)
 
 
 def _numel(shape) -> int:
@@ -177,7 +179,7 @@ def op_flops(func, args, out) -> int:
         return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
     if packet is aten.matmul:
         return 2 * out.numel() * args[0].shape[-1]
-    if packet is aten.linear:
+    if packet is aten.linear or func is _ONEDNN_LINEAR:
         return 2 * args[0].numel() * args[1].shape[0]
     if packet in (aten.convolution, aten.conv1d, aten.conv2d, aten.conv3d):
         w = args[1]

@@ -29,6 +29,7 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from varformer import ops
 from varformer.backbone.rope import grid_rope_table, pyramid_rope_table
 from varformer.backbone.rope_blocks import RoPESelfCrossBlock
 from varformer.backbone.vqvae import VQVAE
@@ -78,7 +79,7 @@ class RestoreVARTransformer(nn.Module):
         self.blocks = nn.ModuleList([RoPESelfCrossBlock(embed_dim, num_heads, mlp_ratio, dpr[i], norm_eps)
                                      for i in range(depth)])
         self.head_norm = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
-        self.head = nn.Linear(embed_dim, vocab_size)
+        self.head = ops.Linear(embed_dim, vocab_size)
 
         # constants, recomputed rather than stored: the converter checks the official file's copies against them
         self.rope_theta = rope_theta
