@@ -17,6 +17,7 @@ autocast (bf16 autocast casts F.linear's operands; oneDNN's op is not on autocas
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Optional
 
@@ -36,6 +37,17 @@ def use_onednn_linear(enable: bool) -> bool:
     previous = _enabled
     _enabled = bool(enable) and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
     return previous
+
+
+@contextlib.contextmanager
+def aten_linear():
+    """Within: every ``linear`` runs ``F.linear`` (the benchmark's official-style reference runs PyTorch's default
+    kernels, as the official code does)."""
+    previous = use_onednn_linear(False)
+    try:
+        yield
+    finally:
+        use_onednn_linear(previous)
 
 
 def _cpu_autocast_enabled() -> bool:

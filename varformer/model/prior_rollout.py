@@ -38,8 +38,8 @@ def greedy_rollout(var: nn.Module, cross_blocks: Sequence[CrossAttentionInjectio
     (``vae.indices_to_var_input``); ``cfg`` the CFG strength (grows linearly over the scales).
 
     ``share_halves=False`` runs the work as the official code does: both CFG halves (2B rows) through every block
-    from the first one, the cross-attention queries computed per row. Same outputs, more work: the benchmark's
-    reference path."""
+    from the first one, the cross-attention queries computed per row, each block's AdaLN modulation at every
+    scale. Same outputs, more work: the benchmark's reference path."""
     B = x_lq_BLc.shape[0]
     device = x_lq_BLc.device
     vae = var.vae
@@ -59,7 +59,7 @@ def greedy_rollout(var: nn.Module, cross_blocks: Sequence[CrossAttentionInjectio
                            var.word_embed(x_lq_BLc.float()) + lvl_pos[:, first_1lC.shape[1]:]], dim=1)
     block_cond = var.block_condition(cond_1D)
     # the condition is the same at every scale: each block's AdaLN modulation once, not once per scale
-    modulations = [blk.modulation(block_cond) for blk in var.blocks]
+    modulations = [blk.modulation(block_cond) if share_halves else None for blk in var.blocks]
     rows = B if share_halves or not two_halves else 2 * B
     if rows != B:
         d_BLC = d_BLC.repeat(2, 1, 1)
@@ -73,7 +73,7 @@ def greedy_rollout(var: nn.Module, cross_blocks: Sequence[CrossAttentionInjectio
             d_BlC = d_BLC[:, begin:end]
             z = x_BlC
             for j, blk in enumerate(var.blocks):
-                z = blk(z, None, None, modulation=modulations[j])
+                z = blk(z, block_cond, None, modulation=modulations[j])
                 if j < n_cross:
                     if two_halves and z.shape[0] == B:
                         z = torch.cat([z, z], dim=0)   # the halves split here: the re-cut mixes them
