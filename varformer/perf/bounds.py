@@ -3,7 +3,11 @@ the bound they set against a matmul and a memory copy measured in the same run.
 
     costs = part_costs(lambda: restorer(x), part_names)     # {part: PartCost(flops, bytes)} + "(rest)"
     bw = copy_bandwidth(device)                              # bytes/s of a large tensor copy (read + write)
-    costs[name].bound_s(matmul_flops_per_s, bw)              # max(compute time, memory time)
+    costs[name].bound_s(rates, bw)                           # max(compute time, memory time)
+
+``rates`` maps a compute dtype to the matmul rate measured in it (``{torch.float32: ..., torch.bfloat16: ...}``):
+each op's FLOPs count at the rate of the dtype it computes in, so a part a bf16 run keeps in float32 (the
+tokenizer, the VAR loop by default) is held to the float32 rate.
 
 Parts are the ``torch.profiler.record_function`` ranges a model marks itself with (e.g.
 ``varformer.model.varformer.PARTS``); a dispatch mode sees their enter/exit ops, so nothing of the model is
@@ -16,7 +20,7 @@ reads the whole transformer at every scale for a handful of tokens).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Sequence
 
 import torch
@@ -30,17 +34,24 @@ REST = "(rest)"
 
 @dataclass
 class PartCost:
-    flops: int = 0
+    flops_by_dtype: Dict[torch.dtype, int] = field(default_factory=dict)
     bytes: int = 0
 
-    def compute_s(self, flops_per_s: float) -> float:
-        return self.flops / flops_per_s
+    @property
+    def flops(self) -> int:
+        return sum(self.flops_by_dtype.values())
+
+    def compute_s(self, flops_per_s: Dict[torch.dtype, float]) -> float:
+        """Seconds for this part's FLOPs, each dtype's at its matmul rate (a dtype without a measured rate, e.g.
+        float16 on a CPU, at the slowest rate given)."""
+        slowest = min(flops_per_s.values())
+        return sum(f / flops_per_s.get(dt, slowest) for dt, f in self.flops_by_dtype.items())
 
     def memory_s(self, bytes_per_s: float) -> float:
         return self.bytes / bytes_per_s
 
-    def bound_s(self, flops_per_s: float, bytes_per_s: float) -> float:
-        """The time this part needs at least: its FLOPs at the matmul rate or its bytes at the copy rate."""
+    def bound_s(self, flops_per_s: Dict[torch.dtype, float], bytes_per_s: float) -> float:
+        """The time this part needs at least: its FLOPs at the matmul rates or its bytes at the copy rate."""
         return max(self.compute_s(flops_per_s), self.memory_s(bytes_per_s))
 
 
@@ -71,7 +82,11 @@ class _PartCostMode(TorchDispatchMode):
         out = func(*args, **kwargs)
         part = next((p for p in reversed(self.stack) if p in self.names), REST)
         cost = self.costs[part]
-        cost.flops += op_flops(func, args, out)
+        flops = op_flops(func, args, out)
+        if flops:
+            dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()),
+                         torch.float32)
+            cost.flops_by_dtype[dtype] = cost.flops_by_dtype.get(dtype, 0) + flops
         cost.bytes += op_bytes(args, kwargs, out)
         return out
 

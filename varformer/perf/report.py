@@ -45,7 +45,8 @@ def format_model_table(r: ModelBenchmark) -> str:
             lines.append(f"| {part} | " + " | ".join(f"{100 * p.part_shares.get(part, 0):.1f}%"
                                                       for p in r.results) + " |")
     if r.results and r.results[0].part_bounds:
-        lines += ["", f"part bounds, batch 1: the larger of compute (GFLOP at the matmul rate) and memory (GB every op "
+        lines += ["", f"part bounds, batch 1: the larger of compute (GFLOP at the matmul rate of the dtype each op "
+                      f"computes in: a bf16 run keeps the tokenizer and the VAR loop float32) and memory (GB every op "
                       f"reads and writes, at the copy rate {r.copy_gbytes_per_s:.1f} GB/s measured in this run); "
                       "x = part time / bound",
                   "| part | " + " | ".join(f"{p.precision}: s, GFLOP, GB, bound s, x" for p in r.results) + " |",
