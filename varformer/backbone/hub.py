@@ -25,6 +25,7 @@ import torch.nn as nn
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download
 
+from varformer.backbone.state_dict_check import check_filled, key_mismatch
 from varformer.backbone.var import VAR
 from varformer.backbone.vqvae import DEFAULT_PATCH_NUMS, VQVAE
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
@@ -129,11 +130,6 @@ def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
     return sd
 
 
-def _first(keys, n: int = 5) -> str:
-    keys = sorted(keys)
-    return ', '.join(keys[:n]) + (f', ... ({len(keys) - n} more)' if len(keys) > n else '')
-
-
 def guess_var_depth(state_dict: dict[str, torch.Tensor]) -> str:
     """What a state dict looks like, for error messages: 'a depth-20 VAR (width 1280)', 'a VQVAE (ch=160)', ..."""
     block_ids = {int(m.group(1)) for k in state_dict for m in [re.match(r'blocks\.(\d+)\.', k)] if m}
@@ -150,22 +146,10 @@ def guess_var_depth(state_dict: dict[str, torch.Tensor]) -> str:
 def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], path, expected: str,
                      ignore_shape: tuple[str, ...] = ()) -> None:
     """Raise `CheckpointMismatchError` unless `state_dict` has exactly the model's keys and shapes."""
-    own = model.state_dict()
-    missing = own.keys() - state_dict.keys()
-    unexpected = state_dict.keys() - own.keys()
-    wrong_shape = [k for k in own.keys() & state_dict.keys()
-                   if k not in ignore_shape and tuple(own[k].shape) != tuple(state_dict[k].shape)]
-    if not (missing or unexpected or wrong_shape):
+    mismatch = key_mismatch(model.state_dict(), state_dict, ignore_shape)
+    if not mismatch:
         return
-    parts = [f"checkpoint {path} does not fit {expected}:"]
-    if missing:
-        parts.append(f"{len(missing)} missing keys ({_first(missing)});")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys ({_first(unexpected)});")
-    if wrong_shape:
-        k = sorted(wrong_shape)[0]
-        parts.append(f"{len(wrong_shape)} keys with other shapes (e.g. {k}: checkpoint "
-                     f"{tuple(state_dict[k].shape)}, model {tuple(own[k].shape)});")
+    parts = [f"checkpoint {path} does not fit {expected}:", *mismatch]
     parts.append(f"it looks like {guess_var_depth(state_dict)}.")
     raise CheckpointMismatchError(' '.join(parts))
 
@@ -184,7 +168,7 @@ def load_vae(path: str | os.PathLike | None = None, *, ch: int = 160, vocab_size
     check_state_dict(vae, sd, file, f"VQVAE(ch={ch}, vocab_size={vocab_size}, z_channels={z_channels})",
                      ignore_shape=('quantize.ema_vocab_hit_SV',))
     vae.load_state_dict(sd, strict=True, assign=True)
-    _check_materialised(vae, file)
+    check_filled(vae, file)
     return vae.eval()
 
 
@@ -208,11 +192,5 @@ def load_var(depth: int = 16, path: str | os.PathLike | None = None, *, vae: VQV
                   random_init=False)
     check_state_dict(var, sd, file, f"VAR(depth={depth})")
     var.load_state_dict(sd, strict=True, assign=True)
-    _check_materialised(var, file)
+    check_filled(var, file)
     return var.eval()
-
-
-def _check_materialised(model: nn.Module, file) -> None:
-    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if left:
-        raise CheckpointMismatchError(f"{file} left {len(left)} tensors uninitialised ({_first(left)})")

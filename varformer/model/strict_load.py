@@ -7,13 +7,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from varformer.backbone.state_dict_check import check_filled, key_mismatch
 from varformer.errors import CheckpointMismatchError
 from varformer.model.settings import STAGE_CLASSES, STAGE_DESCRIPTIONS, architecture_of
-
-
-def _first(keys, n: int = 4) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
 
 
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state dict",
@@ -27,21 +23,14 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
             f"{source} is a {STAGE_DESCRIPTIONS[got['stage']]} checkpoint, but a {STAGE_DESCRIPTIONS[settings.stage]} "
             f"model was asked for; load it with {STAGE_CLASSES[got['stage']]} instead")
     own = model.state_dict()
-    missing = own.keys() - state_dict.keys()
-    unexpected = state_dict.keys() - own.keys()
-    wrong = [k for k in own.keys() & state_dict.keys() if tuple(own[k].shape) != tuple(state_dict[k].shape)]
-    if missing or unexpected or wrong:
+    mismatch = key_mismatch(own, state_dict)
+    if mismatch:
         diffs = []
         if settings is not None:
             diffs = [f"{k}: checkpoint {got[k]}, model {getattr(settings, k)}"
                      for k in ("depth", "vae_ch", "n_cross", "dec_adjust", "prior", "aft", "mixup_skip")
                      if k in got and got[k] != getattr(settings, k)]
         parts = [f"{source} does not fit the model" + (f" ({'; '.join(diffs)})" if diffs else "") + ":"]
-        for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", wrong)):
-            if keys:
-                parts.append(f"{len(keys)} {name} keys ({_first(keys)});")
-        raise CheckpointMismatchError(" ".join(parts))
+        raise CheckpointMismatchError(" ".join(parts + mismatch))
     model.load_state_dict(dict(state_dict), strict=True, assign=assign)
-    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if left:
-        raise CheckpointMismatchError(f"{source} left {len(left)} tensors uninitialised ({_first(left)})")
+    check_filled(model, source)

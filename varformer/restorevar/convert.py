@@ -18,6 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from varformer.backbone.state_dict_check import first_keys, key_mismatch
 from varformer.errors import CheckpointMismatchError
 from varformer.restorevar.refiner import LatentRefiner
 from varformer.restorevar.settings import HEAD_DIM, RestoreVARSettings
@@ -30,11 +31,6 @@ CONSTANT_BUFFERS = ("lvl_1L", "attn_bias_for_masking", "lvl_1L_cond", "freqs_cis
 VAR_DROPPED = re.compile(r"^(pos_start|pos_1LC|attn_bias_for_masking|lvl_1L|blocks\.\d+\.ada_lin\.1\.(weight|bias)|"
                          r"head_nm\.ada_lin\.1\.(weight|bias))$")
 VAR_LOADED = re.compile(r"^(word_embed\.|class_emb\.|lvl_embed\.|head\.|blocks\.\d+\.(attn|ffn)\.)")
-
-
-def _first(keys, n: int = 4) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
 
 
 def _patch_nums_from_levels(lvl_1L: torch.Tensor) -> List[int]:
@@ -114,15 +110,11 @@ def convert_restorevar(official_sd: Mapping[str, torch.Tensor],
     expected = dict(var_shapes)
     expected.update({REFINER_PREFIX + k: s for k, s in ref_shapes.items()})
     buffers = constant_buffers(settings)
-    missing = (expected.keys() | set(CONSTANT_BUFFERS)) - official_sd.keys()
-    unexpected = official_sd.keys() - expected.keys() - set(CONSTANT_BUFFERS)
-    wrong = [k for k in expected.keys() & official_sd.keys() if tuple(official_sd[k].shape) != tuple(expected[k])]
-    if missing or unexpected or wrong:
-        parts = [f"not the official RestoreVAR layout for {cfg}:"]
-        for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", wrong)):
-            if keys:
-                parts.append(f"{len(keys)} {name} keys ({_first(keys)});")
-        raise CheckpointMismatchError(" ".join(parts))
+    # the constant buffers are compared by value below, not by shape here
+    mismatch = key_mismatch(dict(expected, **{b: () for b in CONSTANT_BUFFERS}), official_sd,
+                            ignore_shape=CONSTANT_BUFFERS)
+    if mismatch:
+        raise CheckpointMismatchError(" ".join([f"not the official RestoreVAR layout for {cfg}:", *mismatch]))
     for name in CONSTANT_BUFFERS:
         _check_buffer(name, official_sd[name], buffers[name])
     ours = {}
@@ -179,7 +171,7 @@ def stage1_init_from_var(var_sd: Mapping[str, torch.Tensor], settings: RestoreVA
     unknown = [k for k in var_sd if not (VAR_DROPPED.match(k) or VAR_LOADED.match(k))]
     if unknown:
         raise CheckpointMismatchError(f"not a VAR state dict of the official layout: unexpected keys "
-                                      f"({_first(unknown)})")
+                                      f"({first_keys(unknown)})")
     for k, v in var_sd.items():
         if VAR_DROPPED.match(k):
             report.dropped.append(k)
@@ -194,6 +186,6 @@ def stage1_init_from_var(var_sd: Mapping[str, torch.Tensor], settings: RestoreVA
     absent = [k for k in own if VAR_LOADED.match(k) and k not in report.loaded]
     if absent:
         raise CheckpointMismatchError(f"the VAR state dict lacks {len(absent)} tensors a depth-{settings.depth} "
-                                      f"RestoreVAR takes from it ({_first(absent)}): a shallower VAR?")
+                                      f"RestoreVAR takes from it ({first_keys(absent)}): a shallower VAR?")
     report.new = sorted(set(own) - set(report.loaded))
     return {f"var.{k}": v for k, v in own.items()}, report

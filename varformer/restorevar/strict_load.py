@@ -7,13 +7,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from varformer.backbone.state_dict_check import check_filled, key_mismatch
 from varformer.errors import CheckpointMismatchError
 from varformer.restorevar.settings import architecture_of
-
-
-def _first(keys, n: int = 4) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
 
 
 def vqvae_width(vae_sd: Mapping[str, torch.Tensor], source: str) -> int:
@@ -29,19 +25,12 @@ def load_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     """``model.load_state_dict(state_dict, strict=True)`` after checking keys and shapes; nothing may be left on
     the meta device."""
     own = model.state_dict()
-    missing = own.keys() - state_dict.keys()
-    unexpected = state_dict.keys() - own.keys()
-    wrong = [k for k in own.keys() & state_dict.keys() if tuple(own[k].shape) != tuple(state_dict[k].shape)]
-    if missing or unexpected or wrong:
+    mismatch = key_mismatch(own, state_dict)
+    if mismatch:
         got, want = architecture_of(state_dict), architecture_of(own)
         diffs = [f"{k}: checkpoint {got[k]}, model {want[k]}" for k in got
                  if got[k] is not None and want[k] is not None and got[k] != want[k]]
         parts = [f"{source} does not fit the RestoreVAR model" + (f" ({'; '.join(diffs)})" if diffs else "") + ":"]
-        for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", wrong)):
-            if keys:
-                parts.append(f"{len(keys)} {name} keys ({_first(keys)});")
-        raise CheckpointMismatchError(" ".join(parts))
+        raise CheckpointMismatchError(" ".join(parts + mismatch))
     model.load_state_dict(dict(state_dict), strict=True, assign=assign)
-    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if left:
-        raise CheckpointMismatchError(f"{source} left {len(left)} tensors uninitialised ({_first(left)})")
+    check_filled(model, source)
