@@ -57,7 +57,8 @@ def checkpoint_dirs(checkpoints_dir: str | os.PathLike | None = None) -> list[Pa
 
 def _download_hint(filename: str, repo_id: str, dirs: list[Path]) -> str:
     return (f"download it from https://huggingface.co/{repo_id}/resolve/main/{filename} "
-            f"(e.g. `huggingface-cli download {repo_id} {filename} --local-dir checkpoints`) and put it in "
+            f"(e.g. `hf download {repo_id} {filename} --local-dir checkpoints`; `huggingface-cli download ...` with "
+            f"huggingface_hub < 1.0) and put it in "
             f"{dirs[0]}/, or pass its path")
 
 
