@@ -4,7 +4,8 @@ matmul roofline, FLOP counting, peak memory and part timing.
 - ``interleaved_timings(fns, device)``: several calls timed in alternation (A B A B ...), median wall and
   process-CPU seconds each, the first timed call inside the peak-memory probe; ``time_fn`` for one call.
 - ``matmul_roofline(device, dtype)``: achieved GFLOP/s of an n x n matmul (the faster of ``torch.mm`` and
-  ``ops.linear``, best of a few runs, per wall and per CPU second), the practical compute roofline to read a model's achieved GFLOP/s against.
+  ``ops.linear``, best of a few runs, per wall and per CPU second), the practical compute roofline to read a
+  model's achieved GFLOP/s against.
 - ``count_flops(fn, *args)``: FLOPs of one call as counted by ``torch.utils.flop_counter`` (matmuls,
   convolutions, attention; a multiply-add counts 2; elementwise ops are not counted).
 - ``measure_peak_memory(fn, device)``: peak memory in bytes while ``fn`` runs. CUDA: the caching allocator's peak
