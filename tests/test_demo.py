@@ -1,7 +1,7 @@
 """``varformer demo`` trains a fixed, seeded number of steps: the same table on every run (here twice in a row, at a
 tiny scale: a small demo set, a step per stage, one protocol, one task)."""
 from varformer.data.demo_set import DemoSpec
-from varformer.demo import run_demo, training_step
+from varformer.demo import restorevar_training_step, run_demo, training_step
 
 SMALL = DemoSpec(test_hw=(40, 48), train_hw=(40, 40), test_per_photo=1, train_per_photo=1)
 
@@ -17,3 +17,16 @@ def test_the_demo_prints_the_same_table_twice(tmp_path):
     rows = [line for line in tables[0].splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| identity", "| demo-varformer (1 steps)"]
     assert any("for 1 and 1 steps (seeded" in m for m in logs)
+
+
+def test_the_restorevar_demo_trains_fixed_steps_and_prints_the_same_table_twice(tmp_path):
+    tables, logs = [], []
+    for i in range(2):
+        step = restorevar_training_step(str(tmp_path / f"rv{i}"), "cpu", steps=(1, 2), log=logs.append)
+        outcome = run_demo(str(tmp_path / "cache"), device="cpu", spec=SMALL, train_steps=[step], progress=False,
+                           log=logs.append, protocols=("paper",), tasks=("rain",))
+        tables.append(outcome.table)
+    assert tables[0] == tables[1]
+    rows = [line for line in tables[0].splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| identity", "| demo-restorevar (1+2 steps)"]
+    assert any("stage 1 for 1 steps" in m for m in logs) and any("stage 2 for 2 steps" in m for m in logs)

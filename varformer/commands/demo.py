@@ -24,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train for a wall-clock budget instead of a number of steps (1/6 for stage 1, 5/6 for "
                              "stage 2): the table then depends on the machine's speed")
     parser.add_argument("--model", choices=["varformer", "restorevar"], default="varformer",
-                        help="which small model to train (restorevar: for a time budget, --train-minutes, default 6: "
-                             "the transformer for 1/3, then the refiner; weights under checkpoints/ are not looked for)")
+                        help="which small model to train (restorevar: the transformer, then the refiner, for the steps "
+                             "of configs/demo_restorevar_stage{1,2}.yaml, or --steps / --train-minutes (1/3, 2/3); "
+                             "weights under checkpoints/ are not looked for)")
     parser.add_argument("--train", action="store_true",
                         help="train the small demo model even when weights are present under checkpoints/")
     parser.add_argument("--baseline-only", action="store_true",
@@ -40,26 +41,23 @@ def run(args: argparse.Namespace) -> int:
                                 training_step)
     from varformer.errors import ConfigError
     weights = [] if args.train or args.model == "restorevar" else find_trained_weights("checkpoints")
+    if args.train_minutes is not None and args.train_minutes <= 0:
+        raise ConfigError("--train-minutes must be > 0")
+    if args.steps is not None and min(args.steps) < 1:
+        raise ConfigError("--steps takes two numbers >= 1 (stage 1, stage 2)")
+    if args.steps is not None and args.train_minutes is not None:
+        raise ConfigError("--steps and --train-minutes are two ways to say how long to train: give one")
     if args.baseline_only:
         steps, grid = [], None
     elif args.model == "restorevar":
-        minutes = 6.0 if args.train_minutes is None else args.train_minutes
-        if minutes <= 0:
-            raise ConfigError("--train-minutes must be > 0")
         run_dir = args.run_dir or os.path.join("runs", time.strftime("demo-restorevar-%Y%m%d-%H%M%S"))
-        seconds = minutes * 60
-        steps, grid = [restorevar_training_step(run_dir, args.device, seconds / 3, seconds * 2 / 3)], None
+        seconds = None if args.train_minutes is None else (args.train_minutes * 20, args.train_minutes * 40)
+        steps, grid = [restorevar_training_step(run_dir, args.device, steps=args.steps, seconds=seconds)], None
     elif weights:
         print(f"evaluating the weights found under checkpoints/ instead of training: {', '.join(weights)}")
         steps = pretrained_restorers(weights, args.device)
         grid = None
     else:
-        if args.train_minutes is not None and args.train_minutes <= 0:
-            raise ConfigError("--train-minutes must be > 0")
-        if args.steps is not None and min(args.steps) < 1:
-            raise ConfigError("--steps takes two numbers >= 1 (stage 1, stage 2)")
-        if args.steps is not None and args.train_minutes is not None:
-            raise ConfigError("--steps and --train-minutes are two ways to say how long to train: give one")
         run_dir = args.run_dir or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
         grid = os.path.join(args.output_dir or run_dir, "demo_grid.png")
         seconds = None if args.train_minutes is None else (args.train_minutes * 10, args.train_minutes * 50)

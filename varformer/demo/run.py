@@ -174,35 +174,42 @@ RESTOREVAR_MODEL_NOTE = ("demo RestoreVAR: VQVAE width 32, VAR depth 2, scales u
                          "pipeline working end to end, not the paper's numbers.")
 
 
-def demo_restorevar_config(stage: int, demo_dir: str, out_dir: str, seconds: float, device: torch.device,
+def demo_restorevar_config(stage: int, demo_dir: str, out_dir: str, device: torch.device,
+                           steps: Optional[int] = None, seconds: Optional[float] = None,
                            extra: Sequence[str] = (), val_images: int = 5):
-    """The recipe ``configs/demo_restorevar_stage{stage}.yaml`` with this run's folders, device and budget."""
+    """The recipe ``configs/demo_restorevar_stage{stage}.yaml`` with this run's folders and device, for ``steps``
+    optimiser steps (None: the recipe's ``train.total_iters``) or, with ``seconds``, for a wall-clock budget."""
     run = [f"data.root={os.path.join(demo_dir, 'train')}", f"eval.root={demo_dir}", f"train.output_dir={out_dir}",
-           "train.resume=none", "train.total_iters=100000", f"train.max_seconds={seconds}", f"train.device={device}",
-           f"train.val_images={val_images}", "train.save_every=100000", "train.warmup_iters=0",
-           "train.lr_schedule=multistep", "train.milestones=[1000000]"]  # a time budget, not a length: flat lr
-    if device.type == "cuda":
-        run += ["data.batch_size=4", "train.precision=bf16"]
-    run += ["train.val_every=0"] if stage == 1 else ["train.val_every=20"]
+           "train.resume=none", f"train.device={device}", f"train.val_images={val_images}"]
+    if seconds is not None:  # a time budget, not a length: flat lr
+        run += ["train.total_iters=100000", f"train.max_seconds={seconds}", "train.save_every=100000",
+                "train.warmup_iters=0", "train.lr_schedule=multistep", "train.milestones=[1000000]"]
+    elif steps is not None:
+        run += [f"train.total_iters={steps}", f"train.save_every={steps}"]
     return load_config(f"demo_restorevar_stage{stage}.yaml", run + list(extra))
 
 
-def restorevar_training_step(run_dir: str, device: str = "auto", stage1_seconds: float = 120.0,
-                             stage2_seconds: float = 240.0, log: Callable[[str], None] = print) -> TrainStep:
+def restorevar_training_step(run_dir: str, device: str = "auto", steps: Optional[Tuple[int, int]] = None,
+                             seconds: Optional[Tuple[float, float]] = None,
+                             log: Callable[[str], None] = print) -> TrainStep:
     """A ``TrainStep`` that trains the small demo RestoreVAR (stage 1, the transformer, then stage 2, the refiner)
-    on the demo training split and returns it as a ``Restorer`` (128x128 input: the protocols tile)."""
+    on the demo training split and returns it as a ``Restorer`` (128x128 input: the protocols tile): for ``steps``
+    = (stage 1, stage 2) optimiser steps (None: the recipes', seeded, fp32: the same model on every machine), or
+    for ``seconds`` of wall-clock time."""
 
     def step(demo_dir: str) -> Restorer:
         dev = resolve_device(device)
         log(RESTOREVAR_MODEL_NOTE)
         s1_dir, s2_dir = os.path.join(run_dir, "stage1"), os.path.join(run_dir, "stage2")
-        log(f"training RestoreVAR stage 1 for {stage1_seconds:.0f} s on {dev} (logs: {s1_dir}) ...")
-        r1 = run_training(1, demo_restorevar_config(1, demo_dir, s1_dir, stage1_seconds, dev), progress=False,
-                          print_config=False)
-        log(f"training RestoreVAR stage 2 for {stage2_seconds:.0f} s on {dev} (logs: {s2_dir}) ...")
-        r2 = run_training(2, demo_restorevar_config(2, demo_dir, s2_dir, stage2_seconds, dev,
-                                                    [f"restorevar.stage1_weights={r1.export}"]),
-                          progress=False, print_config=False)
+        length = lambda i: dict(seconds=seconds[i]) if seconds else dict(steps=steps[i] if steps else None)  # noqa: E731
+        cfg1 = demo_restorevar_config(1, demo_dir, s1_dir, dev, **length(0))
+        how = lambda c, i: f"{seconds[i]:.0f} s" if seconds else f"{c.train.total_iters} steps"  # noqa: E731
+        log(f"training RestoreVAR stage 1 for {how(cfg1, 0)} on {dev} (logs: {s1_dir}) ...")
+        r1 = run_training(1, cfg1, progress=False, print_config=False)
+        cfg2 = demo_restorevar_config(2, demo_dir, s2_dir, dev, **length(1),
+                                      extra=[f"restorevar.stage1_weights={r1.export}"])
+        log(f"training RestoreVAR stage 2 for {how(cfg2, 1)} on {dev} (logs: {s2_dir}) ...")
+        r2 = run_training(2, cfg2, progress=False, print_config=False)
         log(summarise_history(1, r1.history))
         log(summarise_history(2, r2.history, "demo test split resized to 128x128, Lanczos"))
         model = load_restorevar(r2.export, expect_refiner=True)
