@@ -38,23 +38,8 @@ class RoPESelfAttention(SelfAttention):
                 rope_Lp: torch.Tensor | None = None) -> torch.Tensor:
         if rope_Lp is None:
             raise TypeError("RoPESelfAttention needs the RoPE table rows of its tokens")
-        B, L, C = x_BLC.shape
-        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = ops.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                   # each (B, H, L, head_dim)
-        scale_mul = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
-        q = apply_rope(F.normalize(q, dim=-1).mul(scale_mul.to(q.dtype)), rope_Lp)
-        k = apply_rope(F.normalize(k, dim=-1), rope_Lp)
-        if self.caching:
-            if self.cached_k is None:
-                self.cached_k, self.cached_v = k, v
-            else:
-                k = self.cached_k = torch.cat((self.cached_k, k), dim=2)
-                v = self.cached_v = torch.cat((self.cached_v, v), dim=2)
-        if attn_bias is not None:
-            attn_bias = attn_bias.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+        q, k, v = self.project_qkv(x_BLC)                               # L2-normalised q (scaled) and k
+        return self.attend(apply_rope(q, rope_Lp), apply_rope(k, rope_Lp), v, attn_bias)
 
 
 class RoPECrossAttention(nn.Module):

@@ -86,8 +86,9 @@ class SelfAttention(nn.Module):
         self.caching = enable
         self.cached_k = self.cached_v = None
 
-    def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
-        B, L, C = x_BLC.shape
+    def project_qkv(self, x_BLC: torch.Tensor):
+        """(B, L, C) -> q, k, v, each (B, H, L, head_dim); q and k L2-normalised (q times the clamped per-head
+        scale) when ``attn_l2_norm``."""
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         qkv = ops.linear(x_BLC, self.mat_qkv.weight, bias)
         q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.num_heads).unbind(0)
@@ -96,6 +97,11 @@ class SelfAttention(nn.Module):
             scale_mul = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
             q = F.normalize(q, dim=-1).mul(scale_mul.to(q.dtype))
             k = F.normalize(k, dim=-1)
+        return q, k, v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               attn_bias: torch.Tensor | None) -> torch.Tensor:
+        """Attention of q over k, v (appended to the KV cache when caching) and the output projection -> (B, L, C)."""
         if self.caching:
             if self.cached_k is None:
                 self.cached_k, self.cached_v = k, v
@@ -106,6 +112,9 @@ class SelfAttention(nn.Module):
             attn_bias = attn_bias.to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=self.scale)
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))
+
+    def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
+        return self.attend(*self.project_qkv(x_BLC), attn_bias)
 
 
 class AdaLNSelfAttn(nn.Module):

@@ -134,6 +134,14 @@ def demo_train_config(stage: int, demo_dir: str, out_dir: str, device: torch.dev
     return load_config(f"demo_stage{stage}.yaml", run + list(extra))
 
 
+def _stage_length(steps: Optional[Tuple[int, int]], seconds: Optional[Tuple[float, float]], stage_index: int):
+    """How long one stage trains, as config-builder keywords: a wall-clock budget, else a number of steps (None: the
+    recipe's)."""
+    if seconds:
+        return dict(seconds=seconds[stage_index])
+    return dict(steps=steps[stage_index] if steps else None)
+
+
 def training_step(run_dir: str, device: str = "auto", steps: Optional[Tuple[int, int]] = None,
                   seconds: Optional[Tuple[float, float]] = None, log: Callable[[str], None] = print,
                   grid_path: Optional[str] = None, val_images: int = 5) -> TrainStep:
@@ -145,9 +153,8 @@ def training_step(run_dir: str, device: str = "auto", steps: Optional[Tuple[int,
         dev = resolve_device(device)
         log(DEMO_MODEL_NOTE)
         s1_dir, s2_dir = os.path.join(run_dir, "stage1"), os.path.join(run_dir, "stage2")
-        length = lambda i: dict(seconds=seconds[i]) if seconds else dict(steps=steps[i] if steps else None)  # noqa: E731
-        cfg1 = demo_train_config(1, demo_dir, s1_dir, dev, **length(0))
-        cfg2 = demo_train_config(2, demo_dir, s2_dir, dev, **length(1), val_images=val_images)
+        cfg1 = demo_train_config(1, demo_dir, s1_dir, dev, **_stage_length(steps, seconds, 0))
+        cfg2 = demo_train_config(2, demo_dir, s2_dir, dev, **_stage_length(steps, seconds, 1), val_images=val_images)
         how = (f"for {seconds[0]:.0f} s and {seconds[1]:.0f} s of wall-clock time (the table depends on this "
                "machine's speed)" if seconds else f"for {cfg1.train.total_iters} and {cfg2.train.total_iters} steps "
                f"(seeded, batch 1, fp32: the same table on every machine)")
@@ -201,12 +208,11 @@ def restorevar_training_step(run_dir: str, device: str = "auto", steps: Optional
         dev = resolve_device(device)
         log(RESTOREVAR_MODEL_NOTE)
         s1_dir, s2_dir = os.path.join(run_dir, "stage1"), os.path.join(run_dir, "stage2")
-        length = lambda i: dict(seconds=seconds[i]) if seconds else dict(steps=steps[i] if steps else None)  # noqa: E731
-        cfg1 = demo_restorevar_config(1, demo_dir, s1_dir, dev, **length(0))
+        cfg1 = demo_restorevar_config(1, demo_dir, s1_dir, dev, **_stage_length(steps, seconds, 0))
         how = lambda c, i: f"{seconds[i]:.0f} s" if seconds else f"{c.train.total_iters} steps"  # noqa: E731
         log(f"training RestoreVAR stage 1 for {how(cfg1, 0)} on {dev} (logs: {s1_dir}) ...")
         r1 = run_training(1, cfg1, progress=False, print_config=False)
-        cfg2 = demo_restorevar_config(2, demo_dir, s2_dir, dev, **length(1),
+        cfg2 = demo_restorevar_config(2, demo_dir, s2_dir, dev, **_stage_length(steps, seconds, 1),
                                       extra=[f"restorevar.stage1_weights={r1.export}"])
         log(f"training RestoreVAR stage 2 for {how(cfg2, 1)} on {dev} (logs: {s2_dir}) ...")
         r2 = run_training(2, cfg2, progress=False, print_config=False)
