@@ -5,7 +5,7 @@ import torch
 from varformer.cli import main
 from varformer.inference import model_restorer
 from varformer.model import VarFormer
-from varformer.perf.measure import Timing, interleaved_timings
+from varformer.perf.measure import Machine, Timing, interleaved_timings
 from varformer.perf.model import (PARTS, ModelBenchmark, ModelBenchmarkOptions, PrecisionResult, part_shares,
                                   run_model_benchmark)
 from varformer.perf.reference import official_style_forward
@@ -43,8 +43,8 @@ def test_interleaved_timings_alternate_and_report():
 
 
 def test_table_and_cli_options(capsys):
-    res = ModelBenchmark(config={"depth": 2}, device="cpu", device_name="x86_64", threads=2, load_average=1.0,
-                         cpu_flags=cpu_features(), weights_note="random weights", params=10, flops_per_image=10 ** 11,
+    machine = Machine(device="cpu", device_name="x86_64", threads=2, load_average=1.0, cpu_flags=cpu_features())
+    res = ModelBenchmark(config={"depth": 2}, machine=machine, weights_note="random weights", params=10, flops_per_image=10 ** 11,
                          model_memory_bytes=2 ** 28, batch=4,
                          results=[PrecisionResult("fp32", Timing(2.0, 4.0, 2 ** 30), 0.6, 3.0, 50.0, 25.0,
                                                   {p: 1 / len(PARTS) for p in PARTS})],

@@ -24,6 +24,7 @@ matmul roofline, FLOP counting, peak memory and part timing.
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import time
@@ -37,11 +38,38 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from varformer import ops
-from varformer.runtime import synchronize
+from varformer.runtime import cpu_features, device_name, synchronize
 
 
 def _device(device) -> torch.device:
     return device if isinstance(device, torch.device) else torch.device(device)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where a benchmark ran
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class Machine:
+    """The device, threads, load and CPU flags a benchmark ran with: every speed report starts with them, since
+    seconds mean little without them (figures compare as ratios within one run)."""
+    device: str
+    device_name: str
+    threads: int
+    load_average: Optional[float]   # 1-minute load average when the run ended (None off Unix)
+    cpu_flags: Dict[str, bool]      # bf16-relevant x86 flags (empty on a GPU)
+
+    @classmethod
+    def here(cls, device) -> "Machine":
+        dev = _device(device)
+        return cls(device=str(dev), device_name=device_name(dev), threads=torch.get_num_threads(),
+                   load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                   cpu_flags=cpu_features() if dev.type == "cpu" else {})
+
+    def describe(self) -> str:
+        return (f"device {self.device} ({self.device_name}), {self.threads} threads"
+                + (f", load average {self.load_average:.1f} at the end" if self.load_average is not None else "")
+                + (f", CPU flags: {', '.join(f'{k}={int(v)}' for k, v in self.cpu_flags.items())}"
+                   if self.cpu_flags else ""))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ and the reference use the float32 model the copy was made from.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -31,10 +30,10 @@ from varformer.model.varformer import (PART_ENCODE, PART_UNET_DECODER, PART_UNET
                                        PART_VQ_DECODER)
 from varformer.perf.bounds import REST as BOUNDS_REST
 from varformer.perf.bounds import copy_bandwidth, part_costs
-from varformer.perf.measure import (Timing, current_memory, interleaved_timings, matmul_roofline, peak_tensor_bytes,
+from varformer.perf.measure import (Machine, Timing, current_memory, interleaved_timings, matmul_roofline, peak_tensor_bytes,
                                     random_images, range_seconds, tensor_bytes)
 from varformer.perf.reference import IMAGE_SIZE, flops_without_compute, official_style_forward
-from varformer.runtime import cpu_features, device_name, resolve_device
+from varformer.runtime import resolve_device
 
 PART_LABELS = {PART_ENCODE: "VQVAE encoder + adapter + quantise", PART_VAR_LOOP: "VAR scale loop",
                PART_UNET_ENCODER: "U-Net encoder", PART_VQ_DECODER: "VQVAE decoder features",
@@ -90,11 +89,7 @@ class PrecisionResult:
 @dataclass
 class ModelBenchmark:
     config: Dict[str, object]
-    device: str
-    device_name: str
-    threads: int
-    load_average: Optional[float]
-    cpu_flags: Dict[str, bool]
+    machine: Machine
     weights_note: str
     params: int
     flops_per_image: int
@@ -241,9 +236,7 @@ def run_model_benchmark(opts: ModelBenchmarkOptions = ModelBenchmarkOptions(),
         diff = float((outputs["reference"] - outputs["fp32"]).abs().max()) if "fp32" in outputs else None
         ref = {"b1": b1["reference"], "flops_per_image": counted["reference"], "max_abs_diff_vs_model_fp32": diff}
     return ModelBenchmark(
-        config=settings.to_metadata(), device=str(dev), device_name=device_name(dev),
-        threads=torch.get_num_threads(), load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        cpu_flags=cpu_features() if dev.type == "cpu" else {}, weights_note=note,
+        config=settings.to_metadata(), machine=Machine.here(dev), weights_note=note,
         params=sum(p.numel() for p in models[opts.precisions[0]].parameters()), flops_per_image=counted["model"],
         model_memory_bytes=model_mem, batch=opts.batch, results=results, reference=ref,
         copy_gbytes_per_s=bandwidth / 1e9,

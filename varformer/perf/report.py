@@ -13,14 +13,12 @@ def _gib(b: Optional[int]) -> str:
 
 def format_model_table(r: ModelBenchmark) -> str:
     lines = [f"VarFormer {r.config} | {r.params / 1e6:.1f} M params | {r.weights_note}",
-             f"device {r.device} ({r.device_name}), {r.threads} threads"
-             + (f", load average {r.load_average:.1f} at the end" if r.load_average is not None else "")
-             + (f", CPU flags: {', '.join(f'{k}={int(v)}' for k, v in r.cpu_flags.items())}" if r.cpu_flags else ""),
+             r.machine.describe(),
              f"FLOPs per 256x256 image: {r.flops_per_image / 1e9:.1f} GFLOP"
              + (f"; models resident: {_gib(r.model_memory_bytes)}" if r.model_memory_bytes else ""),
              "",
              f"| precision | latency b1 wall (s/img) | CPU time b1 (s/img) | throughput b{r.batch} (img/s) "
-             f"| CPU time b{r.batch} (s/img) | peak tensor mem b1 | peak {'RSS' if r.device == 'cpu' else 'mem'} b1 "
+             f"| CPU time b{r.batch} (s/img) | peak tensor mem b1 | peak {'RSS' if r.machine.device == 'cpu' else 'mem'} b1 "
              f"| achieved GFLOP/s b1, wall / CPU | matmul GFLOP/s, wall / CPU |",
              "|---|---|---|---|---|---|---|---|---|"]
     rows = [(p.precision, p.precision, p.b1, p.throughput_ips, p.throughput_cpu_s_per_img,
@@ -37,7 +35,7 @@ def format_model_table(r: ModelBenchmark) -> str:
     lines += ["", "peak tensor mem = weights + live activations at their peak (what CUDA's max_memory_allocated "
                   "counts), per model; peak RSS = the whole process (interpreter, libraries, allocator caches and "
                   "every model the run holds included)"
-              if r.device == "cpu" else "peak memory = torch.cuda.max_memory_allocated (weights + activations)"]
+              if r.machine.device == "cpu" else "peak memory = torch.cuda.max_memory_allocated (weights + activations)"]
     if r.results and r.results[0].part_shares:
         lines += ["", "| share of batch-1 time | " + " | ".join(p.precision for p in r.results) + " |",
                   "|---|" + "---|" * len(r.results)]

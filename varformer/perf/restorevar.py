@@ -13,7 +13,6 @@ after another at batch 1; the peak memory is that of one tile).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -21,10 +20,10 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from varformer.inference import count_tiles, model_restorer
-from varformer.perf.measure import (Timing, count_flops_by_module, interleaved_timings, peak_tensor_bytes,
+from varformer.perf.measure import (Machine, Timing, count_flops_by_module, interleaved_timings, peak_tensor_bytes,
                                     random_images, range_seconds, tensor_bytes)
 from varformer.restorevar import PARTS, PATCH_NUMS_512, RestoreVAR, RestoreVARSettings, load_restorevar
-from varformer.runtime import cpu_features, device_name, resolve_device
+from varformer.runtime import resolve_device
 
 PART_LABELS = {"restorevar.encode_condition": "VQVAE encoder + conditioning",
                "restorevar.var_scale_loop": "VAR scale loop (greedy, KV cache)",
@@ -61,11 +60,7 @@ class RestoreVARResult:
 class RestoreVARBenchmark:
     config: Dict[str, object]
     image_size: int
-    device: str
-    device_name: str
-    threads: int
-    load_average: Optional[float]
-    cpu_flags: Dict[str, bool]
+    machine: Machine
     weights_note: str
     params: Dict[str, int]                      # transformer, refiner, vqvae, total
     flops_per_image: int
@@ -136,9 +131,8 @@ def run_restorevar_benchmark(opts: RestoreVARBenchmarkOptions = RestoreVARBenchm
         log("FLOPs of the released size (depth 16, vae_ch 160, 512 px, refiner depth 12) without computing")
         full = flops_without_compute(RestoreVARSettings())
     return RestoreVARBenchmark(
-        config=s.to_metadata(), image_size=s.image_size, device=str(dev), device_name=device_name(dev),
-        threads=torch.get_num_threads(), load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        cpu_flags=cpu_features() if dev.type == "cpu" else {}, weights_note=note, params=_params(model),
+        config=s.to_metadata(), image_size=s.image_size, machine=Machine.here(dev), weights_note=note,
+        params=_params(model),
         flops_per_image=flops, flops_parts={k[len("flops_"):]: v for k, v in counted.items() if k.startswith("flops_")},
         results=results, full_size=full)
 
@@ -154,8 +148,7 @@ def format_restorevar_table(r: RestoreVARBenchmark) -> str:
     p = r.params
     lines = [f"RestoreVAR {r.config} | {p['total'] / 1e6:.1f} M params (transformer {p['transformer'] / 1e6:.2f} M, "
              f"refiner {p['refiner'] / 1e6:.2f} M, VQVAE {p['vqvae'] / 1e6:.2f} M) | {r.weights_note}",
-             f"device {r.device} ({r.device_name}), {r.threads} threads"
-             + (f", load average {r.load_average:.1f} at the end" if r.load_average is not None else ""),
+             r.machine.describe(),
              f"FLOPs per {r.image_size}x{r.image_size} image: {r.flops_per_image / 1e9:.1f} GFLOP ("
              + ", ".join(f"{k.replace('_', ' ')} {v / 1e9:.1f}" for k, v in r.flops_parts.items()) + ")", "",
              "| precision | latency b1 wall (s/img) | CPU time b1 (s/img) | peak tensor mem b1 | achieved GFLOP/s |",
@@ -188,8 +181,8 @@ def format_comparison(varformer, restorevar: RestoreVARBenchmark, precisions: Se
     vf = {r.precision: r for r in varformer.results}
     rv = {r.precision: r for r in restorevar.results}
     S = restorevar.image_size
-    lines = [f"## RestoreVAR beside VarFormer ({restorevar.device}: {restorevar.device_name}, "
-             f"{restorevar.threads} threads, one run)", "",
+    m = restorevar.machine
+    lines = [f"## RestoreVAR beside VarFormer ({m.device}: {m.device_name}, {m.threads} threads, one run)", "",
              "| method | precision | input | params (M) | GFLOP / input | latency b1 (s) | CPU time b1 (s) | "
              "peak tensor mem b1 | GFLOP / 512x512 image | s / 512x512 image |",
              "|---|---|---|---|---|---|---|---|---|---|"]
