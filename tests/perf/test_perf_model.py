@@ -44,7 +44,8 @@ def test_interleaved_timings_alternate_and_report():
 
 def test_table_and_cli_options(capsys):
     machine = Machine(device="cpu", device_name="x86_64", threads=2, load_average=1.0, cpu_flags=cpu_features())
-    res = ModelBenchmark(config={"depth": 2}, machine=machine, weights_note="random weights", params=10, flops_per_image=10 ** 11,
+    res = ModelBenchmark(config={"depth": 2}, machine=machine, weights_note="random weights", params=10,
+                         flops_per_image=10 ** 11,
                          model_memory_bytes=2 ** 28, batch=4,
                          results=[PrecisionResult("fp32", Timing(2.0, 4.0, 2 ** 30), 0.6, 3.0, 50.0, 25.0,
                                                   {p: 1 / len(PARTS) for p in PARTS})],

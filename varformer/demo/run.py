@@ -209,7 +209,10 @@ def restorevar_training_step(run_dir: str, device: str = "auto", steps: Optional
         log(RESTOREVAR_MODEL_NOTE)
         s1_dir, s2_dir = os.path.join(run_dir, "stage1"), os.path.join(run_dir, "stage2")
         cfg1 = demo_restorevar_config(1, demo_dir, s1_dir, dev, **_stage_length(steps, seconds, 0))
-        how = lambda c, i: f"{seconds[i]:.0f} s" if seconds else f"{c.train.total_iters} steps"  # noqa: E731
+
+        def how(cfg, stage_index: int) -> str:
+            return f"{seconds[stage_index]:.0f} s" if seconds else f"{cfg.train.total_iters} steps"
+
         log(f"training RestoreVAR stage 1 for {how(cfg1, 0)} on {dev} (logs: {s1_dir}) ...")
         r1 = run_training(1, cfg1, progress=False, print_config=False)
         cfg2 = demo_restorevar_config(2, demo_dir, s2_dir, dev, **_stage_length(steps, seconds, 1),

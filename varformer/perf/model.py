@@ -30,8 +30,8 @@ from varformer.model.varformer import (PART_ENCODE, PART_UNET_DECODER, PART_UNET
                                        PART_VQ_DECODER)
 from varformer.perf.bounds import REST as BOUNDS_REST
 from varformer.perf.bounds import copy_bandwidth, part_costs
-from varformer.perf.measure import (Machine, Timing, current_memory, interleaved_timings, matmul_roofline, peak_tensor_bytes,
-                                    random_images, range_seconds, tensor_bytes)
+from varformer.perf.measure import (Machine, Timing, current_memory, interleaved_timings, matmul_roofline,
+                                    peak_tensor_bytes, random_images, range_seconds, tensor_bytes)
 from varformer.perf.reference import IMAGE_SIZE, flops_without_compute, official_style_forward
 from varformer.runtime import resolve_device
 

@@ -12,13 +12,14 @@ def _gib(b: Optional[int]) -> str:
 
 
 def format_model_table(r: ModelBenchmark) -> str:
+    on_cpu = r.machine.device == "cpu"
     lines = [f"VarFormer {r.config} | {r.params / 1e6:.1f} M params | {r.weights_note}",
              r.machine.describe(),
              f"FLOPs per 256x256 image: {r.flops_per_image / 1e9:.1f} GFLOP"
              + (f"; models resident: {_gib(r.model_memory_bytes)}" if r.model_memory_bytes else ""),
              "",
              f"| precision | latency b1 wall (s/img) | CPU time b1 (s/img) | throughput b{r.batch} (img/s) "
-             f"| CPU time b{r.batch} (s/img) | peak tensor mem b1 | peak {'RSS' if r.machine.device == 'cpu' else 'mem'} b1 "
+             f"| CPU time b{r.batch} (s/img) | peak tensor mem b1 | peak {'RSS' if on_cpu else 'mem'} b1 "
              f"| achieved GFLOP/s b1, wall / CPU | matmul GFLOP/s, wall / CPU |",
              "|---|---|---|---|---|---|---|---|---|"]
     rows = [(p.precision, p.precision, p.b1, p.throughput_ips, p.throughput_cpu_s_per_img,
@@ -35,7 +36,7 @@ def format_model_table(r: ModelBenchmark) -> str:
     lines += ["", "peak tensor mem = weights + live activations at their peak (what CUDA's max_memory_allocated "
                   "counts), per model; peak RSS = the whole process (interpreter, libraries, allocator caches and "
                   "every model the run holds included)"
-              if r.machine.device == "cpu" else "peak memory = torch.cuda.max_memory_allocated (weights + activations)"]
+              if on_cpu else "peak memory = torch.cuda.max_memory_allocated (weights + activations)"]
     if r.results and r.results[0].part_shares:
         lines += ["", "| share of batch-1 time | " + " | ".join(p.precision for p in r.results) + " |",
                   "|---|" + "---|" * len(r.results)]
