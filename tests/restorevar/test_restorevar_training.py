@@ -121,15 +121,15 @@ def _worker(rank: int, world: int, port: int, out_dir: str):
         model = small_model()
         freeze_for_stage(model, 2)
         task = RestoreVARTask(model, 2)
-        t = Trainer(task, _Pairs(), cfg.train, cfg.data, info, out_dir, progress=False)
-        batch = _Pairs()[rank]
-        batch = {k: v[None] for k, v in batch.items()}
-        # the release's call: the un-wrapped module, so DDP never averages the gradients
-        model.refiner_loss(batch["lq"], batch["gt"]).backward()
-        unsynced = [p.grad.clone() for p in model.refiner.parameters()]
-        model.zero_grad(set_to_none=True)
-        t.step_module(batch).loss.backward()                  # ours: through the DDP wrapper
-        synced = [p.grad.clone() for p in model.refiner.parameters()]
+        with Trainer(task, _Pairs(), cfg.train, cfg.data, info, out_dir, progress=False) as t:
+            batch = _Pairs()[rank]
+            batch = {k: v[None] for k, v in batch.items()}
+            # the release's call: the un-wrapped module, so DDP never averages the gradients
+            model.refiner_loss(batch["lq"], batch["gt"]).backward()
+            unsynced = [p.grad.clone() for p in model.refiner.parameters()]
+            model.zero_grad(set_to_none=True)
+            t.step_module(batch).loss.backward()                  # ours: through the DDP wrapper
+            synced = [p.grad.clone() for p in model.refiner.parameters()]
         torch.save({"unsynced": unsynced, "synced": synced}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         cleanup_distributed()

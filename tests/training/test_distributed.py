@@ -1,10 +1,13 @@
 import os
 import socket
+import weakref
 
 import torch
 from spawn_utils import spawn_and_wait
+import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
+from varformer.training import distributed
 from varformer.training.distributed import cleanup_distributed, seed_everything, setup_distributed
 from varformer.training.trainer import Trainer
 
@@ -29,20 +32,24 @@ def _worker(rank: int, world: int, port: int, out_dir: str):
         cfg.data.batch_size = 1
         seed_everything(cfg.train.seed, info.rank)  # different init per rank: DDP must broadcast rank 0's
         task = TinyTask()
-        t = Trainer(task, TinyPairs(), cfg.train, cfg.data, info, out_dir, progress=False)
-        bucketed = sum(p.numel() for p in t.step_module.parameters() if p.requires_grad)
-        reduced = []
+        with Trainer(task, TinyPairs(), cfg.train, cfg.data, info, out_dir, progress=False) as t:
+            bucketed = sum(p.numel() for p in t.step_module.parameters() if p.requires_grad)
+            reduced = []
 
-        def counting_allreduce(state, bucket):
-            reduced.append(1)
-            return allreduce_hook(state, bucket)
+            def counting_allreduce(state, bucket):
+                reduced.append(1)
+                return allreduce_hook(state, bucket)
 
-        t.step_module.register_comm_hook(None, counting_allreduce)
-        res = t.fit()
-        assert (t.batch.per_process, t.batch.accumulation) == (2, 2)
+            t.step_module.register_comm_hook(None, counting_allreduce)
+            res = t.fit()
+            assert (t.batch.per_process, t.batch.accumulation) == (2, 2)
+            ddp_params = t.step_module._get_ddp_logging_data().get("total_parameter_size_bytes")
+            ddp = weakref.ref(t.step_module)
+        # closed: the DDP wrapper (and its reducer, which holds the process group) is gone before the group is
+        # destroyed, so the group is not destroyed through the reducer (see cleanup_distributed)
+        assert ddp() is None
         torch.save({"state": t.model.state_dict(), "ema": t.ema.state_dict(), "bucketed": bucketed,
-                    "samples": t.samples_seen, "allreduces": len(reduced),
-                    "ddp_params": t.step_module._get_ddp_logging_data().get("total_parameter_size_bytes"),
+                    "samples": t.samples_seen, "allreduces": len(reduced), "ddp_params": ddp_params,
                     "status": res.status}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         cleanup_distributed()
@@ -66,3 +73,23 @@ def test_two_process_gloo_ranks_end_identical(tmp_path):
     files = sorted(os.listdir(out))
     assert "ckpt_00000004.pt" in files and "tb" in files
     assert len([f for f in files if f.startswith("ckpt_")]) == 2
+
+
+def test_cleanup_destroys_the_gloo_backend_last_from_python(monkeypatch):
+    """The backend must outlive the group's destruction and die when cleanup_distributed drops its own reference:
+    torch 2.1 destroys a backend reached through the group with the GIL held, which hung a gloo run at exit."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    backend = []
+    alive_after_destroy = []
+    real_destroy = dist.destroy_process_group
+
+    def destroy():
+        # pybind hands out the live wrapper cleanup_distributed holds (a fresh one, dying at once, if none is held)
+        backend.append(weakref.ref(dist.group.WORLD._get_backend(torch.device("cpu"))))
+        real_destroy()
+        alive_after_destroy.append(backend[0]() is not None)
+
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", destroy)
+    cleanup_distributed()
+    assert alive_after_destroy == [True]
+    assert backend[0]() is None and not dist.is_initialized()

@@ -122,6 +122,14 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path):
     assert [s for s, _ in ckpt_io.list_checkpoints(str(tmp_path))] == [3]
 
 
+def test_a_closed_trainer_refuses_to_train_again(tmp_path):
+    with _trainer(tiny_config(tmp_path, total_iters=2, save_every=0)) as t:
+        assert t.fit().status == "finished"
+    assert t.step_module is None
+    with pytest.raises(RuntimeError, match="closed"):
+        t.fit()
+
+
 def test_history_logs_terms_lr_and_speed(tmp_path):
     res = _trainer(tiny_config(tmp_path, total_iters=4, save_every=0, log_every=2)).fit()
     logs = [h for h in res.history if "loss/mse" in h]

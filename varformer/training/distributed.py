@@ -52,8 +52,28 @@ def setup_distributed(device: str = "auto") -> DistInfo:
 
 
 def cleanup_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Destroy the process group, letting go of its backends last and from Python.
+
+    Why: older torch destroys a backend reached through its group with the GIL held, and a gloo backend's
+    destructor joins its worker threads, one of which may be waiting for the GIL to free a finished collective's
+    tensors: the process hangs at the end of a run (about one run in four of the two-process test on torch 2.1;
+    pytorch/pytorch#56297, fixed upstream in 2025 by pytorch/pytorch#154976). A backend's own Python object
+    releases the GIL before destroying it, so holding that object across the destroy and dropping it afterwards
+    makes it the last reference. Anything else holding the group must be gone first: a DDP wrapper's reducer
+    does (``Trainer.close``).
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    group = dist.group.WORLD
+    backends = []
+    for device_type in ("cpu", "cuda"):
+        try:
+            backends.append(group._get_backend(torch.device(device_type)))
+        except (AttributeError, RuntimeError, ValueError):
+            pass  # no backend for that device type (or a torch without the accessor)
+    del group  # the group itself goes in the destroy, with the GIL held but no longer the backends' last holder
+    dist.destroy_process_group()
+    del backends  # the last references: destroyed with the GIL released
 
 
 def barrier(info: DistInfo) -> None:

@@ -83,8 +83,8 @@ def run_training(stage: int, cfg, progress: bool = True, print_config: bool = Tr
                     else build_restorevar_task(cfg, stage, announce))
             announce(f"training data: {len(found.dataset)} samples per nominal epoch under {cfg.data.root}")
             train_cfg = OmegaConf.merge(cfg.train, {"resume": decision.resume_path or "none"})
-            trainer = Trainer(task, found.dataset, train_cfg, cfg.data, info, out_dir, config_yaml=to_yaml(cfg),
-                              progress=progress)
+            trainer = stack.enter_context(Trainer(task, found.dataset, train_cfg, cfg.data, info, out_dir,
+                                                  config_yaml=to_yaml(cfg), progress=progress))
             for note in trainer.batch.notes(stage, method == "varformer" and cfg.model.vae_ch == 160):
                 announce(f"note: {note}")
             result = trainer.fit()

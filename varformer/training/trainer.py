@@ -134,7 +134,7 @@ class _Window:
 
 
 class Trainer:
-    """``Trainer(task, dataset, cfg_train, data_cfg, dist_info, out_dir).fit()``.
+    """``with Trainer(task, dataset, cfg_train, data_cfg, dist_info, out_dir) as t: t.fit()``.
 
     ``cfg_train`` is the ``train`` config section, ``data_cfg`` the ``data`` section (batch size, workers); the
     data order is ``varformer.training.sampling.InfiniteShardedSampler`` (``shuffle`` as the dataset allows).
@@ -171,6 +171,18 @@ class Trainer:
         self._stop_requested = False
         self.progress = progress
         self.logger: Optional[TrainLogger] = None
+
+    def close(self) -> None:
+        """Let go of the DDP wrapper and its reducer, which hold the process group: call before
+        ``cleanup_distributed`` (see there why the group must not be destroyed through the reducer). Idempotent;
+        ``with Trainer(...) as t:`` calls it on leaving."""
+        self.step_module = None
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _wrap_ddp(self) -> nn.Module:
         """DDP after freezing: parameters with requires_grad=False never enter its gradient buckets."""
@@ -442,6 +454,8 @@ class Trainer:
             self.validate()  # a time-limited run ends with a validation of what it reached
 
     def fit(self) -> FitResult:
+        if self.step_module is None:
+            raise RuntimeError("this Trainer was closed; build a new one to train again")
         self._start()
         w = _Window.on(self.info.device)
         self._status, self._grad_norm = "finished", None
