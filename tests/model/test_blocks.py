@@ -10,7 +10,7 @@ from varformer.model.aft import AnchorAttention
 from varformer.model.alignment import AlignStep, ModulatedDeformConv
 from varformer.model.cross_attention import CrossAttentionInjection, merge_heads
 from varformer.model.dae import RegionFusion, ScaleSelection
-from varformer.model.swin import RSTB, SwinBlock, relative_position_index, shifted_window_mask
+from varformer.backbone.swin import RSTB, SwinBlock, relative_position_index, shifted_window_mask
 
 
 def _randomize(module, std=0.2, seed=0):

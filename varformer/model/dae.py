@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from varformer.runtime import fp32_region
-from varformer.model.swin import RSTB
+from varformer.backbone.swin import RSTB
 
 
 def _fp32_conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

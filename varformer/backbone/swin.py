@@ -1,4 +1,5 @@
-"""Swin pieces used by the DAE (the SwinIR-style blocks of the official code): window attention, Swin blocks and the residual Swin group (RSTB).
+"""Swin pieces the restorers share (VarFormer's DAE uses these SwinIR-style blocks of the official code): window
+attention, Swin blocks and the residual Swin group (RSTB).
 
 RSTB(x) = x + conv3x3(SwinBlock(shift 0) -> SwinBlock(shift window/2))(x), on (B, C, H, W) maps. The shifted-window
 mask uses -100 (not -inf) like the official SwinIR-style code. The relative-position index and the masks are
