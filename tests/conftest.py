@@ -47,10 +47,10 @@ def small_runs(tmp_path_factory):
               "train.image_every=0", "train.val_every=0", "train.precision=fp32", "train.device=cpu",
               "train.loss.perceptual=0", "train.lr=1e-3"]
     s1 = load_config(None, common + [f"data.root={base / 'clean'}", f"train.output_dir={base / 's1'}"])
-    run_training(1, s1, progress=False, print_config=False)
+    run_training("stage1", s1, progress=False, print_config=False)
     s2 = load_config(None, common + [f"data.root={base / 'train'}", "data.tasks=[rain]",
                                      f"model.stage1_weights={base / 's1' / 'final_ema.pt'}",
                                      f"train.output_dir={base / 's2'}"])
-    run_training(2, s2, progress=False, print_config=False)
+    run_training("stage2", s2, progress=False, print_config=False)
     return {"base": base, "s1": base / "s1", "s2": base / "s2", "common": common}
 

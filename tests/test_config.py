@@ -1,7 +1,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from varformer.config import Config, load_config, save_config
+from varformer.config import config_from_yaml, load_config, save_config
 from varformer.errors import ConfigError, VarformerError
 
 
@@ -67,8 +67,11 @@ def test_config_errors_are_user_facing():
 def test_save_config_round_trips(tmp_path):
     cfg = load_config(None, ["model.depth=20", "train.output_dir=x"])
     path = save_config(cfg, str(tmp_path / "run"))
-    again = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    again = config_from_yaml(open(path).read(), path)
     assert again == cfg
+    rv = load_config("restorevar_stage1.yaml", ["model.depth=2", f"train.output_dir={tmp_path / 'rv'}"])
+    path = save_config(rv, str(tmp_path / "rv"))
+    assert "method: restorevar" in open(path).read() and config_from_yaml(open(path).read(), path) == rv
 
 
 def test_shipped_configs_load():

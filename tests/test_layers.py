@@ -14,10 +14,12 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "varformer"
 # lowest first: a group may import its own modules and any group of a lower layer, nothing else
 LAYERS: List[Tuple[str, ...]] = [
     ("errors",),
-    ("runtime", "ops"),
+    ("runtime", "ops", "files"),
     ("data", "metrics"),
     ("backbone",),
-    ("model", "restorevar"),
+    ("methods", "checkpoints"),             # what a method provides (methods.api) and the pieces methods share
+    ("model", "restorevar"),                # the method packages (VarFormer's is ``model``)
+    ("methods.registry",),                  # the methods there are: the only module that imports them all
     ("config", "inference"),
     ("training", "evaluation", "restore"),
     ("perf", "demo", "reproduce", "analysis"),
@@ -44,6 +46,8 @@ MODULES = _modules()
 
 def _group(module: str) -> str:
     parts = module.split(".")
+    if parts[1:3] == ["methods", "registry"]:
+        return "methods.registry"
     return "__init__" if len(parts) == 1 else parts[1]
 
 

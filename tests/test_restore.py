@@ -128,13 +128,13 @@ def test_missing_weights_error_says_what_to_do(tmp_path):
     with pytest.raises(VarformerError, match="precision"):
         load_restorer("identity", precision="fp16")
     with pytest.raises(VarformerError, match="--tile 256"):
-        restore_paths([str(tmp_path)], str(tmp_path / "o"), model_restorer(torch.nn.Identity(), "cpu"),
+        restore_paths([str(tmp_path)], str(tmp_path / "o"), model_restorer(torch.nn.Identity(), "cpu", input_size=256),
                       tile=128, progress=False)
 
 
 def test_restore_folder_with_a_small_varformer_checkpoint(tmp_path):
     """A real (random-init, small) VarFormer saved with save_varformer, loaded by --weights, on mixed sizes."""
-    from varformer.model.checkpoint_io import save_varformer
+    from varformer.model import save_varformer
     from varformer.model.varformer import VarFormer
 
     torch.manual_seed(0)
@@ -167,12 +167,10 @@ def test_restore_folder_with_a_small_varformer_checkpoint(tmp_path):
 
 def test_bf16_restorer_holds_bf16_weights(tmp_path):
     """--precision bf16 loads the model with its autocast-cast weights held in bf16 (less memory, same output)."""
-    from varformer.model.checkpoint_io import save_varformer
+    from varformer.model import save_varformer
     from varformer.model.varformer import VarFormer
 
-    with torch.device("meta"):
-        model = VarFormer(depth=2, vae_ch=32, n_cross=1)
-    model = model.to_empty(device="cpu")
+    model = VarFormer(depth=2, vae_ch=32, n_cross=1)
     ckpt = tmp_path / "small.safetensors"
     save_varformer(ckpt, model)
     r = load_restorer(str(ckpt), device="cpu", precision="bf16")
@@ -185,12 +183,10 @@ def test_bf16_restorer_holds_bf16_weights(tmp_path):
 def test_compile_option_compiles_the_unet_in_place(tmp_path):
     """--compile wraps the U-Net's call in torch.compile without renaming anything (the compilation itself runs
     at the first call and takes minutes on a CPU, so it is measured by the benchmark, not here)."""
-    from varformer.model.checkpoint_io import save_varformer
+    from varformer.model import save_varformer
     from varformer.model.varformer import VarFormer
 
-    with torch.device("meta"):
-        model = VarFormer(depth=2, vae_ch=32, n_cross=1)
-    model = model.to_empty(device="cpu")
+    model = VarFormer(depth=2, vae_ch=32, n_cross=1)
     keys = list(model.state_dict())
     ckpt = tmp_path / "small.safetensors"
     save_varformer(ckpt, model)

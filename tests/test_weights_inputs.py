@@ -11,7 +11,7 @@ from PIL import Image
 from varformer.cli import main
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
 from varformer.inference import load_restorer
-from varformer.model.weights_files import inspect_weights
+from varformer.methods.registry import inspect_weights
 
 
 def _one_line_error(capsys, argv, expect):
@@ -90,9 +90,9 @@ def test_a_pickle_with_code_is_never_run(tmp_path, monkeypatch):
 
     bad = tmp_path / "crafted.pt"
     torch.save({"step": 1, "model": {}, "ema": {}, "x": Payload()}, bad)
-    from varformer.training.stages import _stage1_state
+    from varformer.model.task import read_stage1
     from varformer.training.checkpoint import read_checkpoint
-    for load in (lambda: _stage1_state(str(bad)), lambda: read_checkpoint(str(bad)),
+    for load in (lambda: read_stage1(str(bad)), lambda: read_checkpoint(str(bad)),
                  lambda: load_restorer(str(bad), "cpu", "fp32")):
         with pytest.raises(CheckpointMismatchError, match="refuses to unpickle"):
             load()

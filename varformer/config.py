@@ -1,6 +1,8 @@
 """Typed configuration: OmegaConf structured dataclasses, YAML files merged over them, ``key.sub=value`` overrides.
 
-A misspelled key stops start-up with the key's full name and the closest valid one; a value of the wrong type
+A config is for one method (``method:``, default this project's own): ``data``, ``train`` and ``eval`` are shared,
+``model``, ``train.loss`` and ``demo`` are the method's (its ``MethodSpec``), so a misspelled key stops start-up
+with the key's full name and the closest valid one; a value of the wrong type stops start-up with the key's full name and the closest valid one; a value of the wrong type
 names the key and the expected type. ``load_config`` is the one entry point; every run saves what it resolved
 with ``save_config`` as ``config.yaml`` in its output folder, so a run can always be reproduced from its folder.
 """
@@ -9,39 +11,24 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import typing
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-
 from varformer.errors import ConfigError  # re-exported: varformer.config.ConfigError
-from varformer.model.settings import VarFormerSettings
-from varformer.restorevar.settings import RestoreVARSettings
+from varformer.files import write_text_atomic
+from varformer.methods import registry
+from varformer.methods.api import DemoKnobs, MethodSpec, NoLossKnobs
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Sections
+# Sections every method shares; ``model:``, ``train.loss:`` and ``demo:`` are typed by the method's spec
 # ---------------------------------------------------------------------------------------------------------------
-METHODS = ("varformer", "restorevar")
-
-
-@dataclass
-class ModelConfig(VarFormerSettings):
-    method: str = "varformer"           # "varformer" (this section) or "restorevar" (the `restorevar:` section)
-    # the architecture and inference settings are VarFormerSettings' fields (varformer/model/settings.py);
-    # below: where the weights come from
-    vae_path: Optional[str] = None      # vae_ch160v4096z32.pth; None: checkpoints/ then the Hugging Face cache
-    var_path: Optional[str] = None      # var_d{depth}.pth; None: checkpoints/ then the Hugging Face cache
-    weights: Optional[str] = None       # a VarFormer checkpoint (ours or official BasicSR) to start from
-    stage1_weights: Optional[str] = None  # stage 2 only: a stage-1 run's ckpt_*.pt / final_ema.pt (adapter,
-                                        # cross-attention, VAR embeddings/head carried over from its EMA)
-    local_files_only: bool = False      # never reach the hub, only its local cache
-    random_init_backbone: bool = False  # tests/demo only: build the frozen VAR backbone with random weights, explicitly
-
-
 @dataclass
 class DataConfig:
     root: Optional[str] = None          # training data root (official layouts), or "demo:train" (stage 2) /
@@ -57,19 +44,6 @@ class DataConfig:
     num_workers: int = 4
     pin_memory: bool = True
     persistent_workers: bool = True
-
-
-@dataclass
-class LossConfig:
-    formulation: str = "official"       # "official" (the released code) or "paper" (-PSNR + squared-L2 VGG, frozen VAR)
-    pixel_l1: float = 1.0
-    psnr: float = 0.5
-    perceptual: float = 1.0             # 0 disables the VGG19 term (logged loudly)
-    perceptual_layer: str = "relu5_4"
-    perceptual_criterion: str = "l1"    # official: l1; paper: l2
-    token_ce: float = 0.1
-    feature_l2: float = 0.5
-    vgg_path: Optional[str] = None      # vgg19-dcbb9e9d.pth; None: torch hub cache
 
 
 @dataclass
@@ -106,7 +80,7 @@ class TrainConfig:
     val_at_start: bool = False          # also validate the initial weights (step 0), e.g. to see the gain
     max_seconds: float = 0.0            # stop (with a checkpoint) after this much wall time; 0: no limit
     device: str = "auto"                # "auto", "cpu", "cuda"
-    loss: LossConfig = field(default_factory=LossConfig)
+    # loss: the method's loss settings (its spec's loss_config), added by config_class
 
 
 @dataclass
@@ -123,47 +97,34 @@ class EvalConfig:
     output_dir: str = "outputs/eval"
 
 
-@dataclass
-class RestoreVARConfig(RestoreVARSettings):
-    # the architecture fields are RestoreVARSettings' (varformer/restorevar/settings.py); below: where the weights
-    # come from (docs/restorevar.md) and the training knobs
-    var_path: Optional[str] = None          # var_d{depth}.pth: stage-1 initialisation; None: checkpoints/, then the hub
-    vae_path: Optional[str] = None          # vae_ch160v4096z32.pth: the tokenizer (stage 1)
-    decoder_vae_path: Optional[str] = None  # vae_restorevar.ckpt (stage 2, inference); None: vae_path's VQVAE
-    weights: Optional[str] = None           # a RestoreVAR checkpoint of ours to start from (every tensor)
-    stage1_weights: Optional[str] = None    # stage 2: a stage-1 run's ckpt_*.pt or final_ema.pt
-    local_files_only: bool = False          # VAR's own files: never reach the hub, only its cache
-    random_init_backbone: bool = False      # tests/demo only: random VQVAE and VAR, explicitly
-    drop_path_rate: Optional[float] = None  # stage 1; None: the official 0.1 * depth / 24
-    rollout_drop_path: bool = False         # stage 2: sample with drop path on, as the release does (a quirk)
-    decoder_perceptual: float = 0.0         # decoder fine-tuning (not the authors' code): VGG19 term weight
+_CLASSES: dict = {}
 
 
-@dataclass
-class DemoConfig:
-    """Knobs for minutes-long CPU runs on the demo set (``varformer demo``, ``configs/demo_stage*.yaml``). The
-    defaults are the official behaviour; the official recipes leave this section alone (docs/demo.md)."""
-    input_weight_init: float = 0.5      # stage 2 from scratch: global-residual weight at init (1.0 = identity start)
-    input_weight_lr_scale: float = 1.0  # lr multiplier of that weight: an identity start opens only as fast as Adam
-                                        # moves it (about lr per step)
-    task_order: str = "random"          # "random" (official) or "cycle": sample k gets task k mod n, ids unshuffled
-
-
-@dataclass
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    demo: DemoConfig = field(default_factory=DemoConfig)
-    restorevar: RestoreVARConfig = field(default_factory=RestoreVARConfig)
+def config_class(spec: MethodSpec) -> type:
+    """The typed config of a method: the shared sections, and ``model:`` / ``train.loss:`` / ``demo:`` of its
+    spec (one class per method, made once)."""
+    if spec.name not in _CLASSES:
+        loss = spec.loss_config or NoLossKnobs
+        demo = spec.demo_config or DemoKnobs
+        train = dataclasses.make_dataclass(f"TrainConfig[{spec.name}]",
+                                           [("loss", loss, field(default_factory=loss))], bases=(TrainConfig,))
+        _CLASSES[spec.name] = dataclasses.make_dataclass(f"Config[{spec.name}]", [
+            ("method", str, field(default=spec.name)),
+            ("model", spec.model_config, field(default_factory=spec.model_config)),
+            ("data", DataConfig, field(default_factory=DataConfig)),
+            ("train", train, field(default_factory=train)),
+            ("eval", EvalConfig, field(default_factory=EvalConfig)),
+            ("demo", demo, field(default_factory=demo))])
+    return _CLASSES[spec.name]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Loading and validation
 # ---------------------------------------------------------------------------------------------------------------
-def _field_types(cls: type) -> dict:
-    return {f.name: f for f in dataclasses.fields(cls)}
+def _field_types(cls: type) -> Dict[str, type]:
+    """Field name -> its type, string annotations resolved (``from __future__ import annotations``)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(cls)}
 
 
 def _check_keys(data: Any, cls: type, prefix: str, source: str) -> None:
@@ -178,14 +139,10 @@ def _check_keys(data: Any, cls: type, prefix: str, source: str) -> None:
             hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
             valid = ", ".join(sorted(fields))
             raise ConfigError(f"{source}: unknown config key '{full}'{hint} (valid keys here: {valid})")
-        sub = fields[key].type
-        sub_cls = _SECTIONS.get(sub if isinstance(sub, str) else getattr(sub, "__name__", ""))
-        if sub_cls is not None and value is not None:
-            _check_keys(value, sub_cls, full, source)
+        sub = fields[key]
+        if dataclasses.is_dataclass(sub) and value is not None:
+            _check_keys(value, sub, full, source)
 
-
-_SECTIONS = {c.__name__: c for c in (ModelConfig, DataConfig, LossConfig, TrainConfig, EvalConfig, DemoConfig,
-                                     RestoreVARConfig, Config)}
 
 # keys that moved: old dotted name -> new one (a warning, then the value is used under the new name)
 MOVED_KEYS = {"model.input_weight_init": "demo.input_weight_init",
@@ -196,9 +153,14 @@ REMOVED_KEYS = {"data.demo": "data.root=demo:train (stage 2) or data.root=demo:t
                 "data.demo_cache": "data.root=<demo folder>/train (or /train/clean for stage 1)"}
 
 
-def _move_deprecated(data: dict, source: str) -> dict:
-    """Rewrite moved keys (with a warning) and refuse removed ones with what to write instead."""
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+def _move_deprecated(data: dict, source: str, method: Optional[str] = None) -> dict:
+    """Today's layout (``varformer.methods.registry.current_layout``), moved keys rewritten (with a warning),
+    removed ones refused with what to write instead."""
+    data, moved = registry.current_layout(data, method)
+    if moved:
+        warnings.warn(f"{source}: a config of version 0.1 ({'; '.join(moved)}): read in today's layout (a "
+                      "top-level 'method:' and the method's settings under 'model:')", DeprecationWarning,
+                      stacklevel=4)
     for old, instead in REMOVED_KEYS.items():
         section, key = old.split(".")
         if isinstance(data.get(section), dict) and key in data[section]:
@@ -215,28 +177,26 @@ def _move_deprecated(data: dict, source: str) -> dict:
     return data
 
 
-def _expected_type(full_key: str) -> str:
-    cls: type = Config
+def _expected_type(cls: type, full_key: str) -> str:
     parts = full_key.split(".")
     for i, part in enumerate(parts):
-        f = _field_types(cls).get(part)
-        if f is None:
+        t = _field_types(cls).get(part)
+        if t is None:
             return "?"
-        t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         if i == len(parts) - 1:
-            return t
-        cls = _SECTIONS.get(t, Config)
+            return getattr(t, "__name__", str(t).replace("typing.", ""))
+        cls = t
     return "?"
 
 
 def _merge(base: DictConfig, data: dict, source: str) -> DictConfig:
-    data = _move_deprecated(data, source)
-    _check_keys(data, Config, "", source)
+    cls = OmegaConf.get_type(base)
+    _check_keys(data, cls, "", source)
     try:
         return OmegaConf.merge(base, OmegaConf.create(data))
     except ValidationError as e:
         key = getattr(e, "full_key", None) or "?"
-        raise ConfigError(f"{source}: config key '{key}' expects {_expected_type(key)}, "
+        raise ConfigError(f"{source}: config key '{key}' expects {_expected_type(cls, key)}, "
                           f"got {getattr(e, 'msg', str(e)).splitlines()[0]}") from None
     except ConfigKeyError as e:  # pragma: no cover - _check_keys catches these first
         raise ConfigError(f"{source}: {e}") from None
@@ -271,20 +231,50 @@ def recipe_path(path: str) -> str:
     raise ConfigError(f"config file not found: {path} (the shipped recipes: {known})")
 
 
+def _read_yaml(path: str) -> dict:
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    except (OmegaConfBaseException, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: not valid YAML for a config: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _typed(parts: Sequence[Tuple[dict, str]]) -> DictConfig:
+    """Defaults of the method the parts name (the last that names one wins) <- each part in order."""
+    name = registry.DEFAULT
+    for data, _ in parts:  # the last part that names a method wins (a file, then the command line)
+        named = "method" in data or isinstance(data.get("model"), dict) and "method" in data["model"]
+        name = registry.method_of_config(data) if named else name
+    parts = [(_move_deprecated(data, source, name), source) for data, source in parts]
+    cfg = OmegaConf.structured(config_class(registry.get(name)))
+    for data, source in parts:
+        cfg = _merge(cfg, data, source)
+    try:
+        OmegaConf.to_container(cfg, resolve=True)  # an interpolation that cannot be resolved fails here, in one line
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+    return cfg
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> DictConfig:
-    """Defaults <- YAML file (if any) <- ``key.sub=value`` overrides; validated against the dataclasses."""
-    cfg = OmegaConf.structured(Config)
+    """Defaults of the config's method <- YAML file (if any) <- ``key.sub=value`` overrides; validated against
+    the method's typed sections."""
+    parts = []
     if path is not None:
         path = recipe_path(path)
-        try:
-            data = OmegaConf.to_container(OmegaConf.load(path)) or {}
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"{path}: not valid YAML for a config: {e}") from None
-        cfg = _merge(cfg, data, path)
+        parts.append((_read_yaml(path), path))
     if overrides:
-        cfg = _merge(cfg, _parse_overrides(overrides), "command line")
+        parts.append((_parse_overrides(overrides), "command line"))
+    cfg = _typed(parts)
     OmegaConf.set_readonly(cfg, False)
     return cfg
+
+
+def method_of(cfg) -> MethodSpec:
+    """The ``MethodSpec`` a loaded config is for."""
+    return registry.get(cfg.method)
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -296,11 +286,11 @@ def config_from_yaml(text: str, source: str) -> DictConfig:
     defaults, so keys added since it was written compare as their defaults."""
     try:
         data = OmegaConf.to_container(OmegaConf.create(text)) or {}
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"{source}: not valid YAML for a config: {e}") from None
+    except (OmegaConfBaseException, yaml.YAMLError) as e:
+        raise ConfigError(f"{source}: not valid YAML for a config: {str(e).splitlines()[0]}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # moved keys of an older run: compared at their new name
-        return _merge(OmegaConf.structured(Config), data, source)
+        return _typed([(data, source)])
 
 
 def flat_items(cfg: DictConfig) -> dict:
@@ -329,10 +319,6 @@ def config_differences(old: DictConfig, new: DictConfig, ignore: Sequence[str] =
 
 def save_config(cfg: DictConfig, out_dir: str) -> str:
     """Write ``config.yaml`` into ``out_dir`` (atomically) and return its path."""
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "config.yaml")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(to_yaml(cfg))
-    os.replace(tmp, path)
+    write_text_atomic(path, to_yaml(cfg))
     return path

@@ -7,7 +7,7 @@ from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
 from varformer.model import (VarFormer, VarFormerStage1, convert_official, load_varformer, save_varformer,
                              to_official)
 from varformer.model import load_official
-from varformer.model.strict_load import load_weights
+from varformer.model.files import load_weights
 
 SMALL = dict(depth=2, vae_ch=32)
 
@@ -164,15 +164,15 @@ def test_load_backbone_from_official_files(tmp_path):
 def test_safetensors_reader_without_memory_map(tmp_path):
     from safetensors.torch import save_file
 
-    from varformer.model.checkpoint_io import read_safetensors_unmapped
+    from varformer.files import read_safetensors
     t = {"x": torch.randn(3, 4).bfloat16(), "s": torch.tensor(2.0), "e": torch.empty(0, 5),
          "i": torch.arange(7), "h": torch.randn(2, 2).half(), "b": torch.tensor([True, False])}
     save_file(t, str(tmp_path / "t.safetensors"))
-    r = read_safetensors_unmapped(tmp_path / "t.safetensors")
+    r = read_safetensors(tmp_path / "t.safetensors")[0]
     assert r.keys() == t.keys()
     for k in t:
         assert r[k].dtype == t[k].dtype and r[k].shape == t[k].shape and torch.equal(r[k], t[k]), k
     data = (tmp_path / "t.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[:-8])
     with pytest.raises(CheckpointMismatchError, match="truncated"):
-        read_safetensors_unmapped(tmp_path / "cut.safetensors")
+        read_safetensors(tmp_path / "cut.safetensors")

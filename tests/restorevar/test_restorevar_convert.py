@@ -6,7 +6,8 @@ from restorevar_testutils import SMALL, small_model
 
 from varformer.backbone import VAR, VQVAE
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
-from varformer.restorevar import (RestoreVAR, RestoreVARSettings, checkpoint_format, convert_restorevar,
+from varformer.methods.registry import inspect_weights
+from varformer.restorevar import (RestoreVAR, RestoreVARSettings, convert_restorevar,
                                   load_restorevar, save_restorevar, stage1_init_from_var, to_official_restorevar)
 from varformer.restorevar.weights import find_weight_file
 
@@ -82,15 +83,19 @@ def test_stage1_initialisation_from_a_var_file():
 def test_our_checkpoint_format(tmp_path, model, images):
     path = tmp_path / "rv.pt"
     save_restorevar(path, model)
-    assert checkpoint_format(path) == "restorevar"
+    info = inspect_weights(path)
+    assert (info.kind, info.method.name, info.settings) == ("model", "restorevar", model.settings())
     loaded = load_restorevar(path)
     lq, _ = images
     assert torch.equal(loaded(lq[:1]), model(lq[:1]))
+    save_restorevar(tmp_path / "rv.safetensors", model)           # the same model as a safetensors file
+    assert inspect_weights(tmp_path / "rv.safetensors").method.name == "restorevar"
+    assert torch.equal(load_restorevar(tmp_path / "rv.safetensors")(lq[:1]), model(lq[:1]))
     assert not any(k.startswith("var.freqs") or "attn_bias" in k for k in torch.load(path)["state_dict"])
     with pytest.raises(CheckpointMismatchError, match="stage-1 model"):
         load_restorevar(path, expect_refiner=False)
     torch.save({"a": torch.zeros(1)}, tmp_path / "other.pt")
-    assert checkpoint_format(tmp_path / "other.pt") == "other"
+    assert inspect_weights(tmp_path / "other.pt").kind == "unknown"
     with pytest.raises(CheckpointMismatchError, match="not a RestoreVAR checkpoint"):
         load_restorevar(tmp_path / "other.pt")
     wrong = small_model(depth=1)

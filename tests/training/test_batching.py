@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from varformer.errors import ConfigError
+from varformer.methods import registry
 from varformer.training.batching import plan_batches
 from varformer.training.distributed import DistInfo, seed_everything
 from varformer.training.trainer import Trainer
@@ -20,12 +21,17 @@ def test_batch_plans_keep_the_global_batch():
     assert (one_gpu.per_process, one_gpu.micro_batch, one_gpu.accumulation, one_gpu.global_batch) == (64, 16, 4, 64)
     odd = plan_batches(16, 6, 1)  # 6 does not divide 16: 4 micro-batches of 4, never 18 images
     assert (odd.micro_batch, odd.accumulation, odd.global_batch) == (4, 4, 16)
-    assert plan_batches(8, 4, 2).notes(1) == []
+    varformer, restorevar = registry.get("varformer"), registry.get("restorevar")
+    stage1, stage2 = varformer.stage("stage1"), varformer.stage("stage2")
+    assert plan_batches(8, 4, 2).notes(stage1, 1e-4) == []
     uneven = plan_batches(8, 4, 3)
-    assert uneven.global_batch == 9 and "does not divide among 3 processes" in uneven.notes(1)[0]
+    assert uneven.global_batch == 9 and "does not divide among 3 processes" in uneven.notes(stage1, 1e-4)[0]
     legacy = plan_batches(0, 16, 1)  # global batch not set: data.batch_size per process, as before
-    assert legacy.global_batch == 16 and "differs from the official stage-2 run's 64" in legacy.notes(2)[0]
-    assert legacy.notes(2, full_size=False) == []
+    assert legacy.global_batch == 16 and "differs from the official stage2 run's 64" in legacy.notes(stage2, 1e-4)[0]
+    assert legacy.notes(stage2, 1e-4, applies=False) == []
+    # RestoreVAR's release scales its lr with the batch (tblr x batch / 256): the note says what its rule gives
+    one_gpu_rv = plan_batches(0, 24, 1).notes(restorevar.stage("stage1"), 1e-4)
+    assert "official stage1 run's 48" in one_gpu_rv[0] and "lr 0.0001 x 24/48 = 5e-05" in one_gpu_rv[0]
     with pytest.raises(ConfigError, match="data.batch_size must be >= 1"):
         plan_batches(8, 0, 1)
 

@@ -13,10 +13,10 @@ def test_train_command_passes_config_and_overrides(monkeypatch, tmp_path):
     monkeypatch.setattr("varformer.training.run.run_training", fake_run)
     rc = main(["train", "stage2", "--config", "configs/demo_stage2.yaml", "train.lr=3e-4",
                f"train.output_dir={tmp_path}", "--no-progress"])
-    assert rc == 0 and seen["stage"] == 2 and seen["progress"] is False
+    assert rc == 0 and seen["stage"] == "stage2" and seen["progress"] is False
     assert seen["cfg"].train.lr == pytest.approx(3e-4) and seen["cfg"].model.vae_ch == 32
     rc = main(["train", "stage1", "data.batch_size=3", "--config", "configs/stage1.yaml"])
-    assert rc == 0 and seen["stage"] == 1 and seen["cfg"].data.batch_size == 3 and seen["cfg"].model.n_cross == 20
+    assert rc == 0 and seen["stage"] == "stage1" and seen["cfg"].data.batch_size == 3 and seen["cfg"].model.n_cross == 20
 
 
 def test_train_command_config_errors(capsys):

@@ -39,7 +39,7 @@ def test_resume_auto_continues_the_same_run_and_says_from_which_step(small_runs,
     out = tmp_path / "s1"
     shutil.copytree(small_runs["s1"], out)
     (out / "ckpt_00000002.pt.tmp.999999").write_bytes(b"PK\x03\x04 an interrupted write")  # PID 999999: gone
-    res = run_training(1, _s1_config(small_runs, out, "train.total_iters=2"), progress=False, print_config=False)
+    res = run_training("stage1", _s1_config(small_runs, out, "train.total_iters=2"), progress=False, print_config=False)
     assert res.status == "finished" and res.step == 2
     err = capsys.readouterr().err
     assert f"resuming {out} from {out / 'ckpt_00000001.pt'} at step 1" in err
@@ -50,7 +50,7 @@ def test_resume_auto_continues_the_same_run_and_says_from_which_step(small_runs,
     assert not (out / LOCK_NAME).exists()
     # the run is done: the same command again refuses rather than "resuming" at its last step
     with pytest.raises(RunFolderError, match="already finished: .* at step 2 of train.total_iters=2"):
-        run_training(1, _s1_config(small_runs, out, "train.total_iters=2"), progress=False)
+        run_training("stage1", _s1_config(small_runs, out, "train.total_iters=2"), progress=False)
 
 
 def test_a_used_folder_needs_overwrite(small_runs, tmp_path):
@@ -95,7 +95,7 @@ def test_inputs_are_checked_before_the_model_is_built(small_runs, tmp_path, monk
     def no_model(*a, **k):
         raise AssertionError("the model was built before the inputs were checked")
 
-    monkeypatch.setattr("varformer.training.run.build_task", no_model)
+    monkeypatch.setattr("varformer.model.task.build_task", no_model)
     out = tmp_path / "s1"
     shutil.copytree(small_runs["s1"], out)
     before = (out / "config.yaml").read_text()
@@ -108,6 +108,6 @@ def test_inputs_are_checked_before_the_model_is_built(small_runs, tmp_path, monk
         assert expect in err and len(err.splitlines()) == 1, err
     assert (out / "config.yaml").read_text() == before
     with pytest.raises(DataError, match="validation set: benchmark 'test100' needs a root folder.*eval.root"):
-        run_training(2, load_config("configs/stage2.yaml", [f"data.root={small_runs['base'] / 'train'}",
+        run_training("stage2", load_config("configs/stage2.yaml", [f"data.root={small_runs['base'] / 'train'}",
                                                              "data.tasks=[rain]", "model.random_init_backbone=true",
                                                              "train.loss.perceptual=0"]))

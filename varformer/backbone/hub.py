@@ -15,9 +15,7 @@ fallback to random weights. The returned models are in eval mode.
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import zipfile
 from pathlib import Path
 
 import torch
@@ -29,6 +27,7 @@ from varformer.backbone.state_dict_check import check_filled, key_mismatch
 from varformer.backbone.var import VAR
 from varformer.backbone.vqvae import DEFAULT_PATCH_NUMS, VQVAE
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
+from varformer.files import read_state_dict, read_torch_file  # noqa: F401  (re-exported: the readers' old home)
 
 VAR_REPO_ID = 'FoundationVision/var'
 VAE_FILENAME = 'vae_ch160v4096z32.pth'
@@ -89,46 +88,37 @@ def resolve_weight_file(filename: str, *, path: str | os.PathLike | None = None,
             f"{_download_hint(filename, repo_id, dirs)}") from exc
 
 
-def _unpickler_reason(exc: Exception) -> str:
-    """The one informative line of torch's weights-only refusal ("Unsupported global: GLOBAL numpy...")."""
-    text = str(exc)
-    reason = text.split('WeightsUnpickler error:', 1)[-1].strip().split('\n')[0] if text else ''
-    return reason.split(' was not an allowed global')[0] or (text.splitlines()[0] if text else 'no message')
+def hub_offline(local_files_only: bool = False) -> bool:
+    """Whether the hub may not be reached: ``local_files_only`` or ``HF_HUB_OFFLINE``."""
+    env = os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on')
+    return bool(local_files_only or env or hf_constants.HF_HUB_OFFLINE)
 
 
-def read_torch_file(path: str | os.PathLike, map_location: str | torch.device = 'cpu', mmap: bool = True):
-    """`torch.load(weights_only=True)` of any weights file (memory-mapped when the format allows: tensors are read
-    only when used), every failure one `CheckpointMismatchError` line: a truncated file, random bytes, a pickle
-    holding more than tensors and plain containers (which could run code, so it is never unpickled)."""
-    with open(path, 'rb') as fh:
-        head = fh.read(4)
-    is_zip = zipfile.is_zipfile(path)
-    if not is_zip and head.startswith(b'PK'):
-        raise CheckpointMismatchError(f"{path} cannot be read as a torch checkpoint: it is truncated (it starts "
-                                      f"like one but its end is missing: a partial download or copy, or an "
-                                      f"interrupted write?)")
-    if not is_zip and not head.startswith(b'\x80'):
-        raise CheckpointMismatchError(f"{path} is not a torch checkpoint (neither the zip format torch.save "
-                                      f"writes nor its legacy pickle format)")
+def locate_backbone_file(what: str, filename: str, path: str | os.PathLike | None, local_files_only: bool = False,
+                         repo_id: str = VAR_REPO_ID) -> tuple[str, str | None]:
+    """Where a run will find ``filename`` without reading it: (a line for the plan, a note or None). A file that
+    is only on the hub is a note (downloaded at start) unless the hub is off-limits, then the error."""
     try:
-        # os.fspath: before torch 2.3, mmap=True takes a str filename only
-        return torch.load(os.fspath(path), map_location=map_location, weights_only=True, mmap=mmap and is_zip)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointMismatchError(
-            f"{path} holds objects that torch.load(weights_only=True) refuses to unpickle ({_unpickler_reason(exc)}): "
-            f"files may carry code, so only tensors and plain containers are read") from None
-    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as exc:
-        first = str(exc).split('. ')[0].splitlines()[0] if str(exc) else 'no message'
-        raise CheckpointMismatchError(f"{path} cannot be read as a torch checkpoint: truncated or corrupt "
-                                      f"({type(exc).__name__}: {first})") from None
+        where = resolve_weight_file(filename, path=path, repo_id=repo_id, local_files_only=True)
+        return f"{what}: {where}", None
+    except WeightsNotFoundError:
+        if path is not None or hub_offline(local_files_only):
+            raise
+    return (f"{what}: {filename} not found locally",
+            f"{filename} will be downloaded from the Hugging Face repository {repo_id} at start "
+            "(model.local_files_only=true forbids it)")
 
 
-def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 'cpu') -> dict[str, torch.Tensor]:
-    """`torch.load(weights_only=True)` of a plain state dict (memory-mapped when the file format allows it)."""
-    sd = read_torch_file(path, map_location)
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointMismatchError(f"{path} is not a plain state dict of tensors (the official VAR files are)")
-    return sd
+def describe_backbone_state_dict(sd: dict) -> str | None:
+    """What a plain state dict of the frozen VAR backbone is (None: neither a VAR nor a VQVAE file)."""
+    blocks = {int(m.group(1)) for k in sd for m in [re.match(r'blocks\.(\d+)\.', str(k))] if m}
+    if blocks and 'word_embed.weight' in sd:
+        return (f"a VAR transformer file (depth {max(blocks) + 1}, var_d{max(blocks) + 1}.pth): a frozen backbone "
+                "file, not a checkpoint of a method")
+    if 'encoder.conv_in.weight' in sd and any(str(k).startswith('quantize.') for k in sd):
+        return (f"a VQVAE tokenizer file (width {sd['encoder.conv_in.weight'].shape[0]}): a frozen backbone file, "
+                "not a checkpoint of a method")
+    return None
 
 
 def guess_var_depth(state_dict: dict[str, torch.Tensor]) -> str:

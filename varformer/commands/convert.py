@@ -1,13 +1,9 @@
-"""``varformer convert official|restorevar|restorevar-to-official CKPT -o OUT``: released weights <-> our format.
+"""``varformer convert NAME SOURCE -o OUT``: a released file (or one of ours) into another layout.
 
-- ``official``: the released VarFormer BasicSR checkpoint; the layout (stage, VAR depth, VQVAE width,
-  cross-attention blocks, dec_adjust) is inferred from the tensors; every tensor is mapped with a shape check or
-  reported as inert and dropped; anything else stops the conversion.
-- ``restorevar``: RestoreVAR's ``restorevar.pth`` with ``--vae vae_restorevar.ckpt`` (and optionally
-  ``--tokenizer-vae vae_ch160v4096z32.pth``) -> one RestoreVAR checkpoint of ours; strict (the constant buffers of
-  the file are checked against ours).
-- ``restorevar-to-official``: one of our RestoreVAR checkpoints -> ``OUT/restorevar.pth`` and
-  ``OUT/vae_restorevar.ckpt`` in the official layouts.
+The converters are the methods' (``MethodSpec.converters``: e.g. ``official`` for VarFormer's BasicSR checkpoint,
+``restorevar`` and ``restorevar-to-official`` for RestoreVAR's); ``varformer convert --help`` lists those of every
+installed method. A file that needs no conversion (a model file or training checkpoint of this project, a backbone
+file) is refused in one line that says what to do with it instead.
 """
 from __future__ import annotations
 
@@ -15,80 +11,50 @@ import argparse
 import os
 
 
+def _converters():
+    # imported here: the registry imports every method's model code (start-up time of `varformer --help`)
+    from varformer.methods import registry
+    return {c.name: (spec, c) for spec in registry.methods().values() for c in spec.converters}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", choices=["official", "restorevar", "restorevar-to-official"],
-                        help="official: VarFormer's BasicSR file; restorevar: RestoreVAR's restorevar.pth (+ --vae); "
-                             "restorevar-to-official: our RestoreVAR checkpoint back to the official files")
-    parser.add_argument("checkpoint", help="the file to convert (net_g_last.pth, restorevar.pth, or ours)")
-    parser.add_argument("-o", "--output", required=True,
-                        help="output file (.safetensors or a torch file; restorevar-to-official: a folder)")
-    parser.add_argument("--key", default=None,
-                        help="official: entry of the BasicSR checkpoint to convert (default params_ema; or params)")
-    parser.add_argument("--cfg", type=float, default=0.5, help="official: CFG strength stored in the config")
-    parser.add_argument("--vae", default=None, metavar="PATH",
-                        help="restorevar: vae_restorevar.ckpt (the VQVAE with the fine-tuned decoder); default: "
-                             "checkpoints/vae_restorevar.ckpt")
-    parser.add_argument("--tokenizer-vae", default=None, metavar="PATH",
-                        help="restorevar: a separate tokenizer VQVAE (vae_ch160v4096z32.pth) for training; default: "
-                             "the --vae one")
-
-
-def run(args: argparse.Namespace) -> int:
-    # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
-    import torch
-
-    if args.source == "restorevar":
-        from varformer.restorevar import RestoreVAR, save_restorevar
-        model = RestoreVAR.from_official(args.checkpoint, args.vae, tokenizer_vae=args.tokenizer_vae)
-        save_restorevar(args.output, model)
-        s = model.settings()
-        print(f"RestoreVAR depth {s.depth}, width {s.embed_dim}, scales {s.patch_nums}, refiner depth "
-              f"{s.refiner_depth}: every tensor placed, constant buffers checked")
-        print(f"wrote {args.output}")
-        return 0
-    if args.source == "restorevar-to-official":
-        from varformer.restorevar import read_restorevar, to_official_restorevar
-        settings, sd = read_restorevar(args.checkpoint)
-        var_sd, vae_sd = to_official_restorevar(sd, settings)
-        os.makedirs(args.output, exist_ok=True)
-        for name, part in (("restorevar.pth", var_sd), ("vae_restorevar.ckpt", vae_sd)):
-            torch.save(part, os.path.join(args.output, name))
-            print(f"wrote {os.path.join(args.output, name)} ({len(part)} tensors)")
-        return 0
-
-    from varformer.model import VarFormerSettings, save_varformer
-    from varformer.model.checkpoint_io import build_from_state_dict, convert_official
-    from varformer.model.convert import read_official
-
-    refuse_what_needs_no_conversion(args.checkpoint)
-    sd = read_official(args.checkpoint, key=args.key)
-    arch, state_dict, report = convert_official(sd, with_report=True)
-    model = build_from_state_dict(VarFormerSettings(**arch, cfg=args.cfg), state_dict, source=args.checkpoint)
-    save_varformer(args.output, model)
-    print(report.summary())
-    print(f"wrote {args.output}")
-    return 0
+    subs = parser.add_subparsers(dest="converter", metavar="NAME", required=True)
+    for name, (spec, conv) in _converters().items():
+        p = subs.add_parser(name, help=f"{spec.title}: {conv.help}", description=f"{spec.title}: {conv.help}")
+        p.add_argument("checkpoint", metavar="SOURCE", help="the file to convert")
+        p.add_argument("-o", "--output", required=True,
+                       help="the output folder" if conv.writes_folder else
+                       "the output file (.safetensors or a torch file)")
+        conv.add_arguments(p)
 
 
 NO_CONVERSION = {
-    "model": "it needs no conversion: pass it to 'varformer restore --weights' or 'varformer evaluate --restorer'",
+    "model": "it needs no conversion: pass it to 'varformer restore --weights' or 'varformer evaluate --weights'",
     "training": "it needs no conversion: restore and evaluate take it directly (its EMA weights), or use its run's "
                 "final_ema.pt",
-    "var": "it needs no conversion: training reads it as model.var_path (or from checkpoints/)",
-    "vqvae": "it needs no conversion: training reads it as model.vae_path (or from checkpoints/)",
+    "backbone": "it needs no conversion: training reads it from its config's path (or from checkpoints/)",
 }
 
 
-def refuse_what_needs_no_conversion(path: str) -> None:
-    """One line for a file that is not the official VarFormer checkpoint: what it is and what to do with it."""
+def refuse_what_needs_no_conversion(path: str, spec, converter) -> None:
+    """One line for a file the converter does not take: what it is and what to do with it."""
     # start-up: imported when the command runs
     from varformer.errors import CheckpointMismatchError
-    from varformer.model.weights_files import inspect_weights
+    from varformer.methods import registry
     if not os.path.isfile(path):
-        return  # read_official says where to download the released file
-    info = inspect_weights(path)
-    if info.kind == "official":
+        return  # the converter says where to download the released file
+    info = registry.inspect_weights(path)
+    if info.kind == "official" and info.method is spec:
         return
-    what = NO_CONVERSION.get(info.kind, "'convert official' takes the released VarFormer checkpoint "
-                                        "(net_g_last.pth from https://huggingface.co/wsy541/VarFormer)")
+    if converter.writes_folder and info.kind == "model" and info.method is spec:
+        return  # ours -> the official layout
+    what = NO_CONVERSION.get(info.kind, f"'convert {converter.name}' takes {converter.help.split(' -> ')[0]}")
     raise CheckpointMismatchError(f"{path} is {info.describe()}; {what}")
+
+
+def run(args: argparse.Namespace) -> int:
+    spec, converter = _converters()[args.converter]
+    refuse_what_needs_no_conversion(args.checkpoint, spec, converter)
+    for line in converter.run(args):
+        print(line)
+    return 0

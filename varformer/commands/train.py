@@ -1,5 +1,5 @@
-"""``varformer train stage1|stage2|decoder --config FILE [key=value ...]`` (also under ``torchrun -m varformer``);
-the config's ``model.method`` says which method (VarFormer or RestoreVAR) the stage belongs to."""
+"""``varformer train STAGE --config FILE [key=value ...]`` (also under ``torchrun -m varformer``): the config's
+``method`` says which method the stage belongs to; each method's stages are its ``MethodSpec.stages``."""
 from __future__ import annotations
 
 import argparse
@@ -7,10 +7,13 @@ import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("stage", choices=["stage1", "stage2", "decoder"],
-                        help="VarFormer: stage1 Adapter, stage2 the restorer; RestoreVAR (model.method=restorevar): "
-                             "stage1 the transformer, stage2 the refiner, decoder the VQVAE decoder fine-tuning "
-                             "(not the authors' code)")
+    # imported here: the registry imports every method's model code, which `varformer --help` must not wait for
+    # (start-up time); `varformer train --help` lists the stages it finds
+    from varformer.methods import registry
+    stages = "; ".join(f"{spec.title} (method: {spec.name}): " + ", ".join(f"{s.name} {s.description}"
+                                                                         for s in spec.stages)
+                       for spec in registry.methods().values())
+    parser.add_argument("stage", choices=registry.stage_names(), help=f"the config's method's stage: {stages}")
     # the overrides may follow the config file (``--config FILE k=v ...``) or precede it; argparse cannot put a
     # variable-length positional after an option, so the option takes the file and what follows it
     parser.add_argument("--config", required=True, nargs="+", metavar=("FILE", "key=value"),
@@ -33,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.config import load_config
-    from varformer.training.run import STAGES, run_training
+    from varformer.training.run import run_training
     cfg = load_config(args.config[0], [*args.overrides, *args.config[1:]])
     if args.world_size is not None and not args.dry_run:
         from varformer.errors import ConfigError  # start-up: the error class only on this path
@@ -43,7 +46,7 @@ def run(args) -> int:
         world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
         if int(os.environ.get("RANK", "0")) == 0:
             log = lambda m: print(m, flush=True)  # noqa: E731
-            print("\n".join(plan_run(STAGES[args.stage], cfg, world, args.overwrite, not args.no_memory, log)))
+            print("\n".join(plan_run(args.stage, cfg, world, args.overwrite, not args.no_memory, log)))
         return 0
-    result = run_training(STAGES[args.stage], cfg, progress=not args.no_progress, overwrite=args.overwrite)
+    result = run_training(args.stage, cfg, progress=not args.no_progress, overwrite=args.overwrite)
     return 130 if result.status == "interrupted" else 0

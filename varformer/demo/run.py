@@ -160,10 +160,10 @@ def training_step(run_dir: str, device: str = "auto", steps: Optional[Tuple[int,
                f"(seeded, batch 1, fp32: the same table on every machine)")
         log(f"training stage 1 then stage 2 on {dev} {how}; the log lines show the time left (eta)")
         log(f"stage 1 (logs: {s1_dir}) ...")
-        r1 = run_training(1, cfg1, progress=False, print_config=False)
+        r1 = run_training("stage1", cfg1, progress=False, print_config=False)
         log(f"stage 2 (logs: {s2_dir}) ...")
         cfg2.model.stage1_weights = r1.checkpoint
-        r2 = run_training(2, cfg2, progress=False, print_config=False)
+        r2 = run_training("stage2", cfg2, progress=False, print_config=False)
         log(summarise_history(1, r1.history))
         log(summarise_history(2, r2.history))
         model = load_varformer(r2.export, expect_stage=2)
@@ -214,11 +214,11 @@ def restorevar_training_step(run_dir: str, device: str = "auto", steps: Optional
             return f"{seconds[stage_index]:.0f} s" if seconds else f"{cfg.train.total_iters} steps"
 
         log(f"training RestoreVAR stage 1 for {how(cfg1, 0)} on {dev} (logs: {s1_dir}) ...")
-        r1 = run_training(1, cfg1, progress=False, print_config=False)
+        r1 = run_training("stage1", cfg1, progress=False, print_config=False)
         cfg2 = demo_restorevar_config(2, demo_dir, s2_dir, dev, **_stage_length(steps, seconds, 1),
-                                      extra=[f"restorevar.stage1_weights={r1.export}"])
+                                      extra=[f"model.stage1_weights={r1.export}"])
         log(f"training RestoreVAR stage 2 for {how(cfg2, 1)} on {dev} (logs: {s2_dir}) ...")
-        r2 = run_training(2, cfg2, progress=False, print_config=False)
+        r2 = run_training("stage2", cfg2, progress=False, print_config=False)
         log(summarise_history(1, r1.history))
         log(summarise_history(2, r2.history, "demo test split resized to 128x128, Lanczos"))
         model = load_restorevar(r2.export, expect_refiner=True)

@@ -9,12 +9,12 @@ tile larger images at native resolution, ``varformer.inference.tiling``) or any 
     r = model_restorer(model, device="cuda", precision="bf16")     # a model already in memory
     y = r(x)                                                       # inputs moved to r.device; float32 out
 
-``load_restorer`` takes every weights file of this project: our VarFormer checkpoints (``.pt``/``.safetensors``), a
-training checkpoint (``ckpt_*.pt``: its EMA weights), the official BasicSR file (converted on the fly) and our
-RestoreVAR checkpoints (told apart by their ``format`` marker; a RestoreVAR restorer takes 512x512 inputs, so
-callers resize -- the restorevar protocol -- or tile); any other file gets one line saying what it is and which
-file to use (``varformer.model.weights_files``). Precision ``auto`` is ``runtime.resolve_precision``'s: bf16 where
-the device has native bf16, else fp32.
+``load_restorer`` takes every weights file of every registered method (``varformer.methods.registry``): a model
+file (``.pt``/``.safetensors``), a training checkpoint (``ckpt_*.pt``: its EMA weights) or a release the method
+reads directly; the method's ``load_model`` builds the model and its ``restorer`` traits say how it runs (a fixed
+input size is tiled at native resolution, or resized by a protocol that says so). Any other file gets one line
+saying what it is. Precision ``auto`` is ``runtime.resolve_precision``'s: bf16 where the device has native bf16,
+else fp32.
 """
 from __future__ import annotations
 
@@ -26,13 +26,11 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
-from varformer.errors import ConfigError, WeightsNotFoundError
-from varformer.model.weights_files import load_model_file
-from varformer.restorevar import checkpoint_format, load_restorevar
+from varformer.errors import CheckpointMismatchError, ConfigError, WeightsNotFoundError
+from varformer.methods import registry
+from varformer.methods.api import RestorerTraits
 from varformer.runtime import autocast, resolve_device, resolve_precision
 
-DEFAULT_WEIGHTS = "checkpoints/varformer_d16.pt"
-MODEL_INPUT_SIZE = 256
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,6 +43,7 @@ class Restorer:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "fp32"
     model: Optional[nn.Module] = None            # the module behind ``fn``, if there is one
+    traits: RestorerTraits = field(default_factory=RestorerTraits)   # how its method runs it (scale, precision)
 
     def __call__(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -58,10 +57,16 @@ def identity_restorer(device: Union[str, torch.device] = "auto") -> Restorer:
 
 
 def model_restorer(model: nn.Module, device: Union[str, torch.device] = "auto", precision: str = "auto",
-                   name: Optional[str] = None, input_size: Optional[int] = MODEL_INPUT_SIZE) -> Restorer:
-    """A restorer around a module mapping [0, 1] to [0, 1]. ``bf16``: a VarFormer first holds its bf16-eligible
-    weights in bf16 (``prepare_inference``: same outputs as autocast, less memory); any module runs under bf16
-    autocast. ``auto``: bf16 where the device has native bf16, else fp32."""
+                   name: Optional[str] = None, input_size: Optional[int] = None,
+                   traits: Optional[RestorerTraits] = None) -> Restorer:
+    """A restorer around a module mapping [0, 1] to [0, 1] (a fixed ``input_size``: larger images are tiled; by
+    default ``traits.input_size``). ``bf16``: a model with ``prepare_inference`` first holds its bf16-eligible
+    weights in bf16 (same outputs as autocast, less memory); any module runs under bf16 autocast. ``auto``: bf16
+    where the device has native bf16, else fp32."""
+    if traits is None:  # a method's model runs as its method says; any other module as given
+        spec = registry.method_of_model(model)
+        traits = spec.restorer(model) if spec is not None else RestorerTraits(input_size=input_size)
+    input_size = input_size if input_size is not None else traits.input_size
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
     model = model.to(dev).eval()
@@ -72,49 +77,48 @@ def model_restorer(model: nn.Module, device: Union[str, torch.device] = "auto", 
         with autocast(dev, precision):
             return model(x)
 
-    return Restorer(name or type(model).__name__, run, input_size, 1, dev, precision, model)
+    return Restorer(name or type(model).__name__, run, input_size, traits.size_multiple, dev, precision, model,
+                    traits)
 
 
 def resolve_weights(weights: Optional[str]) -> Path:
-    """The checkpoint file to load: the given path, or the default name in ./checkpoints or the repository's."""
+    """The weights file to load: the given path, or the default method's usual file in ./checkpoints or the
+    repository's."""
+    default = registry.get(registry.DEFAULT)
     if weights is not None:
         path = Path(weights).expanduser()
         if path.is_file():
             return path
         candidates = [path]
     else:
-        candidates = [Path.cwd() / DEFAULT_WEIGHTS, _REPO_ROOT / DEFAULT_WEIGHTS]
+        candidates = [Path.cwd() / default.default_weights, _REPO_ROOT / default.default_weights]
         for c in candidates:
             if c.is_file():
                 return c
     tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
-    raise WeightsNotFoundError(
-        f"VarFormer weights not found (looked for {tried}). Download the released model (net_g_last.pth from "
-        f"Hugging Face wsy541/VarFormer) into checkpoints/, convert it with "
-        f"'varformer convert official checkpoints/net_g_last.pth -o {DEFAULT_WEIGHTS}', "
-        f"then pass --weights {DEFAULT_WEIGHTS} (the default).")
+    raise WeightsNotFoundError(f"weights not found (looked for {tried}); {default.release}")
 
 
 def load_restorer(weights: Optional[str] = None, device: Union[str, torch.device] = "auto",
                   precision: str = "auto", compile_unet: bool = False) -> Restorer:
-    """``"identity"``, or a weights file (None: the default ``checkpoints/varformer_d16.pt``) as a restorer: a
-    VarFormer (256x256 input) or, for a RestoreVAR checkpoint, a RestoreVAR (its image size, 512 when released).
+    """``"identity"``, or a weights file of any method (None: the default method's usual file) as a restorer.
 
-    ``compile_unet``: ``torch.compile`` the U-Net (worth it on GPUs, where it fuses the norm/activation chains; on
-    a CPU the first call compiles for minutes and runs no faster: docs/precision.md)."""
+    ``compile_unet``: ``torch.compile`` the model's heavy part where it offers one (``compile_unet``; worth it on
+    GPUs; on a CPU the first call compiles for minutes and runs no faster: docs/precision.md)."""
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
     if weights == "identity":
         return identity_restorer(dev)
     path = resolve_weights(weights)
-    if checkpoint_format(path) == "restorevar":
-        if compile_unet:
-            raise ConfigError(f"{path} is a RestoreVAR model: there is no U-Net to compile")
-        model = load_restorevar(str(path))
-        return model_restorer(model, dev, precision, name=os.path.basename(str(path)), input_size=model.image_size)
-    model = load_model_file(str(path), expect_stage=2)
+    info = registry.inspect_weights(path)
+    if info.method is None:
+        raise CheckpointMismatchError(f"{path} is {info.describe()}; a restorer is a model file of one of the methods "
+                                      f"here ({', '.join(registry.names())}), a training run's final_ema.pt or "
+                                      "ckpt_*.pt, or a release its method reads")
+    model = info.method.load_model(info)
     if compile_unet:
         if not hasattr(model, "compile_unet"):
-            raise ConfigError(f"{path} is not a stage-2 VarFormer: there is no U-Net to compile")
+            raise ConfigError(f"{path} is {info.describe()}: it has no U-Net to compile")
         model.compile_unet(mode="reduce-overhead" if dev.type == "cuda" else None)
-    return model_restorer(model, dev, precision, name=os.path.basename(str(path)))
+    return model_restorer(model, dev, precision, name=os.path.basename(str(path)),
+                          traits=info.method.restorer(model))

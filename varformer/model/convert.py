@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from varformer.backbone.hub import read_torch_file
+from varformer.files import read_torch_file
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
 
 N, R = "{n}", "{r}"

@@ -39,13 +39,13 @@ from torch.profiler import record_function
 from varformer.backbone.hub import load_vae, load_var
 from varformer.backbone.var import VAR
 from varformer.backbone.vqvae import VQVAE
+from varformer.checkpoints import strict_load
 from varformer.errors import CheckpointMismatchError, VarformerError
 from varformer.model.adapter import Adapter
 from varformer.model.convert import infer_official_layout, map_official, read_official
 from varformer.model.cross_attention import CrossAttentionInjection
 from varformer.model.prior_rollout import RolloutOutput, greedy_rollout
 from varformer.model.settings import STAGE_CLASSES, STAGE_DESCRIPTIONS, VarFormerSettings
-from varformer.model.strict_load import load_weights
 from varformer.model.unet import UNetDecoder, UNetEncoder
 from varformer.runtime import autocast, check_precision, fp32_region
 
@@ -142,7 +142,7 @@ class _AdaptedVAR(nn.Module):
         with torch.device("meta"):
             model = cls(**settings.constructor_kwargs())
         _, state_dict = map_official(sd, {k: t.shape for k, t in model.state_dict().items()})
-        load_weights(model, state_dict, "official checkpoint", assign=True)
+        strict_load(model, state_dict, "official checkpoint", assign=True)
         return model.eval()
 
     # ------------------------------------------------------------------ inference precision

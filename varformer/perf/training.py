@@ -13,9 +13,9 @@ from varformer.config import load_config
 from varformer.model import VarFormerSettings, build_varformer
 from varformer.perf.measure import measure_peak_memory
 from varformer.runtime import autocast, resolve_device, synchronize
-from varformer.training.losses import VarFormerLoss
-from varformer.training.memory import estimate_saved_activations
-from varformer.training.stages import VarFormerTask, freeze_for
+from varformer.model.loss import VarFormerLoss
+from varformer.model.memory import estimate_saved_activations
+from varformer.model.task import VarFormerTask, freeze_for
 
 # the official recipes' layouts (configs/stage{1,2}.yaml)
 OFFICIAL = {1: VarFormerSettings(stage=1, depth=20, vae_ch=160, n_cross=20),

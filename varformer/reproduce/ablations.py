@@ -102,7 +102,7 @@ class AblationOutcome:
 def _train_and_evaluate(row: AblationRow, cfg, benchmarks: Sequence[str], eval_root: Optional[str],
                         device: torch.device, progress: bool, log: Callable[[str], None]) -> RowResult:
     t0 = time.perf_counter()
-    fit = run_training(2, cfg, progress=progress, print_config=False)
+    fit = run_training("stage2", cfg, progress=progress, print_config=False)
     seconds = time.perf_counter() - t0
     if fit.status != "finished" or fit.export is None:
         raise ConfigError(f"ablation row '{row.name}': training stopped ({fit.status}) at step {fit.step}")
@@ -192,7 +192,7 @@ def run_small_ablations(output_dir: str = "runs/ablations-small", rows: Optional
     stage1 = None
     if any(r.switches["prior"] != "none" for r in chosen):
         log(f"stage 1 (shared by the rows with a VAR prior): {stage1_steps} steps on {dev}")
-        s1 = run_training(1, small_config(1, demo_dir, os.path.join(output_dir, "stage1"), stage1_steps, dev),
+        s1 = run_training("stage1", small_config(1, demo_dir, os.path.join(output_dir, "stage1"), stage1_steps, dev),
                           progress=progress, print_config=False)
         stage1 = s1.checkpoint
     results = []
@@ -260,7 +260,7 @@ def run_full_ablations(train_root: str, eval_root: str, output_dir: str = "runs/
         cfg = load_config(recipe, args)
         if stage == "stage1":
             log(f"stage 1 from {recipe}")
-            run_training(1, cfg, progress=progress)
+            run_training("stage1", cfg, progress=progress)
             continue
         row = rows_by_dir[cfg.train.output_dir]
         log(f"row '{row.name}' ({row.label}) from {recipe}")

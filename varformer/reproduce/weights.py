@@ -31,7 +31,7 @@ from varformer.backbone.hub import (VAE_FILENAME, VAR_REPO_ID, checkpoint_dirs, 
                                     read_state_dict, resolve_weight_file, var_filename)
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
 from varformer.model import VarFormerSettings, save_varformer
-from varformer.model.checkpoint_io import build_from_state_dict, convert_official
+from varformer.model.files import build_from_state_dict, convert_official
 from varformer.model.convert import read_official
 
 VARFORMER_REPO_ID = "wsy541/VarFormer"

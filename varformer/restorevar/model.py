@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from varformer.backbone.vqvae import VQVAE
+from varformer.checkpoints import architecture_differences, strict_load
 from varformer.errors import VarformerError
 from varformer.restorevar.convert import convert_restorevar
 from varformer.restorevar.refiner import LatentRefiner
-from varformer.restorevar.settings import PATCH_NUMS_512, RestoreVARSettings
-from varformer.restorevar.strict_load import load_checked, vqvae_width
+from varformer.restorevar.settings import PATCH_NUMS_512, RestoreVARSettings, architecture_of, vqvae_width
 from varformer.restorevar.transformer import RestoreVARTransformer, RolloutOutput
 from varformer.restorevar.weights import DECODER_VAE_FILE, RESTOREVAR_FILE, TOKENIZER_FILE, read_weights
 from varformer.runtime import fp32_region
@@ -46,6 +46,7 @@ PART_VAR_LOOP = "restorevar.var_scale_loop"
 PART_REFINER = "restorevar.refiner"
 PART_DECODER = "restorevar.vqvae_decoder"
 PARTS = (PART_CONDITION, PART_VAR_LOOP, PART_REFINER, PART_DECODER)
+EXPLAIN = architecture_differences(architecture_of)   # "depth: checkpoint 16, model 20" in load errors
 
 
 class RestoreVARInputError(VarformerError, ValueError):
@@ -221,7 +222,7 @@ class RestoreVAR(nn.Module):
         settings = RestoreVARSettings(**cfg, vae_ch=vae_ch, separate_tokenizer=tok_sd is not None).validate()
         with torch.device("meta"):
             model = cls(**settings.constructor_kwargs())
-        load_checked(model, state_dict, "official RestoreVAR weights", assign=True)
+        strict_load(model, state_dict, "official RestoreVAR weights", assign=True, explain=EXPLAIN)
         return model.eval()
 
 

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional
 
+import torch
+
 from varformer.errors import CheckpointMismatchError, ConfigError
 
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)   # VAR's 512-px scales (official train.sh / test_*.sh)
@@ -111,3 +113,11 @@ def architecture_of(state_dict: Mapping[str, object]) -> Dict[str, Optional[obje
             "refiner_dim": int(ref_in.shape[0]) if ref_in is not None else None,
             "refiner_mlp_dim": int(ref_mlp.shape[0]) if ref_mlp is not None else None,
             "separate_tokenizer": any(k.startswith("tokenizer_vae.") for k in keys)}
+
+
+def vqvae_width(vae_sd: Mapping[str, torch.Tensor], source: str) -> int:
+    w = vae_sd.get("encoder.conv_in.weight")
+    if w is None or "decoder.conv_out.weight" not in vae_sd or "quantize.embedding.weight" not in vae_sd:
+        raise CheckpointMismatchError(f"{source} is not a VQVAE state dict (no encoder.conv_in / decoder.conv_out / "
+                                      "quantize.embedding tensors)")
+    return int(w.shape[0])

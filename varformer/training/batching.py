@@ -1,7 +1,7 @@
 """How many images one optimiser step sees, and how each process gets there.
 
-The recipes state the *global* batch (``train.global_batch_size``: 8 for the official stage 1, 4 per GPU x 2 GPUs;
-64 for stage 2, 16 x 4). Each process takes ``global / world_size`` images per step; when that is more than the
+The recipes state the *global* batch (``train.global_batch_size``; each method's ``StageSpec`` records its
+release's, e.g. VarFormer's 8 for stage 1, 4 per GPU x 2 GPUs, and 64 for stage 2, 16 x 4). Each process takes ``global / world_size`` images per step; when that is more than the
 micro-batch that fits (``data.batch_size``) it runs several micro-batches and accumulates their gradients before
 the update (``accumulation`` micro-batches of ``micro_batch`` images: an exact divisor, so every step sees exactly
 the per-process batch). ``global_batch_size = 0`` keeps the old meaning: ``data.batch_size`` per process, no
@@ -10,13 +10,10 @@ accumulation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List
 
 from varformer.errors import ConfigError
-
-# the official runs (docs/training.md): images per optimiser step over all GPUs
-OFFICIAL_GLOBAL_BATCH = {1: 8, 2: 64}
-OFFICIAL_LAYOUT = {1: "4 per GPU x 2 GPUs", 2: "16 per GPU x 4 GPUs"}
+from varformer.methods.api import StageSpec
 
 
 @dataclass(frozen=True)
@@ -37,18 +34,21 @@ class BatchPlan:
         return (f"global batch {self.global_batch} = {self.world_size} process(es) x {self.per_process} per "
                 f"process{acc}")
 
-    def notes(self, stage: Optional[int] = None, full_size: bool = True) -> List[str]:
-        """Where this run's batch differs from what its recipe or (for a full-size model) the official run asked
-        for."""
+    def notes(self, stage: StageSpec, lr: float, applies: bool = True) -> List[str]:
+        """Where this run's batch differs from what its recipe or the release of its method asked for
+        (``applies``: the run trains the released model size, so the release's batch is the reference)."""
         out = []
         if self.requested and self.global_batch != self.requested:
             out.append(f"train.global_batch_size={self.requested} does not divide among {self.world_size} "
                        f"processes: this run trains at a global batch of {self.global_batch} "
                        f"({self.per_process} per process)")
-        official = OFFICIAL_GLOBAL_BATCH.get(stage)
-        if official is not None and full_size and self.global_batch != official:
-            out.append(f"global batch {self.global_batch} differs from the official stage-{stage} run's {official} "
-                       f"({OFFICIAL_LAYOUT[stage]}): the learning rate and schedule were tuned for {official}"
+        official = stage.official_global_batch
+        if official and applies and self.global_batch != official:
+            rule = (f"; the release scales the learning rate with the batch: lr {lr:g} x {self.global_batch}/"
+                    f"{official} = {lr * self.global_batch / official:.3g} would follow its rule"
+                    if stage.lr_scales_with_batch else "")
+            out.append(f"global batch {self.global_batch} differs from the official {stage.name} run's {official} "
+                       f"({stage.official_layout}): the learning rate and schedule were tuned for {official}" + rule
                        + ("" if self.requested else "; set train.global_batch_size to train at the official batch "
                           "with gradient accumulation"))
         return out

@@ -1,5 +1,6 @@
-"""What a training run shows: a tqdm bar (loss, lr, img/s, ETA), TensorBoard scalars, image grids and, for
-stage 2, the DAE scale weights per level as a plot. Only rank 0 builds any of it; other ranks get a silent logger.
+"""What a training run shows: a tqdm bar (loss, lr, img/s, ETA), TensorBoard scalars, image grids and the
+figures a task draws (e.g. VarFormer's DAE scale weights). Only rank 0 builds any of it; other ranks get a silent
+logger.
 """
 from __future__ import annotations
 
@@ -62,14 +63,11 @@ class TrainLogger:
         grid = make_grid(rows, nrow=len(cols), padding=2, pad_value=1.0)
         self.writer.add_image(tag, grid, step)
 
-    def dae_weights(self, weights: Mapping[str, torch.Tensor], step: int, save_png: Optional[str] = None) -> None:
-        """Plot the mean softmax weight over the 10 VAR scales at every DAE level (one line per level)."""
-        if self.writer is None or not weights:
+    def figure(self, tag: str, fig, step: int) -> None:
+        """A matplotlib figure a task made (``TrainTask.figures``), closed after logging."""
+        if self.writer is None:
             return
-        fig = plot_dae_weights(weights, title=f"DAE scale weights, step {step}")
-        if save_png:
-            fig.savefig(save_png, dpi=100)
-        self.writer.add_figure("dae/scale_weights", fig, step, close=True)
+        self.writer.add_figure(tag, fig, step, close=True)
 
     def flush(self) -> None:
         if self.writer is not None:
@@ -80,29 +78,6 @@ class TrainLogger:
             self.bar.close()
         if self.writer is not None:
             self.writer.close()
-
-
-def plot_dae_weights(weights: Mapping[str, torch.Tensor], title: str = "DAE scale weights"):
-    """A matplotlib figure: x = VAR scale (patch size 1..16), y = mean weight over the batch, one line per level."""
-    # imported here: matplotlib costs start-up time, and only runs that log figures need it
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    patch_nums = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, w in weights.items():
-        mean = w.detach().float().reshape(-1, w.shape[-1]).mean(0).cpu().numpy()
-        ax.plot(range(len(mean)), mean, marker="o", label=name)
-    n = next(iter(weights.values())).shape[-1]
-    ax.set_xticks(range(n))
-    ax.set_xticklabels([str(p) for p in patch_nums[:n]] if n <= len(patch_nums) else range(n))
-    ax.set_xlabel("VAR scale (tokens per side)")
-    ax.set_ylabel("mean weight")
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return fig
 
 
 def mean_over_interval(sums: Dict[str, torch.Tensor], count: int) -> Dict[str, float]:

@@ -1,11 +1,11 @@
-"""``varformer train stage1|stage2 --config ... --dry-run``: everything a run checks and decides before it trains,
+"""``varformer train STAGE --config ... --dry-run``: everything a run checks and decides before it trains,
 printed as a plan, without building the model or reading a tensor of the big weight files.
 
 It runs the same checks as a real start (``preflight``: config numbers, training data, validation set, weight
 files; ``run_folder``: lock, used folder, matching resume) and then reports the batch plan, the schedule, the
-precision this machine's device resolves to and the memory a step needs per device (activations counted on fake
-tensors by ``memory.estimate_saved_activations``: no compute, no allocation, but tens of seconds of tracing on a
-CPU for the full-size model; ``--no-memory`` skips it).
+precision this machine's device resolves to and the memory a step needs per device (the stage's
+``estimate_memory``: activations counted on fake tensors, no compute, no allocation, but tens of seconds of tracing
+on a CPU for a full-size model; ``--no-memory`` skips it).
 """
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from typing import Callable, List, Optional
 
 import torch
 
+from varformer.config import method_of
 from varformer.errors import RunFolderError
-from varformer.model.settings import VarFormerSettings
+from varformer.methods.api import StageSpec
 from varformer.runtime import device_name, native_bf16, resolve_device, resolve_precision
 from varformer.training.batching import BatchPlan, plan_batches
-from varformer.training.memory import estimate_saved_activations
 from varformer.training.preflight import Preflight, check_run_inputs
 from varformer.training.run_folder import lock_owner, open_run_folder
 
@@ -34,7 +34,11 @@ def describe_schedule(t) -> str:
         parts.append(f"x{t.gamma:g} at step {m:,} -> {lr:.3g}" + (" (after the last step)" if m >= t.total_iters
                                                                     else ""))
     steps = ", ".join(parts) if parts else "constant"
-    return (f"Adam lr {t.lr:g} (betas {', '.join(f'{b:g}' for b in t.betas)}, weight decay {t.weight_decay:g}); "
+    if t.lr_schedule == "lin0":
+        steps = (f"VAR's lin0: warm-up over {t.warmup_iters:,} steps from x{t.warmup_start:g}, then linear decay to "
+                 f"x{t.lr_end:g}")
+    name = {"adam": "Adam", "adamw": "AdamW"}.get(t.optimizer, t.optimizer)
+    return (f"{name} lr {t.lr:g} (betas {', '.join(f'{b:g}' for b in t.betas)}, weight decay {t.weight_decay:g}); "
             f"{steps}; EMA decay {t.ema_decay:g}" + (f"; gradient clipping at {t.grad_clip:g}" if t.grad_clip else ""))
 
 
@@ -44,21 +48,21 @@ def describe_validation(cfg, found: Preflight) -> str:
         return "none (train.val_every=0)" if t.val_every <= 0 else "none (train.val_images=0)"
     when = (["at the start"] if t.val_at_start else []) + [f"every {t.val_every:,} steps", "at the end"]
     sets = ", ".join(f"{name} ({n} images)" for name, n in found.validation)
-    return (f"{sets} under {cfg.eval.root}, EMA weights, batch {cfg.eval.batch_size}, LQ and GT resized to 256x256, "
-            f"PSNR/SSIM on RGB with a 4-pixel crop; {', '.join(when)}")
+    return (f"{sets} under {cfg.eval.root}, EMA weights, batch {cfg.eval.batch_size}, LQ and GT resized to the "
+            f"model's validation size, PSNR/SSIM on RGB; {', '.join(when)}")
 
 
-def estimate_memory(cfg, stage: int, batch: BatchPlan, precision: str, device: torch.device) -> str:
+def estimate_memory(cfg, stage: StageSpec, batch: BatchPlan, precision: str, device: torch.device) -> str:
     """Bytes a training step holds per device: weights, gradients, Adam and EMA states, plus the activations of
-    one micro-batch saved for backward (the frozen VGG19 and the data loader's buffers are not counted)."""
-    settings = VarFormerSettings.from_config(cfg.model).replace(stage=stage)
+    one micro-batch saved for backward (frozen loss networks and the data loader's buffers are not counted)."""
+    if stage.estimate_memory is None:
+        return f"not estimated (the {stage.name} stage gives no estimate)"
     t0 = time.perf_counter()
-    per_image, pb = estimate_saved_activations(settings, cfg.train.grad_checkpointing, cfg.train.loss.formulation,
-                                               precisions=(precision,))
-    total = pb["state_bytes"] + batch.micro_batch * per_image[precision]
-    text = (f"~{total / GIB:.1f} GiB per device = {pb['state_bytes'] / GIB:.1f} GiB weights/gradients/Adam/EMA "
+    state, per_image, pb = stage.estimate_memory(cfg, batch.micro_batch, precision)
+    total = state + batch.micro_batch * per_image
+    text = (f"~{total / GIB:.1f} GiB per device = {state / GIB:.1f} GiB weights/gradients/Adam/EMA "
             f"({pb['trainable_params'] / 1e6:.1f} M trainable, {pb['frozen_params'] / 1e6:.1f} M frozen) + "
-            f"{batch.micro_batch} x {per_image[precision] / GIB:.2f} GiB activations per image ({precision}, "
+            f"{batch.micro_batch} x {per_image / GIB:.2f} GiB activations per image ({precision}, "
             f"activation checkpointing {'on' if cfg.train.grad_checkpointing else 'off'}; counted in "
             f"{time.perf_counter() - t0:.0f} s)")
     if device.type == "cuda":
@@ -72,11 +76,13 @@ def estimate_memory(cfg, stage: int, batch: BatchPlan, precision: str, device: t
     return text
 
 
-def plan_run(stage: int, cfg, world_size: int = 1, overwrite: bool = False, memory: bool = True,
+def plan_run(stage: str, cfg, world_size: int = 1, overwrite: bool = False, memory: bool = True,
              log: Optional[Callable[[str], None]] = None) -> List[str]:
     """The checks of a real start and the plan, as lines; raises the one-line error a real start would raise."""
-    cfg.model.stage = stage
-    found = check_run_inputs(cfg, stage)
+    spec = method_of(cfg)
+    stage_spec = spec.stage(stage)
+    stage_spec.configure(cfg)
+    found = check_run_inputs(cfg, stage_spec)
     t = cfg.train
     device = resolve_device(t.device)
     precision = resolve_precision(t.precision, device)
@@ -87,9 +93,10 @@ def plan_run(stage: int, cfg, world_size: int = 1, overwrite: bool = False, memo
     decision = open_run_folder(t.output_dir, cfg, overwrite=overwrite, dry_run=True)
     steps_left = t.total_iters - decision.resume_step
     lines = [
-        f"stage {stage} dry run: every check passed; nothing was built or trained",
+        f"{spec.title} {stage} ({stage_spec.description}) dry run: every check passed; nothing was built or "
+        "trained",
         f"training data: {len(found.dataset):,} samples per nominal epoch under {cfg.data.root}"
-        + (f" (tasks: {', '.join(cfg.data.tasks)})" if stage == 2 else ""),
+        + (f" (tasks: {', '.join(cfg.data.tasks)})" if getattr(found.dataset, "tasks", None) else ""),
         f"validation: {describe_validation(cfg, found)}",
         *[f"weights: {w}" for w in found.weights],
         f"output folder: {decision.describe()}",
@@ -103,6 +110,6 @@ def plan_run(stage: int, cfg, world_size: int = 1, overwrite: bool = False, memo
     if memory:
         if log:
             log("estimating the memory of a training step on fake tensors (--no-memory skips it) ...")
-        lines.append(f"memory: {estimate_memory(cfg, stage, batch, precision, device)}")
-    notes = batch.notes(stage, cfg.model.vae_ch == 160) + found.notes + decision.notes
+        lines.append(f"memory: {estimate_memory(cfg, stage_spec, batch, precision, device)}")
+    notes = batch.notes(stage_spec, t.lr, stage_spec.released_size(cfg)) + found.notes + decision.notes
     return lines + [f"note: {n}" for n in notes]

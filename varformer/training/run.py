@@ -1,6 +1,6 @@
-"""``run_training(stage, cfg)``: what ``varformer train stage1|stage2|decoder`` and the scripts call (torchrun-ready).
-``model.method`` picks the method: ``varformer`` (``stages``) or ``restorevar`` (``restorevar_stages``; its
-``decoder`` stage is the decoder fine-tuning, not the authors' code).
+"""``run_training(stage, cfg)``: what ``varformer train STAGE`` and the scripts call (torchrun-ready). The config's
+``method`` names the method (``varformer.methods.registry``); ``stage`` is one of its ``StageSpec`` names, whose
+``build_task`` gives the ``TrainTask`` the shared ``Trainer`` runs.
 
 Order: the inputs are checked (``preflight``: config numbers, training data, validation set, weight files), then
 the output folder is locked and its state decided (``run_folder``: a new run, or the same run continued), and
@@ -15,17 +15,13 @@ import sys
 from omegaconf import OmegaConf
 
 from varformer import errors
-from varformer.config import METHODS, save_config, to_yaml
-from varformer.errors import ConfigError, VarformerError
+from varformer.config import method_of, save_config, to_yaml
+from varformer.errors import VarformerError
 from varformer.training.distributed import (DistInfo, broadcast_object, cleanup_distributed, seed_everything,
                                             setup_distributed)
 from varformer.training.preflight import check_run_inputs
-from varformer.training.restorevar_stages import DECODER_STAGE, build_restorevar_task
 from varformer.training.run_folder import FolderDecision, open_run_folder, run_lock
-from varformer.training.stages import build_task
 from varformer.training.trainer import FitResult, Trainer
-
-STAGES = {"stage1": 1, "stage2": 2, "decoder": DECODER_STAGE}
 
 
 def _decided_on_rank0(info: DistInfo, decide) -> FolderDecision:
@@ -46,24 +42,19 @@ def _decided_on_rank0(info: DistInfo, decide) -> FolderDecision:
     return outcome[1]
 
 
-def run_training(stage: int, cfg, progress: bool = True, print_config: bool = True,
+def run_training(stage: str, cfg, progress: bool = True, print_config: bool = True,
                  overwrite: bool = False) -> FitResult:
-    method = cfg.model.method
-    if method not in METHODS:
-        raise ConfigError(f"model.method must be one of {', '.join(METHODS)}, got {method!r}")
-    if stage not in (1, 2) and not (method == "restorevar" and stage == DECODER_STAGE):
-        raise ConfigError(f"stage must be 1 or 2{' or decoder' if method == 'restorevar' else ''} for {method}, "
-                          f"got {stage}" + (" (the decoder stage is RestoreVAR's: model.method=restorevar)"
-                                            if stage == DECODER_STAGE else ""))
-    if method == "varformer":
-        cfg.model.stage = stage  # the command names the stage; the config's model.stage follows it
+    """Train stage ``stage`` (its name, e.g. ``stage2``) of the config's method."""
+    spec = method_of(cfg)
+    stage_spec = spec.stage(stage)
+    stage_spec.configure(cfg)
     info = setup_distributed(cfg.train.device)
     try:
         def announce(text: str) -> None:
             if info.is_main:
                 print(text, file=sys.stderr, flush=True)
 
-        found = check_run_inputs(cfg, stage)  # before anything is built or written
+        found = check_run_inputs(cfg, stage_spec)  # before anything is built or written
         out_dir = cfg.train.output_dir
         with contextlib.ExitStack() as stack:
             if info.is_main:
@@ -79,17 +70,15 @@ def run_training(stage: int, cfg, progress: bool = True, print_config: bool = Tr
             if decision.resume_path:
                 announce(f"resuming {out_dir} from {decision.resume_path} at step {decision.resume_step}")
             seed_everything(cfg.train.seed, info.rank)  # official: 114514 + rank
-            task = (build_task(cfg, stage, announce) if method == "varformer"
-                    else build_restorevar_task(cfg, stage, announce))
+            task = stage_spec.build_task(cfg, announce)
             announce(f"training data: {len(found.dataset)} samples per nominal epoch under {cfg.data.root}")
             train_cfg = OmegaConf.merge(cfg.train, {"resume": decision.resume_path or "none"})
             trainer = stack.enter_context(Trainer(task, found.dataset, train_cfg, cfg.data, info, out_dir,
                                                   config_yaml=to_yaml(cfg), progress=progress))
-            for note in trainer.batch.notes(stage, method == "varformer" and cfg.model.vae_ch == 160):
+            for note in trainer.batch.notes(stage_spec, cfg.train.lr, stage_spec.released_size(cfg)):
                 announce(f"note: {note}")
             result = trainer.fit()
-        label = f"stage {stage}" if method == "varformer" else f"RestoreVAR stage {stage}"
-        announce(f"{label}: {result.status} at step {result.step}; last checkpoint {result.checkpoint}")
+        announce(f"{spec.title} {stage}: {result.status} at step {result.step}; last checkpoint {result.checkpoint}")
         return result
     finally:
         cleanup_distributed()

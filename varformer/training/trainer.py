@@ -1,7 +1,7 @@
-"""The trainer both stages share: optimisation, bf16 autocast, gradient accumulation, EMA, checkpoints and exact
+"""The trainer every method's training stages share: optimisation, bf16 autocast, gradient accumulation, EMA, checkpoints and exact
 resume, DDP, logging, validation, NaN/inf stop and Ctrl-C handling. What differs per stage (model part, parameter
-groups, losses, validation, export) is a ``TrainTask`` (``varformer.training.stages``); the trainer knows nothing
-of VarFormer.
+groups, losses, validation, export, figures, which modules recompute activations) is a method's ``TrainTask``
+(``varformer.methods.api``); the trainer knows no method.
 
 Hot-loop discipline: nothing reads a device value back to the host except at log / save / validation steps;
 running loss sums and the non-finite flag stay on the device between them.
@@ -35,6 +35,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import Dataset
 
 from varformer.errors import CheckpointMismatchError, ConfigError, VarformerError
+from varformer.methods.activation_checkpointing import enable_activation_checkpointing
+from varformer.methods.api import StepOutput, TrainTask
 from varformer.runtime import autocast, resolve_precision
 from varformer.training import checkpoint as ckpt_io
 from varformer.training.batching import plan_batches
@@ -49,59 +51,6 @@ from varformer.training.sampling import build_loader
 
 class TrainingDivergedError(VarformerError):
     """The loss became NaN or infinite; the message names the step and the batch's files."""
-
-
-@dataclass
-class StepOutput:
-    """What a task's forward returns for one batch."""
-    loss: torch.Tensor                                    # the scalar that is back-propagated
-    terms: Dict[str, torch.Tensor]                        # logged per term (weighted terms and plain metrics)
-    visuals: Dict[str, torch.Tensor] = field(default_factory=dict)    # name -> (B,3,H,W) in [0,1], e.g. lq/out/gt
-    dae_weights: Dict[str, torch.Tensor] = field(default_factory=dict)  # level -> (B,10), stage 2 only
-
-
-class TrainTask(nn.Module):
-    """One training stage. ``model`` is the network being trained (what checkpoints and EMA hold); ``forward(batch)``
-    computes the losses. Frozen parameters must have ``requires_grad=False`` before the trainer starts (DDP then
-    leaves them out of its gradient buckets)."""
-
-    model: nn.Module
-    store_frozen_params: bool = False  # True when frozen weights come from a seed, not from a weight file
-
-    def forward(self, batch) -> StepOutput:  # pragma: no cover - interface
-        raise TypeError(f"{type(self).__name__} must define forward(batch) -> StepOutput")
-
-    def batch_names(self, batch) -> List[str]:
-        names = batch.get("name") if isinstance(batch, dict) else None
-        return list(names) if names is not None else []
-
-    def batch_size(self, batch) -> int:
-        first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
-        return int(first.shape[0])
-
-    def move_batch(self, batch, device: torch.device):
-        nb = device.type == "cuda"
-        if isinstance(batch, dict):
-            return {k: (v.to(device, non_blocking=nb) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        return [v.to(device, non_blocking=nb) if torch.is_tensor(v) else v for v in batch]
-
-    def validate(self, model: nn.Module, step: int) -> Dict[str, float]:
-        """Validation metrics of ``model`` (the EMA weights are swapped in); rank 0 only. Default: none."""
-        return {}
-
-    def validation_visuals(self) -> Dict[str, torch.Tensor]:
-        """Image columns from the last validation (for the TensorBoard grid); default: none."""
-        return {}
-
-    def parameter_groups(self) -> List[Dict[str, object]]:
-        """The optimiser's parameter groups: dicts with ``name``, ``params`` and optionally ``lr_scale`` (the
-        group's learning rate is ``train.lr`` times it; the schedule scales every group alike). Default: one group
-        with every trainable parameter of the model."""
-        return [{"name": "model", "params": [p for p in self.model.parameters() if p.requires_grad]}]
-
-    def export(self, model: nn.Module, path: str) -> Optional[str]:
-        """Write the final weights (EMA swapped in) in the project's model format; default: nothing."""
-        return None
 
 
 @dataclass
@@ -148,6 +97,8 @@ class Trainer:
         self.task = task.to(info.device)
         self.model = self.task.model
         check_train_settings(cfg_train, data_cfg)
+        self.checkpointed = (enable_activation_checkpointing(self.model, task.checkpointed_modules())
+                             if cfg_train.grad_checkpointing else 0)   # modules that recompute their activations
         self.precision = resolve_precision(cfg_train.precision, info.device)
         self.batch = plan_batches(cfg_train.global_batch_size, data_cfg.batch_size, info.world_size)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -420,7 +371,8 @@ class Trainer:
             self._log_window(w)
         if self.info.is_main and self._every(cfg.image_every):
             self.logger.image_grid("train/lq_output_gt", out.visuals, self.step)
-            self.logger.dae_weights(out.dae_weights, self.step)
+            for tag, fig in self.task.figures(out, self.step).items():
+                self.logger.figure(tag, fig, self.step)
         if self._every(cfg.val_every):
             self._check_finite(w)
             self.validate()
@@ -441,7 +393,8 @@ class Trainer:
         n_all = sum(p.numel() for p in self.model.parameters())
         self._log(f"training {n_train:,} of {n_all:,} parameters ({n_all - n_train:,} frozen) on "
                   f"{self.info.world_size} process(es), device {self.info.device}, precision {self.precision}; "
-                  f"{self.batch.describe()}")
+                  f"{self.batch.describe()}" + (f"; activation checkpointing in {self.checkpointed} modules"
+                                                 if self.cfg.grad_checkpointing else ""))
 
     def _finish(self, status: str, w: _Window) -> None:
         """After the last step: a final checkpoint and validation unless the last step already made them."""

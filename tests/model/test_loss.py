@@ -6,8 +6,9 @@ import torch
 
 from varformer.config import load_config
 from varformer.errors import ConfigError, WeightsNotFoundError
-from varformer.training.losses import (VGG19_URL, VGGPerceptualLoss, VarFormerLoss, feature_mse, find_vgg19_weights,
-                              negative_psnr, pixel_l1, psnr_loss, stage_terms, token_cross_entropy)
+from varformer.backbone.vgg19 import VGG19_URL, VGGPerceptualLoss, find_vgg19_weights
+from varformer.model.loss import (VarFormerLoss, feature_mse, negative_psnr, pixel_l1, psnr_loss, stage_terms,
+                                  token_cross_entropy)
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from torch.utils.data import Dataset
 from varformer.config import load_config
 from varformer.restorevar import load_restorevar
 from varformer.training.optim import build_optimizer, build_scheduler, lin0_factor
-from varformer.training.restorevar_stages import RestoreVARTask, freeze_for_stage, official_param_groups
+from varformer.restorevar.task import RestoreVARTask, freeze_for_stage, official_param_groups
 
-SMALL = ["restorevar.depth=2", "restorevar.vae_ch=32", "restorevar.patch_nums=[1,2,3,4]", "restorevar.refiner_depth=1",
-         "restorevar.refiner_dim=64", "restorevar.refiner_heads=1", "restorevar.refiner_mlp_dim=128",
+SMALL = ["method=restorevar", "model.depth=2", "model.vae_ch=32", "model.patch_nums=[1,2,3,4]", "model.refiner_depth=1",
+         "model.refiner_dim=64", "model.refiner_heads=1", "model.refiner_mlp_dim=128",
          "data.resize_short=72", "data.crop_size=64", "data.batch_size=1", "train.device=cpu", "train.log_every=1"]
 
 
@@ -55,22 +55,22 @@ def test_short_runs_of_both_stages_and_the_decoder_on_demo_data(tmp_path, capsys
     s1 = tmp_path / "s1"
     cfg1 = load_config("demo_restorevar_stage1.yaml", SMALL + [f"train.output_dir={s1}", "train.total_iters=2",
                                                                "train.save_every=2"])
-    r1 = run_training(1, cfg1, progress=False, print_config=False)
+    r1 = run_training("stage1", cfg1, progress=False, print_config=False)
     assert r1.status == "finished" and os.path.isfile(s1 / "ckpt_00000002.pt")
     assert {"loss/token_ce", "loss/metric_token_acc"} <= set(r1.history[0])
     # resume: one more step from the step-2 checkpoint (AdamW groups and the lin0 schedule restored)
     cfg1b = load_config("demo_restorevar_stage1.yaml", SMALL + [f"train.output_dir={s1}", "train.total_iters=3",
                                                                 "train.save_every=3"])
-    r1b = run_training(1, cfg1b, progress=False, print_config=False)
+    r1b = run_training("stage1", cfg1b, progress=False, print_config=False)
     assert r1b.step == 3 and [h["step"] for h in r1b.history if "loss/total" in h] == [3]
     stage1 = load_restorevar(r1b.export)
     assert stage1.refiner is None
 
     s2 = tmp_path / "s2"
     cfg2 = load_config("demo_restorevar_stage2.yaml", SMALL + [
-        f"train.output_dir={s2}", "train.total_iters=1", f"restorevar.stage1_weights={r1b.export}",
+        f"train.output_dir={s2}", "train.total_iters=1", f"model.stage1_weights={r1b.export}",
         "train.val_every=1", "train.val_images=1"])
-    r2 = run_training(2, cfg2, progress=False, print_config=False)
+    r2 = run_training("stage2", cfg2, progress=False, print_config=False)
     assert r2.status == "finished" and "loss/refiner_l1" in r2.history[0]
     vals = [h for h in r2.history if "val/psnr" in h]
     assert vals and "val/refiner_l1" in vals[0]
@@ -80,10 +80,10 @@ def test_short_runs_of_both_stages_and_the_decoder_on_demo_data(tmp_path, capsys
 
     dec = tmp_path / "dec"
     cfg3 = load_config("restorevar_decoder.yaml", SMALL + [
-        f"train.output_dir={dec}", "train.total_iters=1", "restorevar.random_init_backbone=true",
+        f"train.output_dir={dec}", "train.total_iters=1", "model.random_init_backbone=true",
         "data.root=demo:train", "data.tasks=[rain,haze]", "data.num_workers=0", "data.persistent_workers=false",
         "train.precision=fp32", "train.warmup_iters=0"])
-    r3 = run_training(3, cfg3, progress=False, print_config=False)
+    r3 = run_training("decoder", cfg3, progress=False, print_config=False)
     sd = torch.load(r3.export, weights_only=True)
     assert len(sd) == len(stage1.vae.state_dict()) and "decoder.conv_out.weight" in sd
     assert "NOT the authors' code" in capsys.readouterr().err
@@ -151,14 +151,14 @@ def test_stage_models_from_weight_files(tmp_path):
     from varformer.backbone import VAR, VQVAE
     from varformer.errors import ConfigError
     from varformer.restorevar import save_restorevar
-    from varformer.training.restorevar_stages import build_restorevar_model
+    from varformer.restorevar.task import build_restorevar_model
     torch.manual_seed(0)
     vae = VQVAE(ch=32, patch_nums=(1, 2, 3, 4))
     var = VAR(vae, depth=2)
     torch.save(vae.state_dict(), tmp_path / "vae_ch160v4096z32.pth")
     torch.save(var.state_dict(), tmp_path / "var_d2.pth")
-    cfg = load_config("restorevar_stage1.yaml", SMALL + [f"restorevar.var_path={tmp_path / 'var_d2.pth'}",
-                                                         f"restorevar.vae_path={tmp_path / 'vae_ch160v4096z32.pth'}"])
+    cfg = load_config("restorevar_stage1.yaml", SMALL + [f"model.var_path={tmp_path / 'var_d2.pth'}",
+                                                         f"model.vae_path={tmp_path / 'vae_ch160v4096z32.pth'}"])
     m1 = build_restorevar_model(cfg, 1, announce=lambda s: None)
     assert m1.refiner is None and abs(m1.var.blocks[1].drop_path.drop_prob - 0.1 * 2 / 24) < 1e-9
     assert torch.equal(m1.var.blocks[0].attn.mat_qkv.weight, var.blocks[0].attn.mat_qkv.weight)
@@ -167,7 +167,7 @@ def test_stage_models_from_weight_files(tmp_path):
     fine = {k: (v + 1 if k == "decoder.conv_out.bias" else v) for k, v in vae.state_dict().items()}
     torch.save(fine, tmp_path / "vae_restorevar.ckpt")
     cfg2 = load_config("restorevar_stage2.yaml", SMALL + [
-        f"restorevar.stage1_weights={tmp_path / 's1.pt'}", f"restorevar.decoder_vae_path={tmp_path / 'vae_restorevar.ckpt'}"])
+        f"model.stage1_weights={tmp_path / 's1.pt'}", f"model.decoder_vae_path={tmp_path / 'vae_restorevar.ckpt'}"])
     m2 = build_restorevar_model(cfg2, 2, announce=lambda s: None)
     assert torch.equal(m2.var.head.weight, m1.var.head.weight)
     assert torch.equal(m2.vae.decoder.conv_out.bias, fine["decoder.conv_out.bias"])

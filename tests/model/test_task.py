@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from varformer.config import load_config
-from varformer.training.losses import VarFormerLoss
-from varformer.training.stages import VarFormerTask, freeze_for
+from varformer.model.loss import VarFormerLoss
+from varformer.model.task import VarFormerTask, freeze_for
 
 SMALL = ["model.depth=2", "model.vae_ch=32", "model.n_cross=2", "model.random_init_backbone=true"]
 
@@ -43,7 +43,7 @@ def test_gradient_routing_matches_the_spec_table(vgg_file):
     gt_pm1 = gt * 2 - 1
     tokens, feat = task.clean_targets(gt_pm1)
     out = model.training_outputs(lq)
-    from varformer.training.losses import feature_mse, pixel_l1, psnr_loss, token_cross_entropy
+    from varformer.model.loss import feature_mse, pixel_l1, psnr_loss, token_cross_entropy
     terms = {"pixel_l1": pixel_l1(out.restored, gt_pm1), "psnr": psnr_loss(out.restored, gt_pm1),
              "perceptual": task.loss.vgg(out.restored, gt_pm1),
              "token_ce": token_cross_entropy(out.logits, tokens), "feature_l2": feature_mse(out.lq_feat, feat)}
@@ -84,7 +84,7 @@ def test_short_stage1_then_stage2_run_on_demo_data(tmp_path, vgg_file, capsys):
                       "train.log_every=1", "train.image_every=1", "train.device=cpu", "train.precision=bf16"]
     s1_dir = tmp_path / "s1"
     cfg1 = load_config("configs/demo_stage1.yaml", common + [f"train.output_dir={s1_dir}"])
-    r1 = run_training(1, cfg1, progress=False)
+    r1 = run_training("stage1", cfg1, progress=False)
     assert r1.status == "finished" and os.path.isfile(s1_dir / "ckpt_00000001.pt")
     assert os.path.isfile(s1_dir / "config.yaml") and os.path.isfile(r1.export)
     assert {"loss/token_ce", "loss/feature_l2", "loss/metric_pixel_l1"} <= set(r1.history[0])
@@ -94,7 +94,7 @@ def test_short_stage1_then_stage2_run_on_demo_data(tmp_path, vgg_file, capsys):
         f"train.output_dir={s2_dir}", f"model.stage1_weights={s1_dir / 'ckpt_00000001.pt'}",
         "train.val_every=1", "train.val_images=1", f"train.loss.vgg_path={vgg_file}", "train.loss.perceptual=1.0",
         "train.loss.perceptual_layer=relu1_2"])
-    r2 = run_training(2, cfg2, progress=False)
+    r2 = run_training("stage2", cfg2, progress=False)
     err = capsys.readouterr().err
     assert "RANDOM-INIT" in err and "tensors from stage 1" in err
     assert r2.status == "finished"

@@ -1,5 +1,5 @@
-"""What differs between the two training stages: the model part, what is frozen, the parameter groups, the losses,
-the data and the validation set. Everything else is the shared ``Trainer``.
+"""VarFormer's two training stages on the shared trainer: the model part, what is frozen, the parameter groups,
+the losses, the data, the validation and the export. Everything else is the shared ``Trainer``.
 
 Stage 1 (``VarFormerStage1``): Adapter + cross-attention (+ VAR embeddings/head, as the official code trains
 them) on the frozen VQVAE/VAR; losses 0.1 x token CE + 0.5 x feature MSE; clean images as LQ and GT (official).
@@ -11,26 +11,29 @@ embeddings/head to the original VAR file (docs/official-differences.md).
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 
-from varformer.data.benchmark_data import benchmark_dataset
-from varformer.data.catalog import expand_names
+from varformer.backbone.hub import VAE_FILENAME, locate_backbone_file, var_filename
+from varformer.backbone.vgg19 import find_vgg19_weights
+from varformer.checkpoints import ema_weights, is_training_checkpoint, open_weights
+from varformer.data.resize import resize_bilinear
 from varformer.data.train_sets import build_training_dataset
 from varformer.errors import CheckpointMismatchError, ConfigError, WeightsNotFoundError
-from varformer.data.resize import resize_bilinear
-from varformer.metrics import psnr, ssim
-from varformer.model import VarFormerSettings, build_varformer, read_varformer, save_varformer
-from varformer.model.strict_load import load_weights
-from varformer.model.weights_files import inspect_weights
-from varformer.training.activation_checkpointing import enable_activation_checkpointing
-from varformer.training.losses import VarFormerLoss
-from varformer.training.trainer import StepOutput, TrainTask
+from varformer.methods.api import InputsFound, StepOutput, TrainTask
+from varformer.methods.validation import restoration_metrics, validation_pairs
+from varformer.model.files import METHOD, load_weights, read_varformer, recognize, save_varformer
+from varformer.model.loss import VarFormerLoss
+from varformer.model.settings import VarFormerSettings
+from varformer.model.unet import AttnBlock, PriorGuidance, ResnetBlock
+from varformer.model.varformer import build_varformer
 
 VAL_SIZE = 256
+STAGES = {"stage1": 1, "stage2": 2}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -75,28 +78,45 @@ def freeze_for(model: nn.Module, stage: int, formulation: str) -> None:
             model.cross_attn.requires_grad_(False)
 
 
-def _stage1_state(path: str) -> Dict[str, torch.Tensor]:
+def checkpointed_unet_modules(model: nn.Module) -> List[nn.Module]:
+    """The U-Net's memory: res-blocks and attention at 256/128 px, and DAE + AFT (Swin windows, anchor attention);
+    only inside the U-Net (the frozen VQVAE is built from the same block classes but never trains)."""
+    roots = [getattr(model, name) for name in ("unet_encoder", "unet_decoder") if hasattr(model, name)]
+    kinds = (ResnetBlock, AttnBlock, PriorGuidance)
+    return [m for root in roots for m in root.modules() if isinstance(m, kinds)]
+
+
+def settings_of_run(config: Mapping[str, Any], source: str) -> VarFormerSettings:
+    """The model settings a training run's saved config names (its ``model`` section)."""
+    model = config.get("model") or {}
+    try:
+        return VarFormerSettings(**{k: model[k] for k in VarFormerSettings.names() if k in model}).validate()
+    except Exception as e:  # a config this version cannot read
+        raise CheckpointMismatchError(f"{source}: training checkpoint with an unreadable model config ({e})") from None
+
+
+def read_stage1(path: str) -> Dict[str, torch.Tensor]:
     """Stage-1 weights from a training checkpoint of ours (its EMA, as the official code uses ``params_ema``) or
     from a saved stage-1 model file (both read with ``weights_only=True``)."""
     if not os.path.isfile(path):
         raise WeightsNotFoundError(f"model.stage1_weights: {path} does not exist (a stage-1 run's ckpt_*.pt or "
                                    "final_ema.pt)")
-    info = inspect_weights(path)
-    if info.kind == "training" and info.stage == 1:
-        sd = dict(info.content["model"])
-        sd.update(info.content["ema"])
-        return sd
-    if info.kind != "model" or info.stage != 1:
-        raise CheckpointMismatchError(f"model.stage1_weights: {path} is {info.describe()}, not a stage-1 run's "
-                                      "final_ema.pt or ckpt_*.pt")
-    return read_varformer(path)[1]
+    f = open_weights(path)
+    if is_training_checkpoint(f.content):
+        config = OmegaConf.to_container(OmegaConf.create(f.content.get("config") or "{}")) or {}
+        if settings_of_run(config, path).stage == 1:
+            return ema_weights(f.content)
+    elif f.format is not None and VarFormerSettings.from_metadata(f.metadata, path).stage == 1:
+        return read_varformer(path)[1]
+    raise CheckpointMismatchError(f"model.stage1_weights: {path} is not a stage-1 VarFormer run's final_ema.pt or "
+                                  "ckpt_*.pt")
 
 
 def load_stage1_into_stage2(model: nn.Module, path: str, include_backbone: bool = False) -> int:
     """Copy the adapter, the first ``n_cross`` cross-attention blocks and the trained VAR embeddings/head of a
     stage-1 model into the stage-2 model (shapes checked; nothing else is touched). ``include_backbone``: also
     the frozen VQVAE/VAR blocks (a random-init backbone, which only the stage-1 checkpoint holds)."""
-    sd = _stage1_state(path)
+    sd = read_stage1(path)
     own = model.state_dict()
     take = {}
     for k, v in sd.items():
@@ -115,6 +135,30 @@ def load_stage1_into_stage2(model: nn.Module, path: str, include_backbone: bool 
         raise CheckpointMismatchError(f"{path} holds no adapter weights: not a stage-1 checkpoint")
     model.load_state_dict(take, strict=False)
     return len(take)
+
+
+def plot_dae_weights(weights: Mapping[str, torch.Tensor], title: str = "DAE scale weights"):
+    """A matplotlib figure: x = VAR scale (patch size 1..16), y = mean weight over the batch, one line per level."""
+    # imported here: matplotlib costs start-up time, and only runs that log figures need it
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    patch_nums = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, w in weights.items():
+        mean = w.detach().float().reshape(-1, w.shape[-1]).mean(0).cpu().numpy()
+        ax.plot(range(len(mean)), mean, marker="o", label=name)
+    n = next(iter(weights.values())).shape[-1]
+    ax.set_xticks(range(n))
+    ax.set_xticklabels([str(p) for p in patch_nums[:n]] if n <= len(patch_nums) else range(n))
+    ax.set_xlabel("VAR scale (tokens per side)")
+    ax.set_ylabel("mean weight")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -157,6 +201,9 @@ class VarFormerTask(TrainTask):
         return [{"name": "model", "params": rest},
                 {"name": "input_weight", "params": [blend], "lr_scale": self.input_weight_lr_scale}]
 
+    def checkpointed_modules(self) -> List[nn.Module]:
+        return checkpointed_unet_modules(self.model)
+
     def forward(self, batch) -> StepOutput:
         lq, gt = batch["lq"], batch["gt"]
         gt_pm1 = gt * 2 - 1
@@ -166,86 +213,117 @@ class VarFormerTask(TrainTask):
         lt = self.loss(out, gt_pm1, gt_tokens, gt_feat)
         visuals = {"lq": lq, "output": out.restored.detach().float().add(1).mul(0.5), "gt": gt}
         return StepOutput(loss=lt.total, terms=lt.terms, visuals=visuals,
-                          dae_weights=getattr(out, "dae_weights", None) or {})
+                          extras=getattr(out, "dae_weights", None) or {})
+
+    def figures(self, out: StepOutput, step: int) -> Dict[str, Any]:
+        if not out.extras:
+            return {}
+        return {"dae/scale_weights": plot_dae_weights(out.extras, title=f"DAE scale weights, step {step}")}
 
     def validate(self, model: nn.Module, step: int) -> Dict[str, float]:
-        if not self.val_pairs:
-            return {}
-        device = next(model.parameters()).device
-        vals = {"psnr": [], "ssim": [], "psnr_input": []}
-        loss_sum, outs = 0.0, []
-        for i in range(0, len(self.val_pairs), self.val_batch):
-            chunk = self.val_pairs[i:i + self.val_batch]
-            lq = torch.stack([p["lq"] for p in chunk]).to(device)
-            gt = torch.stack([p["gt"] for p in chunk]).to(device)
-            out = model(lq)
-            vals["psnr"] += [float(v) for v in psnr(out, gt, crop_border=4)]
-            vals["ssim"] += [float(v) for v in ssim(out, gt, crop_border=4)]
-            vals["psnr_input"] += [float(v) for v in psnr(lq, gt, crop_border=4)]
-            image_loss = self.loss.image_loss(out.float() * 2 - 1, gt * 2 - 1)
-            if image_loss is not None:
-                loss_sum += float(image_loss) * len(chunk)
-            outs.append((lq[:2].cpu(), out[:2].cpu(), gt[:2].cpu()))
-        lq, out, gt = (torch.cat(t) for t in zip(*outs))
-        self._val_visuals = {"lq": lq[:4], "output": out[:4], "gt": gt[:4]}
-        metrics = {k: sum(v) / len(v) for k, v in vals.items()}
-        if self.stage == 2:  # the image terms of the training loss on the same held-out images every time
-            metrics["loss"] = loss_sum / len(self.val_pairs)
+        def image_loss(lq, out, gt) -> Dict[str, float]:  # the image terms of the training loss (stage 2)
+            value = self.loss.image_loss(out.float() * 2 - 1, gt * 2 - 1)
+            return {"loss": float(value)} if value is not None and self.stage == 2 else {}
+
+        metrics, self._val_visuals = restoration_metrics(model, self.val_pairs, self.val_batch, crop_border=4,
+                                                         extra=image_loss)
         return metrics
 
     def validation_visuals(self) -> Dict[str, torch.Tensor]:
         return self._val_visuals
 
     def export(self, model: nn.Module, path: str) -> Optional[str]:
-        out = path + ".pt"
-        tmp = path + ".tmp.pt"
-        save_varformer(tmp, model)
-        os.replace(tmp, out)
-        return out
+        return save_varformer(path + ".pt", model)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Data
+# What the stage specs call
 # ---------------------------------------------------------------------------------------------------------------
-def build_train_dataset(cfg, stage: int) -> Dataset:
-    return build_training_dataset(cfg.data, stage, cfg.train.seed, task_order=cfg.demo.task_order)
-
-
 def _resize_256(x: torch.Tensor) -> torch.Tensor:
     # the evaluator's paper protocol: cv2 INTER_LINEAR (half-pixel centres, no antialiasing) to 256x256
     return resize_bilinear(x, VAL_SIZE).clamp(0, 1)
 
 
 def build_val_pairs(cfg) -> List[Dict[str, torch.Tensor]]:
-    """Held-out pairs for validation, resized to 256x256 as in the official validation (paper protocol):
-    ``eval.benchmarks`` under ``eval.root`` (each benchmark's default root when unset, e.g. the demo set for
-    ``demo``); at most ``train.val_images``, taken round-robin across the benchmarks."""
-    if cfg.train.val_every <= 0 or cfg.train.val_images <= 0:
-        return []
-    names = expand_names(list(cfg.eval.benchmarks))
-    if not names:
-        return []
-    sets = [benchmark_dataset(n, cfg.eval.root) for n in names]
-    pairs, i = [], 0
-    while len(pairs) < cfg.train.val_images and any(i < len(s) for s in sets):
-        for s in sets:
-            if i < len(s) and len(pairs) < cfg.train.val_images:
-                item = s[i]
-                pairs.append({"lq": _resize_256(item["lq"].float()), "gt": _resize_256(item["gt"].float())})
-        i += 1
-    return pairs
+    """Held-out pairs resized to 256x256 as in the official validation (paper protocol)."""
+    return validation_pairs(cfg, _resize_256)
+
+
+def training_data(cfg, stage: int) -> Dataset:
+    return build_training_dataset(cfg.data, stage, cfg.train.seed, task_order=cfg.demo.task_order)
 
 
 def build_task(cfg, stage: int, announce=print) -> VarFormerTask:
     val_pairs = build_val_pairs(cfg)  # images read before the model is built: a bad file stops the run early
     model = build_model(cfg, stage, announce)
     freeze_for(model, stage, cfg.train.loss.formulation)
-    if cfg.train.grad_checkpointing:
-        n = enable_activation_checkpointing(model)
-        announce(f"activation checkpointing on for {n} modules")
     loss = VarFormerLoss.from_config(cfg.train.loss, stage, announce, with_prior=model.var is not None)
     announce(f"stage {stage} losses ({cfg.train.loss.formulation}): "
              + " + ".join(f"{w:g} x {k}" for k, w in loss.weights.items()))
     return VarFormerTask(model, loss, stage, val_pairs, val_batch=cfg.eval.batch_size,
                          random_backbone=bool(cfg.model.random_init_backbone and not cfg.model.weights),
                          input_weight_lr_scale=cfg.demo.input_weight_lr_scale)
+
+
+def _stage1_file_line(path: str, settings: VarFormerSettings) -> str:
+    try:
+        f = open_weights(path)
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"model.stage1_weights: {e}") from None
+    if is_training_checkpoint(f.content):
+        config = OmegaConf.to_container(OmegaConf.create(f.content.get("config") or "{}")) or {}
+        s1, what = settings_of_run(config, path), f"a training checkpoint (step {int(f.content['step'])})"
+    elif f.format is not None:
+        s1, what = VarFormerSettings.from_metadata(f.metadata, path), "a model file"
+    else:
+        s1, what = None, "not a VarFormer file"
+    if s1 is None or s1.stage != 1:
+        raise CheckpointMismatchError(f"model.stage1_weights: {path} is {what}"
+                                      + (f" of stage {s1.stage}" if s1 is not None else "")
+                                      + "; it must be a stage-1 run's final_ema.pt or ckpt_*.pt")
+    if (s1.depth, s1.vae_ch) != (settings.depth, settings.vae_ch) or s1.n_cross < settings.n_cross:
+        raise CheckpointMismatchError(
+            f"model.stage1_weights: {path} is a stage-1 model with VAR depth {s1.depth}, width {s1.vae_ch} and "
+            f"{s1.n_cross} cross-attention blocks, this run's model has VAR depth {settings.depth}, width "
+            f"{settings.vae_ch} and {settings.n_cross} cross-attention blocks")
+    return f"stage 1: {path} ({what}, VAR depth {s1.depth}, width {s1.vae_ch}, {s1.n_cross} cross-attention blocks)"
+
+
+def check_inputs(cfg, stage: int) -> InputsFound:
+    """The stage's settings and weight files, located (not loaded) where the run will look."""
+    m = cfg.model
+    settings = VarFormerSettings.from_config(m).replace(stage=stage)
+    found = InputsFound()
+    if m.weights:
+        if not os.path.isfile(m.weights):
+            raise WeightsNotFoundError(f"model.weights: {m.weights} does not exist")
+        f = open_weights(m.weights)
+        s = VarFormerSettings.from_metadata(f.metadata, m.weights) if f.format == METHOD else None
+        official = f.format is None and recognize(f.content) is not None
+        if (s is None and not official) or (s is not None and s.stage != stage):
+            what = f"a stage-{s.stage} VarFormer model file" if s is not None else (
+                f"a {f.format} model file" if f.format else "not a VarFormer weights file")
+            raise CheckpointMismatchError(f"model.weights: {m.weights} is {what}; it must be a stage-{stage} "
+                                          "VarFormer model file (or the official checkpoint for stage 2)")
+        found.weights.append(f"all weights: {m.weights} (" + (f"a stage-{stage} VarFormer model file)" if s else
+                                                               "the official VarFormer checkpoint)"))
+    elif m.random_init_backbone:
+        found.weights.append("VQVAE/VAR backbone: RANDOM-INIT (model.random_init_backbone=true: tests and the demo)")
+    else:
+        for what, filename, path in (("VQVAE", VAE_FILENAME, m.vae_path),
+                                     (f"VAR d{m.depth}", var_filename(m.depth), m.var_path)):
+            line, note = locate_backbone_file(what, filename, path, m.local_files_only)
+            found.weights.append(line)
+            found.notes += [note] if note else []
+    loss = cfg.train.loss
+    if stage == 2 and loss.perceptual > 0:
+        found.weights.append(f"VGG19 (perceptual loss): {find_vgg19_weights(loss.vgg_path)}")
+    if stage == 2 and m.stage1_weights:
+        if not os.path.isfile(m.stage1_weights):
+            raise WeightsNotFoundError(f"model.stage1_weights: {m.stage1_weights} does not exist (a stage-1 run's "
+                                       "final_ema.pt or ckpt_*.pt)")
+        found.weights.append(_stage1_file_line(m.stage1_weights, settings))
+    elif stage == 2:
+        found.notes.append("model.stage1_weights is not set: the adapter and cross-attention start from random "
+                           "weights (an official option; the usual start is a stage-1 run's final_ema.pt)")
+    return found

@@ -1,6 +1,6 @@
 """The training-step memory estimate (fake tensors: nothing computed) on a small configuration."""
 from varformer.model import VarFormerSettings
-from varformer.training.memory import estimate_saved_activations
+from varformer.model.memory import estimate_saved_activations
 
 
 def test_activation_estimate_falls_with_checkpointing_and_bf16():

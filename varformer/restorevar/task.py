@@ -10,7 +10,7 @@ the release, on purpose (docs/restorevar.md):
 - the step runs through the trainer's DDP wrapper, so the refiner's gradients are averaged over the processes; the
   release calls the un-wrapped module, so each GPU trained its own copy (PyTorch's reducer ignores gradients of a
   forward that did not go through the wrapper) and rank 0's copy was saved;
-- the rollout samples as inference does (drop path off in the frozen blocks); ``restorevar.rollout_drop_path=true``
+- the rollout samples as inference does (drop path off in the frozen blocks); ``model.rollout_drop_path=true``
   restores the release's training-mode sampling;
 - validation samples autoregressively (the release's stage-1 validation decodes teacher-forced argmax tokens, an
   optimistic figure), and stage 2 starts from a stage-1 file without inheriting stage 1's optimiser state.
@@ -26,24 +26,30 @@ Optimiser (both stages, official): AdamW (0.9, 0.95), weight decay 0.05 on every
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varformer.backbone.hub import load_vae, read_state_dict, read_torch_file, resolve_weight_file, var_filename
+from varformer.backbone.hub import (VAE_FILENAME, load_vae, locate_backbone_file, read_state_dict,
+                                    resolve_weight_file, var_filename)
+from varformer.backbone.vgg19 import VGGPerceptualLoss, find_vgg19_weights
 from varformer.backbone.vqvae import VQVAE
-from varformer.data.benchmark_data import benchmark_dataset
-from varformer.data.catalog import expand_names
+from varformer.checkpoints import ema_weights, is_training_checkpoint
 from varformer.data.resize import resize_lanczos_pil
+from varformer.data.train_sets import build_training_dataset
 from varformer.errors import CheckpointMismatchError, ConfigError, WeightsNotFoundError
-from varformer.metrics import psnr, ssim
-from varformer.restorevar import (DECODER_VAE_FILE, RestoreVAR, RestoreVARSettings, find_weight_file,
-                                  read_restorevar, save_restorevar, stage1_init_from_var)
+from varformer.files import read_torch_file, save_torch_atomic
+from varformer.methods.api import InputsFound, StepOutput, TrainTask
+from varformer.methods.validation import restoration_metrics, validation_pairs
+from varformer.restorevar.convert import stage1_init_from_var
+from varformer.restorevar.files import read_restorevar, save_restorevar
+from varformer.restorevar.model import RestoreVAR
 from varformer.restorevar.refiner import LatentRefiner
-from varformer.training.losses import VGGPerceptualLoss, find_vgg19_weights
-from varformer.training.trainer import StepOutput, TrainTask
+from varformer.restorevar.settings import RestoreVARSettings
+from varformer.restorevar.weights import DECODER_VAE_FILE, find_weight_file
 
 DECODER_STAGE = 3
 STAGE_NAMES = {1: "stage 1 (transformer)", 2: "stage 2 (refiner)", DECODER_STAGE: "decoder fine-tuning"}
@@ -75,11 +81,9 @@ def _state_of(path: str) -> Dict[str, torch.Tensor]:
     RestoreVAR model file."""
     if not os.path.isfile(path):
         raise WeightsNotFoundError(f"{path} does not exist (a RestoreVAR run's ckpt_*.pt or final_ema.pt)")
-    obj = read_torch_file(path)  # weights_only=True: a file with code is refused, never unpickled
-    if isinstance(obj, dict) and "model" in obj and "ema" in obj:
-        sd = dict(obj["model"])
-        sd.update(obj["ema"])
-        return sd
+    obj = read_torch_file(path) if not path.endswith(".safetensors") else None
+    if is_training_checkpoint(obj):
+        return ema_weights(obj)
     return read_restorevar(path)[1]
 
 
@@ -105,7 +109,7 @@ def _load_image_vae(model: RestoreVAR, rv, stage: int, announce) -> None:
         vae = load_vae(rv.vae_path, ch=s.vae_ch, patch_nums=tuple(s.patch_nums), local_files_only=rv.local_files_only)
         model.vae.load_state_dict(vae.state_dict(), strict=True)
         announce(f"model: VQVAE from {rv.vae_path or 'vae_ch160v4096z32.pth'}"
-                 + ("" if stage == 1 else f" (no restorevar.decoder_vae_path: the official stage 2 uses "
+                 + ("" if stage == 1 else f" (no model.decoder_vae_path: the official stage 2 uses "
                                           f"{DECODER_VAE_FILE}; only its encoder matters for the refiner loss)"))
         return
     sd = read_state_dict(find_weight_file(DECODER_VAE_FILE, rv.decoder_vae_path))
@@ -115,24 +119,24 @@ def _load_image_vae(model: RestoreVAR, rv, stage: int, announce) -> None:
 
 def build_restorevar_model(cfg, stage: int, announce=print) -> RestoreVAR:
     """The stage's model with its weights: stage 1 from ``var_d{depth}.pth`` + the tokenizer (or
-    ``restorevar.weights``), stage 2 from a stage-1 file (``restorevar.stage1_weights``) + the fine-tuned VQVAE."""
-    rv = cfg.restorevar
+    ``model.weights``), stage 2 from a stage-1 file (``model.stage1_weights``) + the fine-tuned VQVAE."""
+    rv = cfg.model
     settings = RestoreVARSettings.from_config(rv)
     if stage == 1:
         settings = settings.replace(refiner_depth=0)       # the official stage-1 VAR has no refiner
     elif not settings.refiner_depth:
-        raise ConfigError("stage 2 trains the refiner: restorevar.refiner_depth must be > 0")
+        raise ConfigError("stage 2 trains the refiner: model.refiner_depth must be > 0")
     source = rv.weights if stage == 1 else (rv.stage1_weights or rv.weights)
     if stage == 2 and not source:
-        raise ConfigError("stage 2 needs the trained transformer: set restorevar.stage1_weights to a stage-1 run's "
-                          "final_ema.pt (or ckpt_*.pt), or restorevar.weights to a RestoreVAR checkpoint")
+        raise ConfigError("stage 2 needs the trained transformer: set model.stage1_weights to a stage-1 run's "
+                          "final_ema.pt (or ckpt_*.pt), or model.weights to a RestoreVAR checkpoint")
     dpr = 0.1 * settings.depth / 24 if rv.drop_path_rate is None else float(rv.drop_path_rate)
     model = RestoreVAR(**settings.constructor_kwargs(), drop_path_rate=dpr)
     model.var.init_weights()
     if model.refiner is not None:
         model.refiner.init_weights(LatentRefiner.var_init_std(settings.embed_dim))
     if rv.random_init_backbone:
-        announce("model: RANDOM-INIT VQVAE and VAR (restorevar.random_init_backbone=true): for tests and the demo "
+        announce("model: RANDOM-INIT VQVAE and VAR (model.random_init_backbone=true): for tests and the demo "
                  "only, no ImageNet knowledge")
     else:
         _load_image_vae(model, rv, stage, announce)
@@ -170,6 +174,7 @@ class RestoreVARTask(TrainTask):
         self.val_pairs, self.val_batch = val_pairs or [], val_batch
         self.store_frozen_params = store_frozen_params
         self.rollout_drop_path = rollout_drop_path
+        self._val_visuals: Dict[str, torch.Tensor] = {}
 
     def parameter_groups(self) -> List[Dict[str, object]]:
         return official_param_groups(self.model, self.weight_decay)
@@ -187,36 +192,21 @@ class RestoreVARTask(TrainTask):
     def validate(self, model: nn.Module, step: int) -> Dict[str, float]:
         """Autoregressive restoration of the held-out pairs (as inference runs): PSNR / SSIM of output and input;
         stage 1 also the teacher-forced cross-entropy and token accuracy, stage 2 the refiner loss."""
-        if not self.val_pairs:
-            return {}
-        device = next(model.parameters()).device
-        vals: Dict[str, List[float]] = {"psnr": [], "ssim": [], "psnr_input": []}
-        extra: List[float] = []
-        acc: List[float] = []
-        for i in range(0, len(self.val_pairs), self.val_batch):
-            chunk = self.val_pairs[i:i + self.val_batch]
-            lq = torch.stack([p["lq"] for p in chunk]).to(device)
-            gt = torch.stack([p["gt"] for p in chunk]).to(device)
-            out = model(lq)
-            vals["psnr"] += [float(v) for v in psnr(out, gt)]
-            vals["ssim"] += [float(v) for v in ssim(out, gt)]
-            vals["psnr_input"] += [float(v) for v in psnr(lq, gt)]
-            if self.stage == 1:
-                to = model.training_outputs(lq, gt)
-                extra.append(float(to.ce) * len(chunk))
-                acc.append(float((to.logits.argmax(-1) == torch.cat(to.gt_tokens, 1)).float().mean()) * len(chunk))
-            else:
-                extra.append(float(model.refiner_loss(lq, gt)) * len(chunk))
-        metrics = {k: sum(v) / len(v) for k, v in vals.items()}
-        metrics["token_ce" if self.stage == 1 else "refiner_l1"] = sum(extra) / len(self.val_pairs)
-        if acc:
-            metrics["token_acc"] = sum(acc) / len(self.val_pairs)
+        def extra(lq, out, gt) -> Dict[str, float]:
+            if self.stage == 2:
+                return {"refiner_l1": float(model.refiner_loss(lq, gt))}
+            to = model.training_outputs(lq, gt)
+            return {"token_ce": float(to.ce),
+                    "token_acc": float((to.logits.argmax(-1) == torch.cat(to.gt_tokens, 1)).float().mean())}
+
+        metrics, self._val_visuals = restoration_metrics(model, self.val_pairs, self.val_batch, extra=extra)
         return metrics
 
+    def validation_visuals(self) -> Dict[str, torch.Tensor]:
+        return self._val_visuals
+
     def export(self, model: nn.Module, path: str) -> Optional[str]:
-        out = path + ".pt"
-        save_restorevar(out, model)
-        return out
+        return save_restorevar(path + ".pt", model)
 
 
 class DecoderFinetuneTask(TrainTask):
@@ -257,9 +247,7 @@ class DecoderFinetuneTask(TrainTask):
 
     def export(self, model: nn.Module, path: str) -> Optional[str]:
         out = path + ".ckpt"
-        tmp = out + ".tmp"
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-        os.replace(tmp, out)
+        save_torch_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, out)
         return out
 
 
@@ -267,23 +255,12 @@ class DecoderFinetuneTask(TrainTask):
 # Data and assembly
 # ---------------------------------------------------------------------------------------------------------------
 def build_val_pairs(cfg, size: int) -> List[Dict[str, torch.Tensor]]:
-    """Held-out pairs resized to the model's size with Lanczos (the restorevar protocol): ``eval.benchmarks``,
-    at most ``train.val_images``, round-robin over the benchmarks."""
-    if cfg.train.val_every <= 0 or cfg.train.val_images <= 0:
-        return []
-    sets = [benchmark_dataset(n, cfg.eval.root) for n in expand_names(list(cfg.eval.benchmarks))]
-    pairs, i = [], 0
-    while len(pairs) < cfg.train.val_images and any(i < len(s) for s in sets):
-        for s in sets:
-            if i < len(s) and len(pairs) < cfg.train.val_images:
-                item = s[i]
-                pairs.append({k: resize_lanczos_pil(item[k].float(), size) for k in ("lq", "gt")})
-        i += 1
-    return pairs
+    """Held-out pairs resized to the model's size with Lanczos (the restorevar protocol)."""
+    return validation_pairs(cfg, partial(resize_lanczos_pil, size=size))
 
 
 def build_restorevar_task(cfg, stage: int, announce=print) -> TrainTask:
-    rv = cfg.restorevar
+    rv = cfg.model
     if stage == DECODER_STAGE:
         s = RestoreVARSettings.from_config(rv)
         vae = VQVAE(ch=s.vae_ch, patch_nums=tuple(s.patch_nums))
@@ -304,3 +281,54 @@ def build_restorevar_task(cfg, stage: int, announce=print) -> TrainTask:
     return RestoreVARTask(model, stage, cfg.train.weight_decay, build_val_pairs(cfg, model.image_size),
                           val_batch=cfg.eval.batch_size, store_frozen_params=bool(rv.random_init_backbone),
                           rollout_drop_path=bool(rv.rollout_drop_path))
+
+
+def training_data(cfg):
+    # every RestoreVAR stage trains on degraded/clean pairs of the task mixture
+    return build_training_dataset(cfg.data, 2, cfg.train.seed, task_order=cfg.demo.task_order)
+
+
+def _file_line(what: str, path: str) -> str:
+    if not os.path.isfile(path):
+        raise WeightsNotFoundError(f"{what}: {path} does not exist")
+    return f"{what}: {path}"
+
+
+def check_inputs(cfg, stage: int) -> InputsFound:
+    """The stage's settings, crop size and weight files, located (not loaded) where the run will look."""
+    rv = cfg.model
+    settings = RestoreVARSettings.from_config(rv)
+    found = InputsFound()
+    if stage != DECODER_STAGE and cfg.data.crop_size != settings.image_size:
+        raise ConfigError(f"data.crop_size={cfg.data.crop_size}, but this RestoreVAR works on {settings.image_size}x"
+                          f"{settings.image_size} inputs (its last scale {settings.patch_nums[-1]} x 16); set "
+                          f"data.crop_size={settings.image_size} (and data.resize_short above it)")
+    if stage == 2 and not settings.refiner_depth:
+        raise ConfigError("stage 2 trains the refiner: model.refiner_depth must be > 0")
+    if stage == 2 and not (rv.stage1_weights or rv.weights):
+        raise ConfigError("stage 2 needs the trained transformer: set model.stage1_weights to a stage-1 run's "
+                          "final_ema.pt (or ckpt_*.pt), or model.weights to a RestoreVAR checkpoint")
+    for what, path in (("model.weights", rv.weights), ("model.stage1_weights", rv.stage1_weights)):
+        if path and (stage != 1 or what == "model.weights"):
+            found.weights.append(_file_line(what, path))
+    if rv.random_init_backbone:
+        found.weights.append("VQVAE/VAR: RANDOM-INIT (model.random_init_backbone=true: tests and the demo)")
+    elif stage == DECODER_STAGE or (stage == 2 and rv.decoder_vae_path):
+        path = rv.decoder_vae_path if stage == 2 else (rv.decoder_vae_path or rv.vae_path)
+        if path:
+            found.weights.append(_file_line("VQVAE", path))
+        else:
+            line, note = locate_backbone_file("VQVAE", VAE_FILENAME, None, rv.local_files_only)
+            found.weights.append(line)
+            found.notes += [note] if note else []
+    else:
+        files = [("VQVAE", VAE_FILENAME, rv.vae_path)]
+        if stage == 1 and not rv.weights:
+            files.append((f"VAR d{settings.depth}", var_filename(settings.depth), rv.var_path))
+        for what, filename, path in files:
+            line, note = locate_backbone_file(what, filename, path, rv.local_files_only)
+            found.weights.append(line)
+            found.notes += [note] if note else []
+    if stage == DECODER_STAGE and rv.decoder_perceptual > 0:
+        found.weights.append(f"VGG19 (perceptual loss): {find_vgg19_weights(cfg.train.loss.vgg_path)}")
+    return found

@@ -1,0 +1,99 @@
+"""RestoreVAR as a method of this package: the one ``MethodSpec`` the registry holds for it (docs/extending.md)."""
+from __future__ import annotations
+
+import argparse
+import os
+from functools import partial
+from typing import List
+
+import torch
+
+from varformer.files import save_torch_atomic
+from varformer.methods.api import (BenchmarkEntry, Converter, DemoRecipe, MethodSpec, RestorerTraits, StageSpec)
+from varformer.restorevar import task
+from varformer.restorevar.config import RestoreVARLossConfig, RestoreVARModelConfig
+from varformer.restorevar.convert import to_official_restorevar
+from varformer.restorevar.files import METHOD, describe, read_restorevar, recognize, restorer_model, save_restorevar
+from varformer.restorevar.model import PARTS, RestoreVAR
+from varformer.restorevar.settings import RestoreVARSettings, architecture_of
+
+# official train.sh: 2 GPUs x 24 per step, both stages; the decoder fine-tuning was not released
+OFFICIAL_BATCH, OFFICIAL_LAYOUT = 48, "24 per GPU x 2 GPUs"
+
+
+def _add_official_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vae", default=None, metavar="PATH",
+                        help="vae_restorevar.ckpt (the VQVAE with the fine-tuned decoder); default: "
+                             "checkpoints/vae_restorevar.ckpt")
+    parser.add_argument("--tokenizer-vae", default=None, metavar="PATH",
+                        help="a separate tokenizer VQVAE (vae_ch160v4096z32.pth) for training; default: the --vae one")
+
+
+def _convert_official(args) -> List[str]:
+    model = RestoreVAR.from_official(args.checkpoint, args.vae, tokenizer_vae=args.tokenizer_vae)
+    save_restorevar(args.output, model)
+    s = model.settings()
+    return [f"RestoreVAR depth {s.depth}, width {s.embed_dim}, scales {s.patch_nums}, refiner depth "
+            f"{s.refiner_depth}: every tensor placed, constant buffers checked", f"wrote {args.output}"]
+
+
+def _to_official(args) -> List[str]:
+    settings, sd = read_restorevar(args.checkpoint)
+    var_sd, vae_sd = to_official_restorevar(sd, settings)
+    lines = []
+    for name, part in (("restorevar.pth", var_sd), ("vae_restorevar.ckpt", vae_sd)):
+        path = os.path.join(args.output, name)
+        save_torch_atomic(part, path)
+        lines.append(f"wrote {path} ({len(part)} tensors)")
+    return lines
+
+
+def _benchmark_inputs(settings: RestoreVARSettings, batch: int, device: torch.device) -> tuple:
+    return (torch.rand(batch, 3, settings.image_size, settings.image_size, device=device),)
+
+
+def _stage(name: str, stage: int, description: str, batch: int = OFFICIAL_BATCH,
+           layout: str = OFFICIAL_LAYOUT) -> StageSpec:
+    return StageSpec(name, description,
+                     build_task=lambda cfg, announce: task.build_restorevar_task(cfg, stage, announce),
+                     check_inputs=partial(task.check_inputs, stage=stage), training_data=task.training_data,
+                     official_global_batch=batch, official_layout=layout, lr_scales_with_batch=True,
+                     released_size=lambda cfg: (cfg.model.depth, cfg.model.vae_ch) == (16, 160))
+
+
+SPEC = MethodSpec(
+    name=METHOD,
+    title="RestoreVAR",
+    settings=RestoreVARSettings,
+    model_config=RestoreVARModelConfig,
+    loss_config=RestoreVARLossConfig,
+    build=lambda settings: RestoreVAR(**settings.constructor_kwargs()),
+    stages=(_stage("stage1", 1, "the transformer (cross-entropy of teacher-forced logits)"),
+            _stage("stage2", 2, "the latent refiner (L1 to the clean latent)"),
+            _stage("decoder", task.DECODER_STAGE, "VQVAE decoder fine-tuning (not the authors' code: not released)",
+                   batch=0, layout="")),
+    restorer=lambda model: RestorerTraits(input_size=model.image_size, resize_to_input=True, precision="fp32"),
+    load_model=restorer_model,
+    describe=describe,
+    architecture_of=architecture_of,
+    recognize=recognize,
+    converters=(
+        Converter("restorevar", "RestoreVAR's released restorevar.pth (+ --vae vae_restorevar.ckpt) -> our model "
+                                "file; strict, the constant buffers of the file checked against ours",
+                  _add_official_arguments, _convert_official),
+        Converter("restorevar-to-official", "our RestoreVAR model file -> OUT/restorevar.pth and "
+                                            "OUT/vae_restorevar.ckpt in the official layouts",
+                  lambda parser: None, _to_official, writes_folder=True)),
+    benchmark=BenchmarkEntry(released=lambda: RestoreVARSettings(), inputs=_benchmark_inputs,
+                             input_size=lambda settings: settings.image_size, parts=PARTS),
+    demo=DemoRecipe(stages=(("stage1", "demo_restorevar_stage1.yaml"), ("stage2", "demo_restorevar_stage2.yaml")),
+                    carry=lambda stage, previous: [f"model.stage1_weights={previous}"] if stage == "stage2" else [],
+                    summary="a small RestoreVAR (VQVAE width 32, VAR depth 2, 128x128 inputs) on a random-init "
+                            "VQVAE: its tokens learn, its images cannot (the random decoder bounds them)"),
+    default_protocol="restorevar",
+    default_weights="checkpoints/restorevar.safetensors",
+    release=("the released RestoreVAR weights are restorevar.pth and vae_restorevar.ckpt from the RestoreVAR "
+             "README's checkpoints archive (convert with `varformer convert restorevar restorevar.pth --vae "
+             "vae_restorevar.ckpt -o checkpoints/restorevar.safetensors`)"),
+    package="varformer.restorevar",
+)
