@@ -17,7 +17,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("runtime", "ops"),
     ("data", "metrics"),
     ("backbone",),
-    ("model", "restorevar"),
+    ("model", "restorevar", "varestorer"),
     ("config", "inference"),
     ("training", "evaluation", "restore"),
     ("perf", "demo", "reproduce", "analysis"),

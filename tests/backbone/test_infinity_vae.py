@@ -1,5 +1,6 @@
 """The BSQ-VAE: the official key layout (both forms the official loader takes) loads strictly, the encoder and
 decoder are the flux-style stacks written out here, and batch rows do not depend on each other."""
+import infinity_reference as ref
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,48 +11,9 @@ from varformer.errors import CheckpointMismatchError
 SMALL = dict(base_ch=32, ch_mult=(1, 2, 2, 2, 2), num_res_blocks=1, z_channels=32)
 
 
-def official_vae_shapes(base, mult, nres, z=32):
-    """The official AutoEncoder's keys (Conv -> *.conv.*, Normalize -> *.norm.*), from the flux layout rules."""
-    s = {}
-
-    def conv(p, cin, cout, k):
-        s[p + ".conv.weight"], s[p + ".conv.bias"] = (cout, cin, k, k), (cout,)
-
-    def norm(p, c):
-        s[p + ".norm.weight"], s[p + ".norm.bias"] = (c,), (c,)
-
-    def res(p, cin, cout):
-        norm(p + ".norm1", cin), conv(p + ".conv1", cin, cout, 3), norm(p + ".norm2", cout)
-        conv(p + ".conv2", cout, cout, 3)
-        if cin != cout:
-            conv(p + ".nin_shortcut", cin, cout, 1)
-
-    conv("encoder.conv_in", 3, base, 3)
-    cin = base
-    for i, m in enumerate(mult):
-        for j in range(nres):
-            res(f"encoder.down.{i}.block.{j}", cin, base * m)
-            cin = base * m
-        if i < len(mult) - 1:
-            conv(f"encoder.down.{i}.downsample.conv", cin, cin, 3)
-    res("encoder.mid.block_1", cin, cin), res("encoder.mid.block_2", cin, cin)
-    norm("encoder.norm_out", cin), conv("encoder.conv_out", cin, z, 3)
-    cin = base * mult[-1]
-    conv("decoder.conv_in", z, cin, 3)
-    res("decoder.mid.block_1", cin, cin), res("decoder.mid.block_2", cin, cin)
-    for i in reversed(range(len(mult))):
-        for j in range(nres + 1):
-            res(f"decoder.up.{i}.block.{j}", cin, base * mult[i])
-            cin = base * mult[i]
-        if i > 0:
-            conv(f"decoder.up.{i}.upsample.conv", cin, cin, 3)
-    norm("decoder.norm_out", cin), conv("decoder.conv_out", cin, 3, 3)
-    return s
-
-
 def random_vae_sd(seed=0):
     g = torch.Generator().manual_seed(seed)
-    shapes = official_vae_shapes(SMALL["base_ch"], SMALL["ch_mult"], SMALL["num_res_blocks"])
+    shapes = ref.official_vae_shapes(SMALL["base_ch"], SMALL["ch_mult"], SMALL["num_res_blocks"])
     return {k: (1 + 0.1 * torch.randn(v, generator=g)) if ".norm.weight" in k else 0.1 * torch.randn(v, generator=g)
             for k, v in shapes.items()}
 
@@ -114,7 +76,7 @@ def test_mismatches_are_one_line_errors():
 def test_released_size_and_key_layout():
     with torch.device("meta"):
         vae = BSQVAE()
-    shapes = official_vae_shapes(128, (1, 2, 4, 4, 4), 2)
+    shapes = ref.official_vae_shapes(128, (1, 2, 4, 4, 4), 2)
     assert {k: tuple(v.shape) for k, v in vae.state_dict().items()} == shapes
     assert sum(p.numel() for p in vae.encoder.parameters()) == 45_025_696
     assert sum(p.numel() for p in vae.decoder.parameters()) == 65_092_355

@@ -5,7 +5,8 @@ check ours against.
 It reads an *official-layout* state dict and uses plain float64 tensor algebra: positions from exact fractions,
 RoPE as complex rotations of channel pairs, attention as an explicit softmax of q k^T (per image over its own text
 rows: no padding, no mask tensors), the quantiser loop on 2-D maps (area = adaptive average pooling, trilinear with a
-depth of 1 = bilinear). Also: the official key/shape layout of Infinity from the rules of its constructor.
+depth of 1 = bilinear). Also: the official key/shape layouts of Infinity (plain or LoRA-injected) and of the
+BSQ-VAE, from the rules of their constructors. Shared by tests/backbone and tests/varestorer.
 """
 from __future__ import annotations
 
@@ -240,3 +241,42 @@ def random_state_dict(shapes, seed=0, scale=0.2):
         else:
             out[k] = scale * torch.randn(shape, generator=g)
     return out
+
+
+def official_vae_shapes(base, mult, nres, z=32):
+    """The official AutoEncoder's keys (Conv -> *.conv.*, Normalize -> *.norm.*), from the flux layout rules."""
+    s = {}
+
+    def conv(p, cin, cout, k):
+        s[p + ".conv.weight"], s[p + ".conv.bias"] = (cout, cin, k, k), (cout,)
+
+    def norm(p, c):
+        s[p + ".norm.weight"], s[p + ".norm.bias"] = (c,), (c,)
+
+    def res(p, cin, cout):
+        norm(p + ".norm1", cin), conv(p + ".conv1", cin, cout, 3), norm(p + ".norm2", cout)
+        conv(p + ".conv2", cout, cout, 3)
+        if cin != cout:
+            conv(p + ".nin_shortcut", cin, cout, 1)
+
+    conv("encoder.conv_in", 3, base, 3)
+    cin = base
+    for i, m in enumerate(mult):
+        for j in range(nres):
+            res(f"encoder.down.{i}.block.{j}", cin, base * m)
+            cin = base * m
+        if i < len(mult) - 1:
+            conv(f"encoder.down.{i}.downsample.conv", cin, cin, 3)
+    res("encoder.mid.block_1", cin, cin), res("encoder.mid.block_2", cin, cin)
+    norm("encoder.norm_out", cin), conv("encoder.conv_out", cin, z, 3)
+    cin = base * mult[-1]
+    conv("decoder.conv_in", z, cin, 3)
+    res("decoder.mid.block_1", cin, cin), res("decoder.mid.block_2", cin, cin)
+    for i in reversed(range(len(mult))):
+        for j in range(nres + 1):
+            res(f"decoder.up.{i}.block.{j}", cin, base * mult[i])
+            cin = base * mult[i]
+        if i > 0:
+            conv(f"decoder.up.{i}.upsample.conv", cin, cin, 3)
+    norm("decoder.norm_out", cin), conv("decoder.conv_out", cin, 3, 3)
+    return s
