@@ -8,6 +8,7 @@ from varestorer_testutils import PN, SIZE, images, merged_reference_sd, texts
 
 from varformer.backbone.infinity import residual_pyramid, summed_codes
 from varformer.backbone.infinity.bit_sampling import split_scales
+from varformer.runtime import autocast
 from varformer.varestorer import VARestorer, VARestorerInputError
 
 
@@ -105,3 +106,13 @@ def test_bad_inputs_are_one_line_errors(model):
             model(x, t)
     with pytest.raises(VARestorerInputError, match="5 bit maps"):
         model.decode_bits([torch.zeros(1, 1, 1, 32)])
+
+
+def test_bf16_autocast_touches_the_blocks_only(model):
+    a = model.sample_outputs(images(1), texts(1), argmax_bits=True)
+    with autocast(torch.device("cpu"), "bf16"):
+        b = model.sample_outputs(images(1), texts(1), argmax_bits=True)
+    for name in ("cleaned", "lq_latent", "pyramid"):                  # SwinIR, VAE, quantiser: float32
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert b.logits.dtype == torch.float32 and b.image.dtype == torch.float32
+    assert torch.allclose(a.logits, b.logits, atol=0.05) and not torch.equal(a.logits, b.logits)
