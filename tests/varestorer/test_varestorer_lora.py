@@ -50,3 +50,15 @@ def test_merge_gives_the_unmerged_outputs_with_plain_keys(model):
     assert all(not b.ca.use_value_bias for b in m.transformer.iter_blocks())   # still without the value bias
     after = m.sample_outputs(images(1), texts(1), argmax_bits=True)
     assert torch.allclose(after.logits, before.logits, atol=1e-4)
+
+
+def test_release_bf16_block_weights_round_everything_but_lora(model):
+    m = VARestorer(**model.settings().constructor_kwargs())
+    m.load_state_dict(model.state_dict())
+    n = m.round_block_weights_to_bf16()
+    sd = m.state_dict()
+    blocks = [k for k in sd if k.startswith("transformer.block_chunks.")]
+    assert n == sum(".lora_" not in k for k in blocks)
+    for k in blocks:
+        assert torch.equal(sd[k], sd[k].bfloat16().float()) is (".lora_" not in k), k   # LoRA stays float32
+    assert torch.equal(sd["transformer.head.weight"], model.state_dict()["transformer.head.weight"])

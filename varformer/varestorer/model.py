@@ -92,6 +92,19 @@ class VARestorer(nn.Module):
     def settings(self) -> VARestorerSettings:
         return self._settings
 
+    def round_block_weights_to_bf16(self) -> int:
+        """Round every block parameter the release stores in bf16 to bf16 values (kept in float32): the release
+        casts the blocks to bf16 *before* injecting LoRA, so the wrapped weights, biases, norms, ``ada_gss`` and
+        ``scale_mul`` are bf16 and the LoRA tensors float32. With this and bf16 autocast the blocks compute with the
+        release's weights. Returns the number of tensors rounded."""
+        n = 0
+        with torch.no_grad():
+            for name, p in self.transformer.named_parameters():
+                if name.startswith(("block_chunks.", "blocks.")) and ".lora_" not in name:
+                    p.copy_(p.to(torch.bfloat16).to(p.dtype))
+                    n += 1
+        return n
+
     def merge_lora(self) -> int:
         """Fold the LoRA adapters into the weights (inference; the keys lose ``.linear``/``.lora_*``)."""
         return merge_lora(self.transformer)
@@ -121,7 +134,10 @@ class VARestorer(nn.Module):
         """SwinIR's output (float32, unclamped, contiguous), or the input without SwinIR."""
         with fp32_region(lq01.device):
             x = lq01.float().contiguous()
-            return x if self.swinir is None else self.swinir(x)
+            if self.swinir is None:
+                return x
+            # the release's own arithmetic: its input is 2x - 1, mapped back by (lq + 1) / 2 (equal to x or an ulp off)
+            return self.swinir(((x * 2 - 1) + 1) / 2)
 
     def encode(self, cleaned01: torch.Tensor) -> torch.Tensor:
         with fp32_region(cleaned01.device):
