@@ -18,7 +18,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("data", "metrics"),
     ("backbone",),
     ("methods", "checkpoints"),             # what a method provides (methods.api) and the pieces methods share
-    ("model", "restorevar"),                # the method packages (VarFormer's is ``model``)
+    ("model", "restorevar", "varestorer"),  # the method packages (VarFormer's is ``model``)
     ("methods.registry",),                  # the methods there are: the only module that imports them all
     ("config", "inference"),
     ("training", "evaluation", "restore"),

@@ -94,15 +94,16 @@ class SwinBlock(nn.Module):
     """Pre-norm Swin block: (shifted) window attention + MLP (ratio 4, exact GELU), LayerNorm eps 1e-5.
     Works on (B, H*W, C) tokens in row-major pixel order."""
 
-    def __init__(self, dim: int, heads: int, window: int = 4, shift: int = 0, mlp_ratio: int = 4):
+    def __init__(self, dim: int, heads: int, window: int = 4, shift: int = 0, mlp_ratio: float = 4):
         super().__init__()
         self.window, self.shift = window, shift
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, heads, window)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential()
-        self.mlp.fc1 = ops.Linear(dim, mlp_ratio * dim, activation="gelu")  # exact GELU, fused where it can be
-        self.mlp.fc2 = ops.Linear(mlp_ratio * dim, dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp.fc1 = ops.Linear(dim, hidden, activation="gelu")  # exact GELU, fused where it can be
+        self.mlp.fc2 = ops.Linear(hidden, dim)
         self._layout: Dict[Tuple, Tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     def layout(self, H: int, W: int, device: torch.device):
@@ -133,10 +134,10 @@ class SwinBlock(nn.Module):
 class RSTB(nn.Module):
     """Residual Swin group: ``depth`` Swin blocks (alternating shift 0 / window//2), a 3x3 conv, residual."""
 
-    def __init__(self, dim: int, heads: int, window: int = 4, depth: int = 2):
+    def __init__(self, dim: int, heads: int, window: int = 4, depth: int = 2, mlp_ratio: float = 4):
         super().__init__()
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, heads, window, shift=0 if i % 2 == 0 else window // 2)
+            SwinBlock(dim, heads, window, shift=0 if i % 2 == 0 else window // 2, mlp_ratio=mlp_ratio)
             for i in range(depth))
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
 
