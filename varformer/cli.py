@@ -18,6 +18,7 @@ from varformer.errors import VarformerError, worker_message
 SUBCOMMANDS = {
     "demo": "build the offline demo benchmark, train a small model on it and print the results table",
     "evaluate": "evaluate a restorer on benchmarks (paper / full protocols, peer presets)",
+    "compare": "put evaluation runs side by side on the same images: crops and per-image differences (HTML)",
     "restore": "restore images or folders of any size with seamless tiling",
     "train": "train stage 1 (Adapter) or stage 2 (restorer); torchrun-ready",
     "convert": "convert the official BasicSR checkpoint into this project's layout",

@@ -4,7 +4,8 @@ The restorer is a ``varformer.inference.Restorer`` (a plain callable on (B, 3, H
 as an any-size restorer). Protocols are in ``varformer.evaluation.protocols``, the tables in
 ``varformer.evaluation.report``.
 
-Outputs (``output_dir``): ``per_image.csv``, ``summary.json``, ``results.md`` and, with ``save_images``,
+Outputs (``output_dir``): ``per_image.csv``, ``summary.json``, ``results.md``, ``crops/`` and ``report.html`` (the
+visual report: ``varformer.evaluation.crops``, ``html_report``) and, with ``save_images``,
 ``images/<benchmark>/<name>.png``. A folder that already holds results is refused unless ``overwrite``.
 """
 from __future__ import annotations
@@ -29,12 +30,14 @@ from varformer.data.catalog import expand_names, get_benchmark
 from varformer.data.image_io import tensor_to_uint8, write_image
 from varformer.errors import ConfigError, DataError
 from varformer.data.resize import resize_bilinear, resize_to
+from varformer.evaluation.crops import CropGallery
+from varformer.evaluation.html_report import write_html_report
 from varformer.evaluation.protocols import MetricSettings, Protocol, get_protocol
 from varformer.evaluation.report import render_markdown
 from varformer.inference import Restorer
 from varformer.inference.tiling import tiled_forward
 
-RESULT_FILES = ("per_image.csv", "summary.json", "results.md", "images")
+RESULT_FILES = ("per_image.csv", "summary.json", "results.md", "images", "crops", "report.html")
 
 
 def official_test_protocol(model: Callable[[torch.Tensor], torch.Tensor], image_rgb_uint8: np.ndarray) -> np.ndarray:
@@ -155,10 +158,11 @@ def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str
                 for name, root in benchmarks]
     rows: List[Dict[str, object]] = []
     per_bench: Dict[str, Dict[str, object]] = {}
+    gallery = CropGallery() if output_dir is not None else None
     for ds in datasets:
         images_dir = os.path.join(output_dir, "images") if (save_images and output_dir is not None) else None
         bench_rows = _evaluate_benchmark(restorer, ds, proto, batch_size, overlap, tile, workers, progress,
-                                         images_dir)
+                                         images_dir, gallery)
         per_bench[ds.benchmark.name] = _summarise_benchmark(ds, proto, bench_rows)
         rows += bench_rows
         if log:
@@ -169,6 +173,8 @@ def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str
     markdown = render_markdown(summary)
     if output_dir is not None:
         _write_outputs(output_dir, rows, summary, markdown)
+        gallery.write(output_dir)
+        write_html_report(output_dir)
     return EvalResult(summary, rows, markdown, output_dir)
 
 
@@ -193,7 +199,8 @@ def _score(out: torch.Tensor, gt: torch.Tensor, settings: MetricSettings) -> Dic
 
 def _evaluate_benchmark(restorer: Restorer, ds: BenchmarkDataset, proto: Protocol, batch_size: int, overlap: int,
                         tile: Optional[int], workers: int, progress: bool,
-                        images_dir: Optional[str]) -> List[Dict[str, object]]:
+                        images_dir: Optional[str],
+                        gallery: Optional[CropGallery] = None) -> List[Dict[str, object]]:
     """Restore and score every pair of one benchmark: one row per image."""
     bench = ds.benchmark
     settings = proto.metrics_for(bench.task, bench.name)
@@ -213,6 +220,8 @@ def _evaluate_benchmark(restorer: Restorer, ds: BenchmarkDataset, proto: Protoco
                    "height": int(out.shape[-2]), "width": int(out.shape[-1])}
             row.update({k: v[i] for k, v in scores.items()})
             rows.append(row)
+            if gallery is not None:
+                gallery.offer(row, lq[i], out[i], gt[i])
             if images_dir is not None:
                 write_image(os.path.join(images_dir, bench.name, img_name + ".png"), tensor_to_uint8(out[i]))
         bar.update(len(group))
