@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from varformer.backbone.hub import checkpoint_dirs, read_torch_file
+from varformer.backbone.hub import checkpoint_dirs
+from varformer.files import read_torch_file
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
 
 VARESTORER_FILE = "varestorer.pth"

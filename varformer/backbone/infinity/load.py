@@ -24,7 +24,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 import torch
 from torch import nn
 
-from varformer.backbone.hub import read_torch_file
+from varformer.files import read_torch_file
 from varformer.backbone.infinity.bsq_vae import BSQVAE
 from varformer.backbone.infinity.rope2d import SCHEDULE_025M
 from varformer.backbone.infinity.transformer import Infinity
