@@ -215,3 +215,59 @@ def test_matlab_reader_refuses_16_bit_ground_truth_before_restoring(tmp_path):
                  progress=False, log=None)
     assert not calls
     assert len(benchmark_dataset("rain100l", str(tmp_path))) == 1  # our own reader takes it
+
+
+# ------------------------------------------------- Gaussian noise: Restormer's and AirNet's Python scripts, as described
+def _clean_set(root):
+    folder = os.path.join(root, "CBSD68", "original_png")
+    for name in ("astronaut", "coffee", "chelsea"):
+        _save(os.path.join(folder, f"{name}.png"), PHOTOS[name][0])
+    return folder
+
+
+def test_restormer_gaussian_denoising_follows_its_scripts(tmp_path):
+    folder = _clean_set(str(tmp_path))
+    res = evaluate(Restorer("blur", _blur_restorer), [("cbsd68-s25", str(tmp_path))], "restormer", batch_size=1,
+                   progress=False, log=None)
+    refs = {}
+    for name in ("astronaut", "coffee", "chelsea"):
+        # test_gaussian_color_denoising.py: float32 / 255, seed(0) per image, + normal(0, 25/255) unclipped, then
+        # test.py's padding and img_as_ubyte; evaluate_gaussian_color_denoising.py: PSNR of the uint8 images
+        clean = _load_img(os.path.join(folder, f"{name}.png"))
+        img = np.float32(clean) / 255.0
+        np.random.seed(0)
+        img += np.random.normal(0, 25 / 255.0, img.shape)
+        x = torch.from_numpy(img).permute(2, 0, 1)[None]
+        h, w = x.shape[2:]
+        x = F.pad(x, (0, (-w) % 8, 0, (-h) % 8), "reflect")
+        out = img_as_ubyte(torch.clamp(_blur_restorer(x)[:, :, :h, :w], 0, 1)[0].permute(1, 2, 0).numpy())
+        mse = np.mean((clean.astype(np.float64) - out.astype(np.float64)) ** 2)
+        refs[name] = (20 * np.log10(255.0 / np.sqrt(mse)), None)
+    rows = _rows(res)
+    worst = max(abs(rows[n]["psnr"] - p) for n, (p, _) in refs.items())
+    assert worst < PSNR_TOL, f"restormer Gaussian denoising: PSNR off by {worst:.2e}"
+
+
+def test_airnet_gaussian_denoising_follows_its_test_script(tmp_path):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    folder = _clean_set(str(tmp_path))
+    rs = np.random.RandomState(0)  # test.py: np.random.seed(0) once, then sigma 15, 25, 50 in turn
+    refs = {}
+    for sigma in (15, 25, 50):
+        for name in sorted(os.listdir(folder)):
+            clean = _load_img(os.path.join(folder, name))  # Image.open(...).convert('RGB')
+            h, w = clean.shape[0] - clean.shape[0] % 16, clean.shape[1] - clean.shape[1] % 16
+            y, x = (clean.shape[0] - h) // 2, (clean.shape[1] - w) // 2
+            clean = clean[y:y + h, x:x + w]  # crop_img(base=16)
+            noisy = np.clip(clean + rs.randn(*clean.shape) * sigma, 0, 255).astype(np.uint8)
+            if sigma != 50:
+                continue
+            to_tensor = lambda a: torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)[None]  # noqa: E731
+            restored = np.clip(_blur_restorer(to_tensor(noisy)).numpy(), 0, 1)[0].transpose(1, 2, 0)
+            gt = to_tensor(clean).numpy()[0].transpose(1, 2, 0)
+            refs[name[:-4]] = (peak_signal_noise_ratio(gt, restored, data_range=1),
+                               structural_similarity(gt, restored, data_range=1, channel_axis=2))
+    res = evaluate(Restorer("blur", _blur_restorer), [("cbsd68-s50", str(tmp_path))], "airnet", batch_size=1,
+                   progress=False, log=None)
+    _assert_agree(_rows(res), refs, "airnet sigma 50")
