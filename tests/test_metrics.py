@@ -332,7 +332,8 @@ def test_lpips_corrupt_backbone_file_is_named(tmp_path):
 
 @pytest.mark.parametrize("kw", [{}, {"y_channel": True, "crop_border": 4}, {"ssim_mode": "replicate"},
                                 {"ssim_mode": "replicate", "y_channel": True},
-                                {"ssim_mode": "skimage_default", "luma": "full_range", "y_channel": True}])
+                                {"ssim_mode": "skimage_default", "luma": "full_range", "y_channel": True},
+                                {"y_channel": True, "luma": "matlab_uint8", "quantize": "float32"}])
 def test_torch_code_path_matches_numpy_code_path(monkeypatch, kw):
     """CPU inputs run on numpy; GPU inputs on torch. Force the torch path on CPU and compare."""
     x = torch.cat([_to_tensor(PAIRS[n][1][:64, :80]) for n in SOME_PAIRS]).float()

@@ -147,8 +147,9 @@ def test_restormer_hide_equals_matlab_psnr_ssim(tmp_path):
         _save(str(folder / "target" / f"{name}.png"), clean[:45, :61])
     res = evaluate(Restorer("blur", _blur_restorer), [("hide", str(tmp_path))], "restormer", batch_size=1,
                    progress=False, log=None)
-    refs = {n: ML.evaluate_gopro_hide_m(_restormer_test_py(_blur_restorer, _load_img(str(folder / "input" / f"{n}.png"))),
-                                        _imread(str(folder / "target" / f"{n}.png"))) for n in colour}
+    refs = {n: ML.evaluate_gopro_hide_m(
+        _restormer_test_py(_blur_restorer, _load_img(str(folder / "input" / f"{n}.png"))),
+        _imread(str(folder / "target" / f"{n}.png"))) for n in colour}
     _assert_agree(_rows(res), refs, "restormer HIDE")
     # a one-channel target: MATLAB's ssim stops on it, so the preset refuses it before restoring anything
     _save(str(folder / "input" / "gray.png"), PHOTOS["camera"][1][:45, :61])
@@ -217,7 +218,7 @@ def test_matlab_reader_refuses_16_bit_ground_truth_before_restoring(tmp_path):
     assert len(benchmark_dataset("rain100l", str(tmp_path))) == 1  # our own reader takes it
 
 
-# ------------------------------------------------- Gaussian noise: Restormer's and AirNet's Python scripts, as described
+# ----------------------------------------------- Gaussian noise: Restormer's and AirNet's Python scripts, as described
 def _clean_set(root):
     folder = os.path.join(root, "CBSD68", "original_png")
     for name in ("astronaut", "coffee", "chelsea"):

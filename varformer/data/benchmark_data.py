@@ -102,8 +102,9 @@ class BenchmarkDataset(Dataset):
         """Every file the readers would refuse, found from the headers now (before any restoration)."""
         if self._sidd is not None:
             return
-        clean = self.benchmark.kind == "clean"
-        checks = [(self.located.lq_dir, 0, self.lq_reader)] + ([] if clean else [(self.located.gt_dir, 1, self.gt_reader)])
+        checks = [(self.located.lq_dir, 0, self.lq_reader)]
+        if self.benchmark.kind != "clean":  # a clean set is one folder, read by the test script (lq_reader)
+            checks.append((self.located.gt_dir, 1, self.gt_reader))
         for folder, side, reader in checks:
             if reader in ("varformer", "pil"):
                 continue  # they read every file

@@ -114,7 +114,8 @@ def _refusal(path: str, reader: str) -> Tuple[Optional[str], Optional[str]]:
         return None, None
     mode, bits = _header(path)
     if reader == "cv2":
-        return (f"{bits}-bit {mode} image: OpenCV's imread reads 8- and 16-bit files only" if bits == 32 else None), mode
+        refusal = f"{bits}-bit {mode} image: OpenCV's imread reads 8- and 16-bit files only" if bits == 32 else None
+        return refusal, mode
     if reader == "skimage":
         if mode == "RGB" and bits == 8:
             return None, mode
@@ -141,7 +142,7 @@ def read_image_as(path: str, reader: str) -> Tuple[np.ndarray, Optional[str], bo
     refusal, mode = _refusal(path, reader)
     if refusal is not None:
         raise DataError(f"{path}: {refusal}; convert it to 8-bit RGB to evaluate it under this preset")
-    if reader in ("varformer", "matlab", "matlab_rgb", "skimage") or (reader == "cv2" and mode not in _SIXTEEN_BIT_GRAY):
+    if reader != "pil" and not (reader == "cv2" and mode in _SIXTEEN_BIT_GRAY):
         # 8-bit files and 16-bit RGB PNGs: Pillow decodes them as OpenCV and MATLAB do (high byte for 16-bit RGB)
         arr, note = read_image(path)
         gray = reader == "matlab" and mode in ("L", "LA")

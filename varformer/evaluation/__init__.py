@@ -5,4 +5,5 @@ from varformer.evaluation.evaluate import (EvalResult, check_output_dir, check_p
 from varformer.evaluation.protocols import PROTOCOLS, Protocol, get_protocol, with_metric_overrides
 
 __all__ = ["EvalResult", "check_output_dir", "check_protocol_needs", "evaluate", "official_test_protocol",
-           "open_benchmark", "parse_benchmarks", "run_restorer", "PROTOCOLS", "Protocol", "get_protocol", "with_metric_overrides"]
+           "open_benchmark", "parse_benchmarks", "run_restorer", "PROTOCOLS", "Protocol", "get_protocol",
+           "with_metric_overrides"]

@@ -177,7 +177,8 @@ def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str
     return EvalResult(summary, rows, markdown, output_dir)
 
 
-def open_benchmark(name: str, root: Optional[str], protocol: Protocol, allow_unpaired: bool = False) -> BenchmarkDataset:
+def open_benchmark(name: str, root: Optional[str], protocol: Protocol,
+                   allow_unpaired: bool = False) -> BenchmarkDataset:
     """The benchmark as ``protocol`` reads it (its noise rule and its authors' file readers)."""
     bench = get_benchmark(name)
     return benchmark_dataset(name, root, allow_unpaired=allow_unpaired, **protocol.readers_for(bench.task, bench.name))

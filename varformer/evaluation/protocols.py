@@ -61,9 +61,11 @@ class MetricSettings:
         q = "8-bit" if self.quantize else "float"
         if self.measure == "realblur":
             return f"RealBlur: ECC-aligned, masked PSNR, masked Gaussian SSIM per channel, {q}"
-        rounded = " rounded" if self.luma == "matlab_uint8" else ""
-        colour = f"Y ({self.luma}{rounded})" if self.y_channel else "RGB"
-        return f"{colour}, SSIM {self.ssim_mode}, crop {self.crop_border}, {q}" + (", LPIPS" if self.lpips else "")
+        luma = "MATLAB rgb2ycbcr on uint8, rounded" if self.luma == "matlab_uint8" else self.luma
+        colour = f"Y ({luma})" if self.y_channel else "RGB"
+        gray = "; a one-channel GT as it is" if self.gray_skips_luma else ""
+        return (f"{colour}, SSIM {self.ssim_mode}, crop {self.crop_border}, {q}" + (", LPIPS" if self.lpips else "")
+                + gray)
 
 
 PAPER_METRICS = MetricSettings(crop_border=4)
