@@ -163,6 +163,61 @@ def test_replicate_ssim_matches_scipy(name):
     assert abs(ssim(deg, clean, ssim_mode="replicate") - ref_rgb) < 1e-5
 
 
+# ---------------------------------------------------------------- the MATLAB scripts' rules (docs/evaluation.md)
+def _rounded_y_exact(rgb_uint8):
+    """Y of rgb2ycbcr on uint8 in exact integer arithmetic: Y = (65481 R + 128553 G + 24966 B + 4080000) / 255000,
+    rounded half up; and where it is an exact .5 (there MATLAB's double sum decides, docs/evaluation.md)."""
+    r, g, b = (rgb_uint8[..., i].astype(np.int64) for i in range(3))
+    n = 65481 * r + 128553 * g + 24966 * b + 4080000
+    return ((n + 127500) // 255000).astype(np.float64), n % 255000 == 127500
+
+
+@pytest.mark.parametrize("name", SOME_PAIRS)
+def test_rounded_matlab_luma(name):
+    """luma='matlab_uint8': MATLAB's rgb2ycbcr on uint8 returns uint8, so Y is rounded before measuring."""
+    clean, deg = PAIRS[name]
+    ys = []
+    for img in (deg, clean):
+        ours = metrics.rgb_to_luma(img.transpose(2, 0, 1)[None].astype(np.float64), "matlab_uint8")[0, 0]
+        exact, tie = _rounded_y_exact(img)
+        assert np.array_equal(ours[~tie], exact[~tie]) and np.all(np.abs(ours - exact)[tie] <= 1)
+        ys.append(ours)
+    got = psnr(deg, clean, y_channel=True, luma="matlab_uint8")
+    assert abs(got - peak_signal_noise_ratio(ys[1], ys[0], data_range=255)) < 1e-9
+    assert abs(ssim(deg, clean, y_channel=True, luma="matlab_uint8") - _skimage_gaussian_ssim(ys[1], ys[0])) < 1e-6
+    assert abs(got - psnr(deg, clean, y_channel=True)) > 1e-3  # unrounded Y reads differently
+    with pytest.raises(MetricInputError, match="8-bit inputs"):
+        psnr(_to_tensor(deg), _to_tensor(clean), y_channel=True, luma="matlab_uint8", quantize=False)
+
+
+def test_one_channel_image_skips_luma():
+    """gray_skips_luma: a 1-channel target is measured as it is against the Y of a 3-channel prediction."""
+    clean, deg = PAIRS["coffee-noise"]
+    gray = clean[..., 1]
+    y = metrics.rgb_to_luma(deg.transpose(2, 0, 1)[None].astype(np.float64), "matlab_uint8")[0, 0].astype(np.uint8)
+    got = psnr(deg, gray[..., None], y_channel=True, luma="matlab_uint8", gray_skips_luma=True)
+    assert got == psnr(y, gray)
+    assert ssim(deg, gray[..., None], y_channel=True, luma="matlab_uint8", gray_skips_luma=True) == ssim(y, gray)
+    with pytest.raises(MetricInputError, match="differ in shape"):
+        psnr(deg, gray[..., None], y_channel=True)
+    with pytest.raises(MetricInputError, match="differ in size"):
+        psnr(deg, gray[:-1, :, None], y_channel=True, gray_skips_luma=True)
+
+
+def test_float32_quantisation_is_img_as_ubyte():
+    from skimage import img_as_ubyte
+
+    rng = np.random.default_rng(2)
+    out = torch.from_numpy(rng.random((2, 3, 64, 80), dtype=np.float32))
+    out[0, 0, 0, :3] = torch.tensor([0.5 / 255, 254.5 / 255, 1.2])  # near ties, clamped values
+    ref = np.stack([img_as_ubyte(o.clamp(0, 1).permute(1, 2, 0).numpy()) for o in out])
+    target = np.zeros_like(ref)
+    got = psnr(out, torch.from_numpy(target).permute(0, 3, 1, 2), quantize="float32")
+    np.testing.assert_array_equal(got.numpy(), psnr(ref, target))
+    with pytest.raises(MetricInputError, match="quantize"):
+        psnr(out, out, quantize="float16")
+
+
 # ------------------------------------------------------------------------------------------------ edge cases, errors
 @pytest.mark.parametrize("ssim_mode", metrics.SSIM_MODES)
 def test_identical_images(ssim_mode):
@@ -277,7 +332,8 @@ def test_lpips_corrupt_backbone_file_is_named(tmp_path):
 
 @pytest.mark.parametrize("kw", [{}, {"y_channel": True, "crop_border": 4}, {"ssim_mode": "replicate"},
                                 {"ssim_mode": "replicate", "y_channel": True},
-                                {"ssim_mode": "skimage_default", "luma": "full_range", "y_channel": True}])
+                                {"ssim_mode": "skimage_default", "luma": "full_range", "y_channel": True},
+                                {"y_channel": True, "luma": "matlab_uint8", "quantize": "float32"}])
 def test_torch_code_path_matches_numpy_code_path(monkeypatch, kw):
     """CPU inputs run on numpy; GPU inputs on torch. Force the torch path on CPU and compare."""
     x = torch.cat([_to_tensor(PAIRS[n][1][:64, :80]) for n in SOME_PAIRS]).float()

@@ -14,23 +14,33 @@ compute, and what the official VarFormer validation uses):
 * ``quantize=True``: float inputs are clamped to [0, 1], scaled by 255 and rounded (half to even, as numpy/BasicSR's
   ``tensor2img``) -- the numbers a saved 8-bit PNG would give. ``quantize=False`` measures the float values as
   given (clamped to [0, 1], so the peak is still 1.0 = 255), which is the AirNet/PromptIR "PSNR on float outputs".
+  ``quantize='float32'`` rounds ``x * 255`` computed in float32, not float64, which is what the authors' scripts
+  save: scikit-image's ``img_as_ubyte`` (Restormer) and BasicSR's ``tensor2img`` (DiffUIR) on float32 outputs. The
+  two differ on about one pixel in 10^5 (a product within float32 precision of a .5 tie).
 * PSNR on the 0-255 scale, MSE over all channels of an image in float64; identical images give ``inf``
   (returned as ``math.inf``, never a division warning or an arbitrary cap such as 100 dB).
 * SSIM: 11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, "valid" region only (no padding), the SSIM
   map averaged per channel, then averaged over channels. Identical images give exactly 1.
 * ``y_channel=True`` with ``luma='matlab'``: Y of MATLAB's ``rgb2ycbcr`` (ITU-R BT.601 limited range,
-  Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 on the 0-255 scale), not rounded.
+  Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 on the 0-255 scale), not rounded (BasicSR's ``bgr2ycbcr``, and
+  MATLAB's on double images).
 * ``crop_border=n`` drops n pixels from every edge before measuring.
 
 Other conventions in use (docs/evaluation.md), as explicit options:
 
+* ``luma='matlab_uint8'``: MATLAB's ``rgb2ycbcr`` on a uint8 image returns uint8, so Y is rounded (half away from
+  zero) before PSNR and SSIM: the ``.m`` scripts of Restormer (deraining) and DiffUIR (SOTS) measure that. Computed
+  in float64 as MATLAB's ``imlincomb`` documents it, ``(65.481 * (1/255)) R + (128.553 * (1/255)) G +
+  (24.966 * (1/255)) B + 16``, then rounded. Needs 8-bit images (``quantize=True`` or uint8 inputs).
+  ``gray_skips_luma=True`` adds those scripts' other rule: an image with one channel is measured as it is, without
+  the conversion (so a (B, 3, H, W) prediction may be compared with a (B, 1, H, W) target).
 * ``luma='full_range'``: Y = 0.299 R + 0.587 G + 0.114 B (YIQ / BT.601 full range; pyiqa's default, PIL's YCbCr).
   PSNR on it is about 20*log10(255/219) = 1.32 dB lower than on MATLAB's Y.
 * ``ssim_mode='replicate'``: the Gaussian filter with replicate-padded borders, SSIM averaged over the whole map
   (DiffUIR and the BasicSR fork shipped by Restormer). On one channel (Y) a 2-D 11x11 Gaussian; on RGB the fork's
-  3-D 11x11x11 Gaussian over (H, W, C), replicate-padded along all three axes. MATLAB's built-in ``ssim`` likewise
-  treats an RGB array as a 3-D volume with replicate padding (Restormer's GoPro/HIDE scores); whether its default
-  window is exactly 11 taps was not verified.
+  3-D 11x11x11 Gaussian over (H, W, C), replicate-padded along all three axes. This is MATLAB's built-in ``ssim``
+  (Restormer's GoPro/HIDE and SIDD scores): it treats an RGB array as a 3-D volume, filters it with a Gaussian of
+  sigma 1.5 and 2*ceil(3*1.5)+1 = 11 taps per axis, replicate padding, and averages the whole map.
 * ``ssim_mode='skimage_default'``: scikit-image's ``structural_similarity`` defaults (7x7 uniform window, sample
   covariance N/(N-1), valid region, per-channel mean) -- AirNet, PromptIR, AdaIR, RestoreVAR.
 """
@@ -51,15 +61,18 @@ from scipy import ndimage
 from varformer.errors import CheckpointMismatchError, VarformerError, WeightsNotFoundError
 
 ImageInput = Union[np.ndarray, torch.Tensor]
-Luma = Literal["matlab", "full_range"]
+Luma = Literal["matlab", "matlab_uint8", "full_range"]
 SsimMode = Literal["basicsr", "replicate", "skimage_default"]
+Quantize = Union[bool, Literal["float32"]]
 
-LUMA_OPTIONS = ("matlab", "full_range")
+LUMA_OPTIONS = ("matlab", "matlab_uint8", "full_range")
 SSIM_MODES = ("basicsr", "replicate", "skimage_default")
 
 # Y coefficients for R, G, B on the 0-255 scale, and the offset.
 _LUMA_COEFFS = {
     "matlab": ((65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0), 16.0),
+    # MATLAB's rgb2ycbcr on uint8 scales its matrix by the double 1/255 (imlincomb's coefficients)
+    "matlab_uint8": ((65.481 * (1 / 255.0), 128.553 * (1 / 255.0), 24.966 * (1 / 255.0)), 16.0),
     "full_range": ((0.299, 0.587, 0.114), 0.0),
 }
 _PEAK = 255.0
@@ -76,7 +89,7 @@ class MetricInputError(VarformerError, ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------- input handling
-def _to_float255_BCHW(x: ImageInput, name: str, quantize: bool):
+def _to_float255_BCHW(x: ImageInput, name: str, quantize: Quantize):
     """Any accepted input -> float64 (B, C, H, W) on the 0-255 scale: a numpy array for numpy and CPU-tensor inputs
     (see the note on backends above :func:`_stack`), a tensor on the input's device otherwise."""
     if isinstance(x, np.ndarray):
@@ -107,34 +120,48 @@ def _to_float255_BCHW(x: ImageInput, name: str, quantize: bool):
             return arr.astype(np.float64)
         if not np.isfinite(arr).all():
             raise MetricInputError(f"{name}: tensor contains NaN or inf values")
+        if quantize == "float32":  # x * 255 rounded to float32 first, as the authors' scripts compute it
+            return np.round(np.clip(arr.astype(np.float32), 0.0, 1.0) * np.float32(_PEAK)).astype(np.float64)
         arr = np.clip(arr.astype(np.float64), 0.0, 1.0) * _PEAK
         return np.round(arr) if quantize else arr  # half to even, like torch.round and BasicSR's tensor2img
     if x.dtype == torch.uint8:
         return x.to(torch.float64)
     if not bool(torch.isfinite(x).all()):
         raise MetricInputError(f"{name}: tensor contains NaN or inf values")
+    if quantize == "float32":
+        return torch.round(x.float().clamp(0.0, 1.0) * _PEAK).to(torch.float64)
     x = x.to(torch.float64).clamp(0.0, 1.0) * _PEAK
     return torch.round(x) if quantize else x
 
 
 def _prepare(pred: ImageInput, target: ImageInput, *, crop_border: int, y_channel: bool, luma: str,
-             quantize: bool):
+             quantize: Quantize, gray_skips_luma: bool = False):
     """Checks, converts, crops and (optionally) takes luma. Returns two float64 (B, C, H, W) arrays/tensors, 0-255."""
     if isinstance(pred, np.ndarray) != isinstance(target, np.ndarray):
         raise MetricInputError(
             f"pred and target must both be numpy arrays or both tensors, got {type(pred).__name__} "
             f"and {type(target).__name__}")
-    if tuple(pred.shape) != tuple(target.shape):
+    mixed_channels = y_channel and gray_skips_luma  # a 3-channel image may meet a 1-channel one
+    if tuple(pred.shape) != tuple(target.shape) and not mixed_channels:
         raise MetricInputError(
             f"pred and target differ in shape: pred {tuple(pred.shape)} vs target {tuple(target.shape)}")
     if luma not in LUMA_OPTIONS:
         raise MetricInputError(f"luma must be one of {LUMA_OPTIONS}, got {luma!r}")
+    if quantize not in (True, False, "float32"):
+        raise MetricInputError(f"quantize must be True, False or 'float32', got {quantize!r}")
     if not isinstance(crop_border, (int, np.integer)) or crop_border < 0:
         raise MetricInputError(f"crop_border must be a non-negative int, got {crop_border!r}")
+    if y_channel and luma == "matlab_uint8" and not quantize and any(
+            isinstance(x, torch.Tensor) and x.is_floating_point() for x in (pred, target)):
+        raise MetricInputError("luma='matlab_uint8' is MATLAB's rgb2ycbcr on uint8 images: it needs 8-bit inputs "
+                               "(quantize=True or uint8 arrays)")
     if isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor) and target.device != pred.device:
         target = target.to(pred.device)
     a = _to_float255_BCHW(pred, "pred", quantize)
     b = _to_float255_BCHW(target, "target", quantize)
+    if mixed_channels and (a.shape[0], *a.shape[2:]) != (b.shape[0], *b.shape[2:]):
+        raise MetricInputError(
+            f"pred and target differ in size: pred {tuple(pred.shape)} vs target {tuple(target.shape)}")
     H, W = a.shape[-2:]
     if 2 * crop_border >= min(H, W):
         raise MetricInputError(f"crop_border={crop_border} leaves nothing of an image of size {H}x{W}")
@@ -142,9 +169,11 @@ def _prepare(pred: ImageInput, target: ImageInput, *, crop_border: int, y_channe
         a = a[..., crop_border:-crop_border, crop_border:-crop_border]
         b = b[..., crop_border:-crop_border, crop_border:-crop_border]
     if y_channel:
-        if a.shape[1] != 3:
-            raise MetricInputError(f"y_channel=True needs RGB images, got {a.shape[1]} channel(s)")
-        a, b = rgb_to_luma(a, luma), rgb_to_luma(b, luma)
+        for x in (a, b):
+            if x.shape[1] != 3 and not (gray_skips_luma and x.shape[1] == 1):
+                raise MetricInputError(f"y_channel=True needs RGB images, got {x.shape[1]} channel(s)")
+        a = rgb_to_luma(a, luma) if a.shape[1] == 3 else a
+        b = rgb_to_luma(b, luma) if b.shape[1] == 3 else b
     return a, b
 
 
@@ -160,19 +189,25 @@ def _finish(values_B, like: ImageInput):
 
 
 def rgb_to_luma(x_B3HW, luma: str = "matlab"):
-    """RGB (B, 3, H, W) on the 0-255 scale (array or tensor) -> luma (B, 1, H, W), 0-255, not rounded."""
+    """RGB (B, 3, H, W) on the 0-255 scale (array or tensor) -> luma (B, 1, H, W), 0-255; rounded only for
+    ``luma='matlab_uint8'`` (half away from zero, as MATLAB's ``round``; the RGB values must be integers)."""
     (cr, cg, cb), offset = _LUMA_COEFFS[luma]
-    return offset + cr * x_B3HW[:, 0:1] + cg * x_B3HW[:, 1:2] + cb * x_B3HW[:, 2:3]
+    if luma != "matlab_uint8":
+        return offset + cr * x_B3HW[:, 0:1] + cg * x_B3HW[:, 1:2] + cb * x_B3HW[:, 2:3]
+    y = cr * x_B3HW[:, 0:1] + cg * x_B3HW[:, 1:2] + cb * x_B3HW[:, 2:3] + offset  # imlincomb's order
+    floor = np.floor(y) if isinstance(y, np.ndarray) else torch.floor(y)
+    return floor + ((y - floor) >= 0.5)  # exact for y >= 1 (Y is in [16, 235]); floor(y + 0.5) is not
 
 
 # --------------------------------------------------------------------------------------------------------------- PSNR
 def psnr(pred: ImageInput, target: ImageInput, *, crop_border: int = 0, y_channel: bool = False,
-         luma: Luma = "matlab", quantize: bool = True):
+         luma: Luma = "matlab", quantize: Quantize = True, gray_skips_luma: bool = False):
     """Peak signal-to-noise ratio in dB on the 0-255 scale (module docstring: inputs, return type, conventions).
 
     Identical images (MSE = 0) give ``math.inf``; averaging code should decide explicitly how to treat it.
     """
-    a, b = _prepare(pred, target, crop_border=crop_border, y_channel=y_channel, luma=luma, quantize=quantize)
+    a, b = _prepare(pred, target, crop_border=crop_border, y_channel=y_channel, luma=luma, quantize=quantize,
+                    gray_skips_luma=gray_skips_luma)
     diff = a - b
     mse_B = (diff * diff).mean(axis=(1, 2, 3))
     if isinstance(mse_B, np.ndarray):
@@ -269,14 +304,16 @@ def _ssim_per_image(a, b, mode: str):
 
 
 def ssim(pred: ImageInput, target: ImageInput, *, crop_border: int = 0, y_channel: bool = False,
-         luma: Luma = "matlab", quantize: bool = True, ssim_mode: SsimMode = "basicsr"):
+         luma: Luma = "matlab", quantize: Quantize = True, ssim_mode: SsimMode = "basicsr",
+         gray_skips_luma: bool = False):
     """Structural similarity (module docstring: inputs, return type, conventions, ``ssim_mode`` variants).
 
     Identical images give 1.0. Batches are processed a few images at a time to bound memory.
     """
     if ssim_mode not in SSIM_MODES:
         raise MetricInputError(f"ssim_mode must be one of {SSIM_MODES}, got {ssim_mode!r}")
-    a, b = _prepare(pred, target, crop_border=crop_border, y_channel=y_channel, luma=luma, quantize=quantize)
+    a, b = _prepare(pred, target, crop_border=crop_border, y_channel=y_channel, luma=luma, quantize=quantize,
+                    gray_skips_luma=gray_skips_luma)
     B, C, H, W = a.shape
     depth = C + 2 * (_GAUSS_SIZE // 2) if (ssim_mode == "replicate" and C > 1) else C
     bytes_per_image = 5 * depth * (H + _GAUSS_SIZE) * (W + _GAUSS_SIZE) * 8

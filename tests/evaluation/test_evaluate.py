@@ -167,6 +167,20 @@ def test_preset_metric_settings():
     assert get_protocol("restorevar").metrics.lpips and get_protocol("restorevar").resize == ("lanczos", 512)
     paper = get_protocol("paper")
     assert paper.resize == ("bilinear", 256) and paper.metrics.crop_border == 4 and not paper.metrics.y_channel
+    # the authors' scripts: rounded Y and the one-channel rule where MATLAB measures uint8 images, SIDD in float,
+    # RealBlur aligned, files read as their loaders read them
+    rain = restormer.metrics_for("rain", "test100")
+    assert rain.luma == "matlab_uint8" and rain.gray_skips_luma and rain.gt_reader == "matlab"
+    assert diffuir.metrics_for("haze", "sots-outdoor").luma == "matlab_uint8"
+    assert diffuir.metrics_for("lowlight", "lol").luma == "matlab"
+    assert restormer.metrics_for("realnoise", "sidd-val").quantize is False
+    assert restormer.metrics_for("blur", "realblur-r").measure == "realblur"
+    assert restormer.metrics_for("blur", "gopro").measure == "standard"
+    assert restormer.readers_for("rain", "rain100h") == {"noise_rule": "restormer", "lq_reader": "cv2",
+                                                         "gt_reader": "matlab"}
+    assert airnet.readers_for("noise", "cbsd68-s25")["lq_reader"] == "pil"
+    assert paper.readers_for("rain", "rain100h") == {"noise_rule": "seeded", "lq_reader": "varformer",
+                                                     "gt_reader": "varformer"}
 
 
 def test_lpips_preset_without_weights_stops_before_work(demo_dir, tmp_path, monkeypatch):

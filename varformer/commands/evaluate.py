@@ -45,10 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.config import load_config
-    from varformer.data.benchmark_data import benchmark_dataset
+    from varformer.data.catalog import get_benchmark
     from varformer.errors import ConfigError
     from varformer.evaluation import (check_output_dir, check_protocol_needs, evaluate, get_protocol,
-                                      parse_benchmarks, with_metric_overrides)
+                                      open_benchmark, parse_benchmarks, with_metric_overrides)
     from varformer.inference import load_restorer
 
     ev = load_config(args.config).eval
@@ -65,9 +65,15 @@ def run(args: argparse.Namespace) -> int:
     lpips = True if (args.lpips or ev.lpips) else None
     protos = {name: with_metric_overrides(get_protocol(name), lpips=lpips, **overrides) for name in protocols}
     for proto in protos.values():
-        check_protocol_needs(proto)
-    for name, root in benchmarks:  # every benchmark found and paired before a model is loaded
-        benchmark_dataset(name, root, allow_unpaired=args.allow_unpaired)
+        check_protocol_needs(proto, benchmarks)
+    opened = set()
+    for proto in protos.values():  # every benchmark found, paired and readable before a model is loaded
+        for name, root in benchmarks:
+            bench = get_benchmark(name)
+            key = (name, root, tuple(sorted(proto.readers_for(bench.task, bench.name).items())))
+            if key not in opened:  # once per way of reading it
+                opened.add(key)
+                open_benchmark(name, root, proto, args.allow_unpaired)
     restorer = load_restorer(args.restorer, args.device, args.precision or ev.precision)
     for name, proto in protos.items():
         out = outs[name]

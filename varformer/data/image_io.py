@@ -9,6 +9,24 @@ Conversion policy (documented, never silent: every conversion returns a note the
   8 bits (high byte), which the 8-bit metrics would quantise anyway;
 - CMYK / YCbCr / other modes -> converted to RGB by Pillow.
 An unreadable or truncated file raises ``DataError`` naming the file.
+
+``read_image_as(path, reader)`` reads a file the way a peer's own test or metric script does (the peer presets,
+docs/evaluation.md); ``reader_refusal`` says from the header alone whether that reader takes the file:
+- ``varformer``: ``read_image`` above;
+- ``cv2``: ``cv2.imread(path)`` with its default flag (Restormer's ``utils.load_img``): 3 channels, 8 bits; a
+  16-bit file keeps its high byte (OpenCV's PNG reader strips the low byte; checked with OpenCV 5.1, PNG and TIFF),
+  grayscale is replicated; 32-bit and float files are refused;
+- ``pil``: ``Image.open(path).convert('RGB')`` (AirNet, DiffUIR's Python test): Pillow's own conversion, so a
+  16-bit grayscale file (``I;16``) is clipped at 255;
+- ``matlab``: MATLAB's ``imread`` in the authors' ``.m`` metric scripts: 8-bit RGB (alpha dropped) or 8-bit
+  grayscale, which stays one channel (``gray_on_disk``; the scripts skip ``rgb2ycbcr`` for it); 16-bit (``imread``
+  returns uint16, measured against a peak of 255), palette (``imread`` returns the indices), 1-bit and CMYK files
+  are refused;
+- ``matlab_rgb``: the same, for scripts that then call MATLAB's ``psnr`` / ``ssim`` on the RGB output (Restormer's
+  ``evaluate_gopro_hide.m``, ``evaluate_sidd.m``): a one-channel file is refused too (MATLAB stops on the size
+  mismatch);
+- ``skimage``: ``skimage.io.imread`` in Restormer's ``evaluate_realblur.py``, which works only on 8-bit RGB files:
+  anything else is refused.
 """
 from __future__ import annotations
 
@@ -22,6 +40,8 @@ from PIL import Image, UnidentifiedImageError
 from varformer.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+READERS = ("varformer", "cv2", "pil", "matlab", "matlab_rgb", "skimage")
+_SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
 def is_image_file(name: str) -> bool:
@@ -60,6 +80,90 @@ def read_image(path: str) -> Tuple[np.ndarray, Optional[str]]:
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"unexpected image shape {arr.shape} in {path}")
     return np.ascontiguousarray(arr), note
+
+
+def _open_failed(path: str, e: Exception) -> DataError:
+    if isinstance(e, FileNotFoundError):
+        return DataError(f"image not found: {path}")
+    return DataError(f"unreadable or corrupt image: {path} ({type(e).__name__}: {e})")
+
+
+def _header(path: str) -> Tuple[str, int]:
+    """(Pillow mode, bits per sample) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+    except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise _open_failed(path, e) from None
+    bits = 16 if mode in _SIXTEEN_BIT_GRAY else 32 if mode in ("I", "F") else 8
+    if mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
+        bits = 16  # Pillow reports a 16-bit RGB PNG as 8-bit RGB (it keeps the high byte)
+    return mode, bits
+
+
+def reader_refusal(path: str, reader: str) -> Optional[str]:
+    """Why ``reader`` (see the module docstring) cannot stand for its author's loader on this file, or None."""
+    return _refusal(path, reader)[0]
+
+
+def _refusal(path: str, reader: str) -> Tuple[Optional[str], Optional[str]]:
+    """(refusal or None, Pillow mode or None when the reader needs no header)."""
+    if reader not in READERS:
+        raise DataError(f"unknown image reader '{reader}' (known: {', '.join(READERS)})")
+    if reader in ("varformer", "pil"):
+        return None, None
+    mode, bits = _header(path)
+    if reader == "cv2":
+        refusal = f"{bits}-bit {mode} image: OpenCV's imread reads 8- and 16-bit files only" if bits == 32 else None
+        return refusal, mode
+    if reader == "skimage":
+        if mode == "RGB" and bits == 8:
+            return None, mode
+        return (f"{bits}-bit {mode} image: Restormer's evaluate_realblur.py (skimage.io.imread) works on 8-bit RGB "
+                f"files only"), mode
+    # matlab, matlab_rgb
+    if bits != 8:
+        return (f"{bits}-bit {mode} image: MATLAB's imread returns it as uint{bits} and the .m script measures it "
+                f"against a peak of 255"), mode
+    if mode in ("L", "LA") and reader == "matlab_rgb":
+        return (f"one-channel {mode} image: the .m script compares it with the 3-channel output and MATLAB's "
+                f"psnr / ssim stop on the size mismatch"), mode
+    if mode in ("RGB", "RGBA", "L", "LA"):
+        return None, mode
+    what = {"P": "palette", "PA": "palette", "1": "1-bit", "CMYK": "CMYK"}.get(mode, mode)
+    return f"{what} image: MATLAB's imread does not return it as 8-bit RGB or grayscale values", mode
+
+
+def read_image_as(path: str, reader: str) -> Tuple[np.ndarray, Optional[str], bool]:
+    """(RGB float32 (H, W, 3) in [0, 1], conversion note or None, gray_on_disk) as ``reader`` reads ``path``.
+
+    ``gray_on_disk`` is True only for the ``matlab`` reader on a one-channel file (the array is still replicated to
+    three channels; the metric uses one). A file the reader cannot stand for raises ``DataError`` (one line)."""
+    refusal, mode = _refusal(path, reader)
+    if refusal is not None:
+        raise DataError(f"{path}: {refusal}; convert it to 8-bit RGB to evaluate it under this preset")
+    if reader != "pil" and not (reader == "cv2" and mode in _SIXTEEN_BIT_GRAY):
+        # 8-bit files and 16-bit RGB PNGs: Pillow decodes them as OpenCV and MATLAB do (high byte for 16-bit RGB)
+        arr, note = read_image(path)
+        gray = reader == "matlab" and mode in ("L", "LA")
+        if gray:
+            note = f"one-channel file ({mode}): measured as one channel, as MATLAB's imread returns it"
+        return arr, note, gray
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if reader == "pil":
+                rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+                note = None if im.mode == "RGB" else f"{im.mode} converted to RGB by Pillow (convert('RGB'))"
+            else:  # cv2 on a 16-bit grayscale file: high byte, replicated
+                high = (np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8)
+                rgb = np.repeat(high[..., None], 3, axis=2)
+                note = f"16-bit grayscale ({im.mode}): high byte kept and replicated to RGB (as cv2.imread)"
+    except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise _open_failed(path, e) from None
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+        raise DataError(f"unexpected image shape {rgb.shape} in {path}")
+    return np.ascontiguousarray(rgb, dtype=np.float32) / 255.0, note, False
 
 
 def _png_bit_depth(path: str) -> Optional[int]:

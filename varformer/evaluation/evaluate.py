@@ -33,6 +33,7 @@ from varformer.data.resize import resize_bilinear, resize_to
 from varformer.evaluation.crops import CropGallery
 from varformer.evaluation.html_report import write_html_report
 from varformer.evaluation.protocols import MetricSettings, Protocol, get_protocol
+from varformer.evaluation.realblur import realblur_psnr_ssim, require_opencv
 from varformer.evaluation.report import render_markdown
 from varformer.inference import Restorer
 from varformer.inference.tiling import tiled_forward
@@ -114,22 +115,27 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
                         f"choose another folder or pass --overwrite")
 
 
-def check_protocol_needs(protocol: Protocol) -> None:
-    """Fail before any work when a protocol needs something missing (LPIPS: the AlexNet weight file)."""
+def check_protocol_needs(protocol: Protocol, benchmarks: Sequence[Union[str, Tuple[str, Optional[str]]]] = ()) -> None:
+    """Fail before any work when a protocol needs something missing: LPIPS the AlexNet weight file, Restormer's
+    RealBlur measure OpenCV (an optional extra). ``benchmarks``: names or (name, root) pairs to be evaluated."""
     if protocol.metrics.lpips or any(m.lpips for _, m in protocol.task_metrics):
         M.find_alexnet_weights()
+    for item in benchmarks:
+        bench = get_benchmark(item if isinstance(item, str) else item[0])
+        if protocol.metrics_for(bench.task, bench.name).measure == "realblur":
+            require_opencv(f"preset '{protocol.name}' on {bench.name}")
 
 
 def _batches(ds, protocol: Protocol, batch_size: int, workers: int):
     """Prepared (lq, gt, names) groups of up to ``batch_size`` images of one size (dataset order kept)."""
     loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers)
-    group: List[Tuple[torch.Tensor, torch.Tensor, str]] = []
+    group: List[Tuple[torch.Tensor, torch.Tensor, str, bool]] = []
     for item in loader:
         lq, gt = protocol.prepare(item["lq"], item["gt"])
         if group and (group[0][0].shape != lq.shape or len(group) == batch_size):
             yield group
             group = []
-        group.append((lq, gt, item["name"]))
+        group.append((lq, gt, item["name"], bool(item["gt_gray"])))
     if group:
         yield group
 
@@ -152,10 +158,9 @@ def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str
     _check_arguments(restorer, batch_size, overlap, tile)
     if output_dir is not None:
         check_output_dir(output_dir, overwrite)
-    check_protocol_needs(proto)
+    check_protocol_needs(proto, benchmarks)
     t0 = time.perf_counter()
-    datasets = [benchmark_dataset(name, root, allow_unpaired=allow_unpaired, noise_rule=proto.noise_rule)
-                for name, root in benchmarks]
+    datasets = [open_benchmark(name, root, proto, allow_unpaired) for name, root in benchmarks]
     rows: List[Dict[str, object]] = []
     per_bench: Dict[str, Dict[str, object]] = {}
     gallery = CropGallery() if output_dir is not None else None
@@ -178,6 +183,13 @@ def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str
     return EvalResult(summary, rows, markdown, output_dir)
 
 
+def open_benchmark(name: str, root: Optional[str], protocol: Protocol,
+                   allow_unpaired: bool = False) -> BenchmarkDataset:
+    """The benchmark as ``protocol`` reads it (its noise rule and its authors' file readers)."""
+    bench = get_benchmark(name)
+    return benchmark_dataset(name, root, allow_unpaired=allow_unpaired, **protocol.readers_for(bench.task, bench.name))
+
+
 def _check_arguments(restorer: Restorer, batch_size: int, overlap: int, tile: Optional[int]) -> None:
     if restorer.input_size is not None and not 0 <= overlap < restorer.input_size:
         raise ConfigError(f"tile overlap must be in [0, {restorer.input_size}) for '{restorer.name}', got {overlap}")
@@ -187,11 +199,29 @@ def _check_arguments(restorer: Restorer, batch_size: int, overlap: int, tile: Op
         raise ConfigError(f"tile overlap must be in [0, {tile}), got {overlap}")
 
 
-def _score(out: torch.Tensor, gt: torch.Tensor, settings: MetricSettings) -> Dict[str, List[float]]:
-    """PSNR / SSIM (/ LPIPS) per image of a batch under one protocol's metric settings."""
+def _to_uint8_HW3(x_3HW: torch.Tensor, quantize) -> np.ndarray:
+    """8-bit (H, W, 3) as the metrics quantise (``quantize='float32'``: x * 255 in float32, then rounded)."""
+    x = x_3HW.detach().float().clamp(0, 1).mul(255.0) if quantize == "float32" else \
+        x_3HW.detach().double().clamp(0, 1).mul(255.0)
+    return x.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _score(out: torch.Tensor, gt: torch.Tensor, settings: MetricSettings, gt_gray: Sequence[bool] = (),
+           names: Sequence[str] = ()) -> Dict[str, List[float]]:
+    """PSNR / SSIM (/ LPIPS) per image of a batch under one protocol's metric settings. ``gt_gray[i]``: image i's
+    GT file has one channel (the MATLAB scripts then measure the output's Y against it as it is)."""
+    if settings.measure == "realblur":
+        pairs = [realblur_psnr_ssim(_to_uint8_HW3(o, settings.quantize), _to_uint8_HW3(g, settings.quantize),
+                                    name=n) for o, g, n in zip(out, gt, names or [""] * len(out))]
+        return {"psnr": [p for p, _ in pairs], "ssim": [q for _, q in pairs]}
     kw = dict(crop_border=settings.crop_border, y_channel=settings.y_channel, luma=settings.luma,
               quantize=settings.quantize)
     scores = {"psnr": M.psnr(out, gt, **kw).tolist(), "ssim": M.ssim(out, gt, ssim_mode=settings.ssim_mode, **kw).tolist()}
+    for i, gray in enumerate(gt_gray):
+        if gray and settings.y_channel and settings.gray_skips_luma:
+            one = dict(kw, gray_skips_luma=True)
+            scores["psnr"][i] = float(M.psnr(out[i:i + 1], gt[i:i + 1, :1], **one)[0])
+            scores["ssim"][i] = float(M.ssim(out[i:i + 1], gt[i:i + 1, :1], ssim_mode=settings.ssim_mode, **one)[0])
     if settings.lpips:
         scores["lpips"] = M.lpips_distance(out, gt, quantize=settings.quantize).tolist()
     return scores
@@ -214,8 +244,8 @@ def _evaluate_benchmark(restorer: Restorer, ds: BenchmarkDataset, proto: Protoco
         out = run_restorer(restorer, lq, proto, overlap=overlap, tile_batch=batch_size, tile=tile)
         if bench.name in proto.gt_resize_benchmarks and gt.shape != out.shape:
             gt = torch.stack([resize_to(g, tuple(out.shape[-2:])) for g in gt])
-        scores = _score(out, gt, settings)
-        for i, (_, _, img_name) in enumerate(group):
+        scores = _score(out, gt, settings, [g[3] for g in group], [g[2] for g in group])
+        for i, (_, _, img_name, _) in enumerate(group):
             row = {"benchmark": bench.name, "task": bench.task, "name": img_name,
                    "height": int(out.shape[-2]), "width": int(out.shape[-1])}
             row.update({k: v[i] for k, v in scores.items()})

@@ -11,14 +11,22 @@ function ``varformer restore`` uses), an any-size one on the image padded to its
 ``paper`` metric settings (RGB, crop 4, BasicSR SSIM), so the two differ only in resolution. Colour, SSIM variant
 and crop border can be changed (``with_metric_overrides``).
 
-Presets reproducing the peers' published evaluation (docs/evaluation.md):
-- ``restormer``: full resolution, input reflect-padded to a multiple of 8; deraining Y of MATLAB ``rgb2ycbcr`` +
-  Wang SSIM (valid); deblurring / real noise RGB with MATLAB's ``ssim`` on RGB (the 3-D Gaussian of Restormer's
-  BasicSR fork, ``ssim_mode='replicate'``); Gaussian noise per image with ``seed(0)``, float, unclipped;
-- ``diffuir``: full resolution, Y (BT.601 limited range), replicate-border SSIM over the whole map, crop 0; SOTS:
-  Y + Wang SSIM (valid) with the GT resized to the output size (DiffUIR's MATLAB script);
-- ``airnet``: LQ and GT centre-cropped to multiples of 16, RGB, scikit-image default SSIM (7x7 uniform, sample
-  covariance), PSNR/SSIM on float outputs clipped to [0, 1] (not quantised), AirNet's noise rule;
+Presets reproducing the peers' published evaluation, each rule from the authors' own files (docs/evaluation.md
+names them and the largest difference measured against literal translations of them):
+- ``restormer``: full resolution, input reflect-padded to a multiple of 8, read as ``cv2.imread`` reads it, output
+  saved to 8 bits as ``img_as_ubyte`` does (``quantize='float32'``); deraining: Y of MATLAB ``rgb2ycbcr`` on uint8
+  (rounded) + Wang SSIM (valid), a one-channel ground truth measured as it is (``evaluate_PSNR_SSIM.m``); GoPro /
+  HIDE: RGB, MATLAB ``psnr`` / ``ssim`` (the 3-D Gaussian, ``ssim_mode='replicate'``; ``evaluate_gopro_hide.m``);
+  RealBlur: ECC alignment + masked PSNR / SSIM (``evaluate_realblur.py``, ``varformer.evaluation.realblur``);
+  SIDD: MATLAB ``psnr`` / ``ssim`` on the float output, not rounded (``evaluate_sidd.m``); Gaussian noise per
+  image with ``seed(0)``, float, unclipped (``test_gaussian_color_denoising.py``);
+- ``diffuir``: full resolution, read with Pillow's ``convert('RGB')``, outputs rounded as ``tensor2img``; Y
+  (BT.601 limited, not rounded), replicate-border SSIM over the whole map, crop 0 (``src/model.py``); SOTS: rounded
+  Y + Wang SSIM (valid), the one-channel rule, the GT resized to the output size (``eval/SOTS.m``);
+- ``airnet``: LQ and GT read with Pillow's ``convert('RGB')`` and centre-cropped to multiples of 16, RGB,
+  scikit-image default SSIM (7x7 uniform, sample covariance), PSNR/SSIM on float outputs clipped to [0, 1] (not
+  quantised), AirNet's noise: one NumPy stream seeded once, running through sigma 15, 25 and 50 in that order
+  (``test.py``);
 - ``restorevar``: LQ and GT resized to 512x512 with Lanczos (PIL, on 8-bit images), RGB, scikit-image default
   SSIM, LPIPS (AlexNet), on the float output clipped to [0, 1] (RestoreVAR's infer.py does not quantise it). Its
   cap of 5,001 images per set in JSON order is not applied (the JSON order is not known).
@@ -34,7 +42,7 @@ import torch
 
 from varformer.data.resize import center_crop_to_multiple, resize_bilinear, resize_lanczos_pil
 from varformer.errors import ConfigError
-from varformer.metrics import SSIM_MODES
+from varformer.metrics import SSIM_MODES, Quantize
 
 
 @dataclass(frozen=True)
@@ -43,13 +51,21 @@ class MetricSettings:
     luma: str = "matlab"
     ssim_mode: str = "basicsr"
     crop_border: int = 0
-    quantize: bool = True          # round outputs/GT to 8 bits before measuring
+    quantize: Quantize = True      # round outputs/GT to 8 bits before measuring ("float32": as the authors' scripts)
     lpips: bool = False
+    gt_reader: str = "varformer"   # how the measuring script reads the GT file (varformer.data.image_io.READERS)
+    gray_skips_luma: bool = False  # a one-channel GT is measured without rgb2ycbcr (the MATLAB scripts' rule)
+    measure: str = "standard"      # "realblur": Restormer's aligned measure (varformer.evaluation.realblur)
 
     def describe(self) -> str:
-        colour = f"Y ({self.luma})" if self.y_channel else "RGB"
         q = "8-bit" if self.quantize else "float"
-        return f"{colour}, SSIM {self.ssim_mode}, crop {self.crop_border}, {q}" + (", LPIPS" if self.lpips else "")
+        if self.measure == "realblur":
+            return f"RealBlur: ECC-aligned, masked PSNR, masked Gaussian SSIM per channel, {q}"
+        luma = "MATLAB rgb2ycbcr on uint8, rounded" if self.luma == "matlab_uint8" else self.luma
+        colour = f"Y ({luma})" if self.y_channel else "RGB"
+        gray = "; a one-channel GT as it is" if self.gray_skips_luma else ""
+        return (f"{colour}, SSIM {self.ssim_mode}, crop {self.crop_border}, {q}" + (", LPIPS" if self.lpips else "")
+                + gray)
 
 
 PAPER_METRICS = MetricSettings(crop_border=4)
@@ -63,16 +79,26 @@ class Protocol:
     center_crop: int = 0                       # centre-crop LQ and GT to multiples of this (AirNet: 16)
     pad_multiple: int = 1                      # any-size restorers: pad the input to a multiple of this
     noise_rule: str = "seeded"                 # Gaussian-noise sets (varformer.data.benchmark_data.NOISE_RULES)
+    lq_reader: str = "varformer"               # how the test script reads input (and clean) files
     metrics: MetricSettings = PAPER_METRICS
     task_metrics: Tuple[Tuple[str, MetricSettings], ...] = ()   # per-task overrides
     gt_resize_benchmarks: Tuple[str, ...] = ()  # GT resized to the output size when they differ (DiffUIR SOTS)
     published_tag: str = ""                    # published tables measured with this protocol
 
     def metrics_for(self, task: str, benchmark: str) -> MetricSettings:
+        """The first override naming the benchmark, else the first naming its task, else the default."""
         for key, m in self.task_metrics:
-            if key in (task, benchmark):
+            if key == benchmark:
+                return m
+        for key, m in self.task_metrics:
+            if key == task:
                 return m
         return self.metrics
+
+    def readers_for(self, task: str, benchmark: str) -> Dict[str, str]:
+        """Keyword arguments of ``benchmark_dataset``: the noise rule and the two file readers."""
+        return {"noise_rule": self.noise_rule, "lq_reader": self.lq_reader,
+                "gt_reader": self.metrics_for(task, benchmark).gt_reader}
 
     # -- preparation ---------------------------------------------------------------------------------------------
     def prepare(self, lq_3HW: torch.Tensor, gt_3HW: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +114,19 @@ RESIZERS: Dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
     "bilinear": resize_bilinear, "lanczos": resize_lanczos_pil}
 
 _Y_WANG = MetricSettings(y_channel=True, ssim_mode="basicsr")
-_RGB_MATLAB = MetricSettings(ssim_mode="replicate")
+# the MATLAB scripts on saved uint8 PNGs: Restormer Deraining/evaluate_PSNR_SSIM.m, DiffUIR eval/SOTS.m
+_Y_MATLAB_UINT8 = MetricSettings(y_channel=True, luma="matlab_uint8", ssim_mode="basicsr", quantize="float32",
+                                 gt_reader="matlab", gray_skips_luma=True)
+_RESTORMER = {
+    # Motion_Deblurring/evaluate_gopro_hide.m: MATLAB psnr / ssim on uint8 RGB
+    "blur": MetricSettings(ssim_mode="replicate", quantize="float32", gt_reader="matlab_rgb"),
+    # Motion_Deblurring/evaluate_realblur.py
+    "realblur": MetricSettings(measure="realblur", quantize="float32", gt_reader="skimage"),
+    # Denoising/test_real_denoising_SIDD.py saves float32 .mat; evaluate_sidd.m: MATLAB psnr / ssim in single
+    "realnoise": MetricSettings(ssim_mode="replicate", quantize=False, gt_reader="matlab_rgb"),
+    # Denoising/evaluate_gaussian_color_denoising.py: PSNR of the saved uint8 PNGs (it reports no SSIM)
+    "noise": MetricSettings(quantize="float32", gt_reader="cv2"),
+}
 
 PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in [
     Protocol("paper", "paper protocol (what the official VarFormer code computes; the paper's own metric "
@@ -96,19 +134,24 @@ PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in [
     Protocol("varformer-code", "preset varformer-code (= paper; the paper's own metric settings are "
              "unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit", resize=("bilinear", 256), published_tag="varformer-code"),
     Protocol("full", "full protocol: native resolution (tiled / padded), RGB, crop 4, BasicSR SSIM, 8-bit"),
-    Protocol("restormer", "preset restormer: native resolution, pad to x8; derain Y (MATLAB rgb2ycbcr) + Wang "
-             "SSIM; deblur / real noise RGB + MATLAB ssim (3-D Gaussian); 8-bit, crop 0",
-             pad_multiple=8, noise_rule="restormer", metrics=MetricSettings(),
-             task_metrics=(("rain", _Y_WANG), ("blur", _RGB_MATLAB), ("realnoise", _RGB_MATLAB)),
+    Protocol("restormer", "preset restormer: native resolution, pad to x8, cv2 reading; derain rounded Y (MATLAB "
+             "rgb2ycbcr on uint8) + Wang SSIM; GoPro/HIDE RGB + MATLAB ssim (3-D Gaussian); RealBlur ECC-aligned, "
+             "masked; SIDD float, MATLAB ssim; 8-bit as img_as_ubyte, crop 0",
+             pad_multiple=8, noise_rule="restormer", lq_reader="cv2", metrics=MetricSettings(),
+             task_metrics=(("rain", _Y_MATLAB_UINT8), ("blur", _RESTORMER["blur"]),
+                           ("realblur-j", _RESTORMER["realblur"]), ("realblur-r", _RESTORMER["realblur"]),
+                           ("realnoise", _RESTORMER["realnoise"]), ("noise", _RESTORMER["noise"])),
              published_tag="restormer"),
     Protocol("diffuir", "preset diffuir: native resolution, Y (BT.601 limited), replicate-border SSIM, crop 0, "
-             "8-bit; SOTS: Y + Wang SSIM with GT resized to the output",
-             metrics=MetricSettings(y_channel=True, ssim_mode="replicate"),
-             task_metrics=(("haze", _Y_WANG),), gt_resize_benchmarks=("sots-outdoor", "sots-indoor"),
+             "8-bit; SOTS: rounded Y (MATLAB rgb2ycbcr on uint8) + Wang SSIM with GT resized to the output",
+             lq_reader="pil",
+             metrics=MetricSettings(y_channel=True, ssim_mode="replicate", quantize="float32", gt_reader="pil"),
+             task_metrics=(("haze", _Y_MATLAB_UINT8),), gt_resize_benchmarks=("sots-outdoor", "sots-indoor"),
              published_tag="diffuir"),
     Protocol("airnet", "preset airnet: LQ and GT centre-cropped to x16, RGB, scikit-image default SSIM "
-             "(7x7 uniform), float outputs clipped to [0,1], AirNet noise rule",
-             center_crop=16, noise_rule="airnet", metrics=MetricSettings(ssim_mode="skimage_default", quantize=False),
+             "(7x7 uniform), float outputs clipped to [0,1], AirNet noise rule (one stream through sigma 15, 25, 50)",
+             center_crop=16, noise_rule="airnet", lq_reader="pil",
+             metrics=MetricSettings(ssim_mode="skimage_default", quantize=False, gt_reader="pil"),
              published_tag="airnet"),
     Protocol("restorevar", "preset restorevar: LQ and GT resized to 512x512 (Lanczos), RGB, scikit-image default "
              "SSIM, float outputs clipped to [0,1], LPIPS (AlexNet)", resize=("lanczos", 512),
