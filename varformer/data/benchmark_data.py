@@ -1,4 +1,4 @@
-"""Test-set datasets: ``benchmark_dataset(name, root)`` yields ``{"lq", "gt", "name"}`` with (3, H, W) float in [0, 1].
+"""Test-set datasets: ``benchmark_dataset(name, root)`` yields ``{"lq", "gt", "name", "file"}`` with (3, H, W) float in [0, 1].
 
 Pairs are matched by the dataset's naming rule (``varformer.data.pairing``); unpaired files are an error naming
 the first ten (``allow_unpaired=True`` skips them and records it in ``notes``). LQ/GT sizes must agree (SOTS
@@ -156,7 +156,9 @@ class BenchmarkDataset(Dataset):
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         lq, gt = self.load_pair(index)
-        return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": self._name(index)}
+        # file: the degraded file's own name (an author's saving step may follow its extension: JPEG for .jpg)
+        return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": self._name(index),
+                "file": os.path.basename(self.pairing.pairs[index][0])}
 
 
 def benchmark_dataset(name: str, root: Optional[str] = None, *, allow_unpaired: bool = False,
