@@ -46,8 +46,8 @@ def test_list_groups_caps_and_names_as_the_release(tmp_path):
     path = _write_list(tmp_path / "test.json", entries)
     assert [e.task for e in read_list(path)] == ["haze"] * 4 + ["blur"]
     sets = list_datasets(path, str(tmp_path))
-    assert [(d.benchmark.name, d.benchmark.task, len(d)) for d in sets] == [("reside", "haze", 3),
-                                                                              ("revide", "haze", 1), ("gopro", "blur", 1)]
+    assert [(d.benchmark.name, d.benchmark.task, len(d)) for d in sets] == [
+        ("reside", "haze", 3), ("revide", "haze", 1), ("gopro", "blur", 1)]
     assert sets[0].pairing.method == "json-list" and sets[0].benchmark.expected == 3
     item = sets[0][1]
     assert item["file"] == "0001_0.8_0.2.jpg" and item["name"] == "0001_0.8_0.2" and item["lq"].shape == (3, 12, 16)

@@ -135,8 +135,8 @@ def test_fid_is_one_value_per_benchmark(fake, caches, tmp_path):
     assert all("fid" not in r for r in res.rows)
     # identity: the restored folder holds the inputs, the reference folder the targets (both 8-bit PNGs)
     root = tmp_path / "data" / "Rain100L"
-    lq = np.mean([np.asarray(Image.open(root / "input" / n), dtype=np.float64).mean() for n in sorted(os.listdir(root / "input"))])
-    gt = np.mean([np.asarray(Image.open(root / "target" / n), dtype=np.float64).mean() for n in sorted(os.listdir(root / "target"))])
+    lq, gt = [np.mean([np.asarray(Image.open(root / sub / n), dtype=np.float64).mean() for n in os.listdir(root / sub)])
+              for sub in ("input", "target")]
     assert res.summary["benchmarks"]["rain100l"]["fid"] == pytest.approx(abs(lq - gt))
     with open(tmp_path / "out" / "summary.json") as fh:
         assert json.load(fh)["benchmarks"]["rain100l"]["fid"] == pytest.approx(abs(lq - gt))

@@ -107,7 +107,8 @@ class SavedImageRule:
         if self.grid3:
             parts.append("stored in a 3-panel grid [input | restored | GT], middle cut out")
         if self.jpeg_first is not None:
-            parts.append(f".jpg names JPEG q{self.jpeg_first}" + (f" then q{self.jpeg_again}" if self.jpeg_again else ""))
+            again = f" then q{self.jpeg_again}" if self.jpeg_again else ""
+            parts.append(f".jpg names JPEG q{self.jpeg_first}{again}")
         if self.jpeg_benchmarks:
             parts.append(f"{', '.join(self.jpeg_benchmarks)} always JPEG q{self.jpeg_forced}")
         return "; ".join(parts)

@@ -38,7 +38,7 @@ class ReleaseSchedule:
         return self.iters_per_epoch
 
     def overrides(self, stage: int) -> List[str]:
-        """The recipe overrides (``key=value``) for ``varformer train`` with ``configs/restorevar_stage{stage}.yaml``."""
+        """The overrides (``key=value``) for ``varformer train`` with ``configs/restorevar_stage{stage}.yaml``."""
         out = [f"train.total_iters={self.total_iters}", f"train.warmup_iters={self.warmup_iters}",
                f"train.save_every={self.iters_per_epoch}"]
         if stage == 2:
