@@ -8,8 +8,12 @@ import os
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     check = sub.add_parser("check", help="report every known benchmark found under ROOT: pairs, expected count, "
-                                         "unpaired / unreadable / mismatched files")
-    check.add_argument("root", help="folder to search (up to 6 levels deep)")
+                                         "unpaired / unreadable / mismatched files; or an authors' JSON list "
+                                         "(entries per dataset, missing files, and for a training list the "
+                                         "release's RestoreVAR schedule)")
+    check.add_argument("root", help="folder to search (up to 6 levels deep), or a JSON list file")
+    check.add_argument("--list-root", default=None,
+                       help="JSON list: the folder its relative paths start from (the one holding data/)")
     check.add_argument("--benchmarks", nargs="*", default=[], help="only these benchmark names")
     check.add_argument("--quick", action="store_true", help="read image headers only (does not find truncated files)")
     check.add_argument("--limit", type=int, default=0, help="list at most this many files per problem (0: all)")
@@ -27,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from varformer.data.check import check_root, format_reports
     from varformer.errors import DataError
+    if os.path.isfile(args.root) and args.root.lower().endswith(".json"):
+        return _check_list(args.root, args.list_root, args.limit)
     if os.path.isfile(args.root):
         raise DataError(f"{args.root} is a file, not a folder: 'varformer data check' takes the folder that holds "
                         f"the benchmarks (e.g. {os.path.dirname(os.path.abspath(args.root))})")
@@ -35,3 +41,18 @@ def run(args: argparse.Namespace) -> int:
     if not reports:
         return 1
     return 0 if all(r.ok for r in reports) else 1
+
+
+def _check_list(path: str, root, limit: int) -> int:
+    """An authors' JSON list: what it holds, which files are missing, and the training length it implies."""
+    # imported here: start-up time of the other data commands
+    from varformer.data.json_list import describe_list
+    from varformer.restorevar.schedule import schedule_for_list
+    lines, n_missing = describe_list(path, root, limit or 5)
+    print("\n".join(lines))
+    sched = schedule_for_list(path)
+    print(f"as a RestoreVAR training list (release: 50 epochs, global batch 48): {sched.describe()}")
+    for stage in (1, 2):
+        print(f"  stage {stage}: varformer train stage{stage} --config configs/restorevar_stage{stage}.yaml "
+              + " ".join(sched.overrides(stage)))
+    return 1 if n_missing else 0

@@ -13,7 +13,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmarks", nargs="+", default=None, metavar="NAME[=ROOT]",
                         help="benchmark names ('varformer data list'), each optionally with its own root; "
                              "'demo' = every demo-<task> set")
-    parser.add_argument("--root", default=None, help="folder holding the benchmarks (searched 6 levels deep)")
+    parser.add_argument("--list", nargs="+", default=None, metavar="FILE.json", dest="lists",
+                        help="the authors' JSON lists (RestoreVAR test_jsons/*.json: image_path, target_path, "
+                             "degradation, dataset); relative paths are under --root; one benchmark per dataset "
+                             "value; the restorevar preset scores the first 5,001 entries of each, as the release")
+    parser.add_argument("--root", default=None, help="folder holding the benchmarks (searched 6 levels deep); for "
+                                                     "--list, the folder the list's relative paths start from")
     parser.add_argument("--demo-cache", default=None, help="demo set folder (default: the user's cache directory)")
     parser.add_argument("--protocol", nargs="+", default=None,
                         help="paper (256x256, official code), full (native resolution) or a peer preset: "
@@ -29,10 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(fixed-size restorers such as VarFormer always tile at their input size)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
-                        help="auto (the default; eval.precision): bf16 where the device computes it natively, else "
-                             "fp32")
+                        help="default: the preset's own precision where it records one (restorevar: fp32, as its "
+                             "paper), else eval.precision (auto: bf16 where the device computes it natively, else "
+                             "fp32); fp32 or bf16 given explicitly apply to every protocol")
     parser.add_argument("--workers", type=int, default=2, help="image-loading processes")
     parser.add_argument("--lpips", action="store_true", help="also measure LPIPS (needs the AlexNet weights file)")
+    parser.add_argument("--metrics", nargs="+", default=None, metavar="NAME",
+                        help="what to measure (default: psnr ssim, + lpips where the protocol has it): psnr ssim "
+                             "lpips, and with pyiqa (pip install -e '.[nr]'; weights in its cache, checked first) "
+                             "musiq clipiqa maniqa niqe liqe qalign piqe fid (fid: one value per benchmark)")
     parser.add_argument("--allow-unpaired", action="store_true", help="skip unpaired files instead of stopping")
     parser.add_argument("--y-channel", action="store_true", default=None,
                         help="full protocol: measure on Y (MATLAB BT.601) instead of RGB")
@@ -49,12 +59,15 @@ def run(args: argparse.Namespace) -> int:
     from varformer.errors import ConfigError
     from varformer.evaluation import (check_output_dir, check_protocol_needs, evaluate, get_protocol,
                                       open_benchmark, parse_benchmarks, with_metric_overrides)
+    from varformer.evaluation.evaluate import metric_names, open_lists, run_precision
     from varformer.inference import load_restorer
 
     ev = load_config(args.config).eval
     protocols = args.protocol or [ev.protocol]
     output_dir = args.output_dir or ev.output_dir
-    benchmarks = parse_benchmarks(args.benchmarks or list(ev.benchmarks), args.root or ev.root, args.demo_cache)
+    root = args.root or ev.root
+    items = args.benchmarks or ([] if args.lists else list(ev.benchmarks))
+    benchmarks = parse_benchmarks(items, root, args.demo_cache) if items or not args.lists else []
     overrides = dict(y_channel=args.y_channel, ssim_mode=args.ssim, crop_border=args.crop_border)
     if any(v is not None for v in overrides.values()) and protocols != ["full"]:
         raise ConfigError("--y-channel / --ssim / --crop-border change the metrics of the 'full' protocol only; "
@@ -63,21 +76,28 @@ def run(args: argparse.Namespace) -> int:
     for out in outs.values():  # refuse before any work
         check_output_dir(out, args.overwrite)
     lpips = True if (args.lpips or ev.lpips) else None
+    metrics = list(args.metrics) + (["lpips"] if lpips and "lpips" not in args.metrics else []) if args.metrics \
+        else None
     protos = {name: with_metric_overrides(get_protocol(name), lpips=lpips, **overrides) for name in protocols}
-    for proto in protos.values():
-        check_protocol_needs(proto, benchmarks)
+    for proto in protos.values():  # weights, OpenCV and pyiqa checked before any data is read or model loaded
+        check_protocol_needs(proto, benchmarks, metric_names(proto, metrics))
     opened = set()
     for proto in protos.values():  # every benchmark found, paired and readable before a model is loaded
-        for name, root in benchmarks:
+        for name, bench_root in benchmarks:
             bench = get_benchmark(name)
-            key = (name, root, tuple(sorted(proto.readers_for(bench.task, bench.name).items())))
+            key = (name, bench_root, tuple(sorted(proto.readers_for(bench.task, bench.name).items())))
             if key not in opened:  # once per way of reading it
                 opened.add(key)
-                open_benchmark(name, root, proto, args.allow_unpaired)
-    restorer = load_restorer(args.restorer, args.device, args.precision or ev.precision)
+                open_benchmark(name, bench_root, proto, args.allow_unpaired)
+        open_lists(args.lists or [], root, proto)  # every list read and its files found
+    restorers = {}
     for name, proto in protos.items():
+        precision = run_precision(args.precision, ev.precision, proto)
+        if precision not in restorers:
+            restorers[precision] = load_restorer(args.restorer, args.device, precision)
         out = outs[name]
-        result = evaluate(restorer, benchmarks, proto, output_dir=out, batch_size=args.batch_size or ev.batch_size,
+        result = evaluate(restorers[precision], benchmarks, proto, lists=args.lists or [], list_root=root,
+                          metrics=metrics, output_dir=out, batch_size=args.batch_size or ev.batch_size,
                           overlap=args.overlap if args.overlap is not None else ev.overlap, tile=args.tile,
                           save_images=args.save_images or ev.save_images, overwrite=args.overwrite,
                           allow_unpaired=args.allow_unpaired, workers=args.workers, progress=not args.quiet)

@@ -1,5 +1,6 @@
-"""Test-set datasets: ``benchmark_dataset(name, root)`` yields ``{"lq", "gt", "name", "gt_gray"}`` with (3, H, W)
-float in [0, 1] (``gt_gray``: the ground-truth file has one channel and the ``matlab`` reader keeps it so).
+"""Test-set datasets: ``benchmark_dataset(name, root)`` yields ``{"lq", "gt", "name", "file", "gt_gray"}`` with
+(3, H, W) float in [0, 1] (``file``: the degraded file's own name; ``gt_gray``: the ground-truth file has one
+channel and the ``matlab`` reader keeps it so).
 
 Pairs are matched by the dataset's naming rule (``varformer.data.pairing``); unpaired files are an error naming
 the first ten (``allow_unpaired=True`` skips them and records it in ``notes``). LQ/GT sizes must agree (SOTS
@@ -208,7 +209,9 @@ class BenchmarkDataset(Dataset):
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         lq, gt, gt_gray = self._load(index)
-        return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": self._name(index), "gt_gray": gt_gray}
+        # file: the degraded file's own name (an author's saving step may follow its extension: JPEG for .jpg)
+        return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": self._name(index),
+                "file": os.path.basename(self.pairing.pairs[index][0]), "gt_gray": gt_gray}
 
 
 def benchmark_dataset(name: str, root: Optional[str] = None, *, allow_unpaired: bool = False,

@@ -19,7 +19,7 @@ from varformer.data.image_io import is_image_file
 from varformer.data.sidd import GT_FILE as SIDD_GT_FILE, NOISY_FILE as SIDD_NOISY_FILE
 from varformer.errors import DataError
 
-TASKS = ("rain", "haze", "blur", "lowlight", "noise", "realnoise")
+TASKS = ("rain", "haze", "blur", "lowlight", "noise", "realnoise", "snow", "udc", "mixed")
 MAX_SEARCH_DEPTH = 6
 
 _PAIRS_DERAIN = (("input", "target"), ("rainy", "gt"), ("input", "gt"), ("rain", "norain"), ("data", "gt"))
@@ -45,6 +45,9 @@ class Benchmark:
     layout: str = ""                           # human description of the expected layout (for error messages)
     note: str = ""
     default_root: Optional[str] = None         # root used when none is given (a named source: varformer.data.roots)
+    nested: bool = False                       # LQ/GT folders hold one folder per video: <lq>/<video>/<frame>
+    member_pairs: Tuple[Tuple[str, str], ...] = (("blur", "sharp"), ("blur_gamma", "sharp"))  # "sequences": per member
+    members: Tuple[str, ...] = ()              # "sequences": only these member folders (normalised); () = any
 
     @property
     def expected_layout(self) -> str:
@@ -103,6 +106,52 @@ BENCHMARKS: Dict[str, Benchmark] = {b.name: b for b in [
                      "or SIDD/val/{input,target} PNG blocks (VarFormer config)"),
     Benchmark("urban100-pregen-s50", "noise", "paired", (("urban100050",),), (("input", "target"),), ("stem",), 100,
               sigma=50.0, layout="denoise/urban100_0_50/{input,target} (VarFormer test.yml; noisy inputs pre-made)"),
+    # RestoreVAR's Table 1 sets not above (its own test lists, test_jsons/*.json, are read by varformer.data.json_list)
+    *[Benchmark(f"snow100k-{s}", "snow", "paired", ((f"snow100k{s}",),),
+                (("synthetic", "gt"), ("input", "target"), ("snow", "gt")), ("stem",), None,
+                layout=f"Snow100K-testset/Snow100K-{s.upper()}/{{synthetic,gt}} (the Snow100K release), "
+                       f"or Snow100K-{s.upper()}/{{input,target}}",
+                note="each test split holds about 16k pairs (exact count not established here); which split "
+                     "RestoreVAR's Snow100k list holds is unknown (its test JSON was not seen)")
+      for s in ("s", "m", "l")],
+    Benchmark("rain13k-test", "rain", "sequences",
+              (("rain13k", "test"), ("syntheticraindatasets", "test"), ("deraining", "datasets", "test")),
+              (("rain", "gt"), ("input", "target")), ("stem", "sequence-frame"), 4300,
+              member_pairs=(("input", "target"), ("rainy", "gt")),
+              members=("rain100h", "rain100l", "test100", "test1200", "test2800"),
+              layout="the five Rain13K test sets together: test/{Rain100H,Rain100L,Test100,Test1200,Test2800}/"
+                     "{input,target} (MPRNet/Restormer archive), or one flattened Rain13K/Test/{Rain,GT}",
+              note="4,300 = 100 + 100 + 100 + 1,200 + 2,800, one mean over all images; whether RestoreVAR's Rain13K "
+                   "list is this union is unknown (its test JSON was not seen)"),
+    # RestoreVAR's Table 2 sets (real-world generalisation; scored with no-reference metrics only)
+    Benchmark("lhp", "rain", "paired", (("lhp",), ("lhprain",), ("lhprain", "test")),
+              (("input", "target"), ("rain", "gt"), ("input", "gt"), ("rainy", "gt")), ("stem",), None,
+              layout="LHP(-Rain)/{input,target} or {rain,gt}",
+              note="LHP-Rain (ICCV 2023) real rain; the test split RestoreVAR lists, its layout and count are unknown"),
+    Benchmark("revide", "haze", "paired", (("revide", "test"), ("revide",)), (("hazy", "gt"), ("input", "target")),
+              ("stem",), None, nested=True, layout="REVIDE/Test/{hazy,gt}/<video>/<frame>.JPG (video folders)",
+              note="REVIDE real indoor haze (videos); count unknown; RestoreVAR saves results as <video>_<frame>"),
+    *[Benchmark(d, "udc", "paired", ((d,), (d, "test"), (d, "val")),
+                (("lq", "hq"), ("input", "target"), ("input", "gt"), ("degraded", "gt")), ("stem",), None,
+                layout=f"{d.upper()}/{{lq,hq}} or {{input,target}} PNG pairs",
+                note=f"under-display camera ({'transparent' if d == 'toled' else 'pentile'} OLED); which split "
+                     "RestoreVAR lists and its count are unknown; the UDC release's .mat arrays are not read: export "
+                     "the pairs to PNG")
+      for d in ("toled", "poled")],
+    Benchmark("lolblur", "mixed", "paired", (("lolblur", "test"), ("lolblur",)),
+              (("low_blur", "high_sharp_scaled"), ("low_blur_noise", "high_sharp_scaled"), ("input", "target")),
+              ("stem",), None, nested=True,
+              layout="LOL-Blur/test/{low_blur,high_sharp_scaled}/<video>/<frame>.png (LEDNet release)",
+              note="low light + blur; LEDNet's README gives 30 test videos of 60 frames, not checked on a copy; "
+                   "RestoreVAR stores these results as JPEG quality 95"),
+    Benchmark("cdd", "mixed", "paired", (("cdd11test",), ("cdd11", "test"), ("cdd",)),
+              (("haze_rain", "clear"), ("input", "target")), ("stem",), None,
+              layout="CDD-11_test/{haze_rain,clear} (OneRestore's composite set: the haze + rain subset)",
+              note="count unknown; RestoreVAR stores these results as JPEG quality 95"),
+    Benchmark("sice", "lowlight", "paired", (("sice",), ("sice", "test")),
+              (("low", "high"), ("input", "target"), ("input", "gt")), ("stem",), None,
+              layout="SICE/{low,high} or {input,target}",
+              note="in RestoreVAR's first Table 2 (arXiv v1) only; which SICE images it used is unknown"),
 ] + [_gauss("cbsd68", (("cbsd68",), ("bsd68",), ("denoise", "bsd68")),
             ("original_png", "original", "target", "gt", "clean", ""), 68, s,
             "CBSD68/original_png (clausmichele/CBSD68-dataset), test/denoise/bsd68/ (AdaIR) or CBSD68/*.png")
@@ -166,6 +215,15 @@ def list_images(folder: str) -> List[str]:
     return sorted(f for f in os.listdir(folder) if is_image_file(f) and os.path.isfile(os.path.join(folder, f)))
 
 
+def list_nested_images(folder: str) -> List[str]:
+    """``<video>/<frame>`` paths one folder down (plus any images directly in ``folder``)."""
+    out = list_images(folder)
+    for d in sorted(os.listdir(folder)):
+        if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."):
+            out += [f"{d}/{f}" for f in list_images(os.path.join(folder, d))]
+    return out
+
+
 def _subdir(folder: str, name: str) -> Optional[str]:
     """Case/underscore-insensitive sub-folder lookup (``GT`` vs ``gt``, ``blur_gamma`` vs ``blurgamma``)."""
     if not os.path.isdir(folder):
@@ -190,14 +248,16 @@ def resolve_folder(bench: Benchmark, folder: str) -> Optional[Located]:
                 files = list_images(d)
                 return Located(bench, folder, f"clean:{sub or '.'}", d, d, files, files)
         return None
+    lister = list_nested_images if bench.nested else list_images
     for lq_sub, gt_sub in bench.pairs:
         lq_d, gt_d = _subdir(folder, lq_sub), _subdir(folder, gt_sub)
         if lq_d and gt_d:
             return Located(bench, folder, f"{os.path.basename(lq_d)}/{os.path.basename(gt_d)}", lq_d, gt_d,
-                           list_images(lq_d), list_images(gt_d))
+                           lister(lq_d), lister(gt_d))
     if bench.kind == "sequences":
-        seqs = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-        for lq_sub, gt_sub in (("blur", "sharp"), ("blur_gamma", "sharp")):
+        seqs = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
+                      and (not bench.members or normalise(d) in bench.members))
+        for lq_sub, gt_sub in bench.member_pairs:
             lq, gt = [], []
             for s in seqs:
                 lq_d, gt_d = _subdir(os.path.join(folder, s), lq_sub), _subdir(os.path.join(folder, s), gt_sub)

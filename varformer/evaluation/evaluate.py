@@ -4,6 +4,12 @@ The restorer is a ``varformer.inference.Restorer`` (a plain callable on (B, 3, H
 as an any-size restorer). Protocols are in ``varformer.evaluation.protocols``, the tables in
 ``varformer.evaluation.report``.
 
+Data: catalogue benchmarks under a root (``varformer.data.catalog``) and the authors' JSON lists
+(``varformer.data.json_list``; the protocol's ``list_cap`` applies), each read as the protocol's authors read their
+files. Metrics: ``psnr``, ``ssim``, ``lpips`` (ours) and pyiqa's no-reference metrics and FID
+(``varformer.evaluation.iqa``), which read the restored image as the protocol's paper stored it
+(``protocol.nr.saving``); FID is one value per benchmark. Weights and data are checked before any image is restored.
+
 Outputs (``output_dir``): ``per_image.csv``, ``summary.json``, ``results.md``, ``crops/`` and ``report.html`` (the
 visual report: ``varformer.evaluation.crops``, ``html_report``) and, with ``save_images``,
 ``images/<benchmark>/<name>.png``. A folder that already holds results is refused unless ``overwrite``.
@@ -15,6 +21,7 @@ import io
 import json
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -28,12 +35,15 @@ from varformer import metrics as M
 from varformer.data.benchmark_data import BenchmarkDataset, benchmark_dataset
 from varformer.data.catalog import expand_names, get_benchmark
 from varformer.data.image_io import tensor_to_uint8, write_image
+from varformer.data.json_list import list_datasets
 from varformer.errors import ConfigError, DataError
 from varformer.data.resize import resize_bilinear, resize_to
 from varformer.evaluation.crops import CropGallery
 from varformer.evaluation.html_report import write_html_report
+from varformer.evaluation.iqa import IqaScorer, check_iqa_metrics, check_metric_names, iqa_names
 from varformer.evaluation.protocols import MetricSettings, Protocol, get_protocol
 from varformer.evaluation.realblur import realblur_psnr_ssim, require_opencv
+from varformer.evaluation.saved_images import to_uint8
 from varformer.evaluation.report import render_markdown
 from varformer.inference import Restorer
 from varformer.inference.tiling import tiled_forward
@@ -115,27 +125,59 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
                         f"choose another folder or pass --overwrite")
 
 
-def check_protocol_needs(protocol: Protocol, benchmarks: Sequence[Union[str, Tuple[str, Optional[str]]]] = ()) -> None:
+def metric_names(protocol: Protocol, metrics: Optional[Sequence[str]] = None) -> Tuple[str, ...]:
+    """The metrics a run computes: ``metrics`` if given, else PSNR and SSIM (+ LPIPS where the protocol has it)."""
+    if metrics is not None:
+        names = check_metric_names(metrics)
+        if not names:
+            raise ConfigError("--metrics needs at least one metric")
+        return names
+    lpips = protocol.metrics.lpips or any(m.lpips for _, m in protocol.task_metrics)
+    return ("psnr", "ssim") + (("lpips",) if lpips else ())
+
+
+def check_protocol_needs(protocol: Protocol, benchmarks: Sequence[Union[str, Tuple[str, Optional[str]]]] = (),
+                         metrics: Optional[Sequence[str]] = None) -> None:
     """Fail before any work when a protocol needs something missing: LPIPS the AlexNet weight file, Restormer's
-    RealBlur measure OpenCV (an optional extra). ``benchmarks``: names or (name, root) pairs to be evaluated."""
-    if protocol.metrics.lpips or any(m.lpips for _, m in protocol.task_metrics):
+    RealBlur measure OpenCV (an optional extra), pyiqa's metrics pyiqa and their weight files (one line naming the
+    first missing file). ``benchmarks``: names or (name, root) pairs to be evaluated."""
+    names = metric_names(protocol, metrics)
+    if "lpips" in names:
         M.find_alexnet_weights()
     for item in benchmarks:
         bench = get_benchmark(item if isinstance(item, str) else item[0])
         if protocol.metrics_for(bench.task, bench.name).measure == "realblur":
             require_opencv(f"preset '{protocol.name}' on {bench.name}")
+    check_iqa_metrics(names)
+
+
+def run_precision(requested: Optional[str], configured: str, protocol: Protocol) -> str:
+    """The precision a protocol's run uses: ``requested`` (``--precision``) or ``configured`` (``eval.precision``)
+    when it names one (fp32, bf16); ``auto`` never changes a method's published protocol, so under ``auto`` a
+    preset that records its paper's precision (restorevar: fp32) gets that one."""
+    for choice in (requested, configured):
+        if choice is not None and choice != "auto":
+            return choice
+    return protocol.precision or "auto"
+
+
+def open_lists(lists: Sequence[str], root: Optional[str], protocol: Protocol) -> list:
+    """The datasets of the authors' JSON lists under the protocol's cap (LQ/GT may differ in size only where the
+    protocol resizes both)."""
+    return [ds for path in lists for ds in list_datasets(path, root, cap=protocol.list_cap,
+                                                          allow_size_mismatch=protocol.resize is not None)]
 
 
 def _batches(ds, protocol: Protocol, batch_size: int, workers: int):
     """Prepared (lq, gt, names) groups of up to ``batch_size`` images of one size (dataset order kept)."""
     loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers)
-    group: List[Tuple[torch.Tensor, torch.Tensor, str, bool]] = []
+    group: List[Tuple[torch.Tensor, torch.Tensor, str, str, bool]] = []
     for item in loader:
         lq, gt = protocol.prepare(item["lq"], item["gt"])
         if group and (group[0][0].shape != lq.shape or len(group) == batch_size):
             yield group
             group = []
-        group.append((lq, gt, item["name"], bool(item["gt_gray"])))
+        group.append((lq, gt, item["name"], item.get("file", item["name"]), bool(item.get("gt_gray", False))))
     if group:
         yield group
 
@@ -146,35 +188,45 @@ def _mean_finite(values: Sequence[float]) -> Tuple[Optional[float], int]:
 
 
 def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str, Optional[str]]],
-             protocol: Union[str, Protocol] = "paper", *, output_dir: Optional[str] = None, batch_size: int = 4,
+             protocol: Union[str, Protocol] = "paper", *, lists: Sequence[str] = (), list_root: Optional[str] = None,
+             metrics: Optional[Sequence[str]] = None, output_dir: Optional[str] = None, batch_size: int = 4,
              overlap: int = 32, tile: Optional[int] = None, save_images: bool = False, overwrite: bool = False,
              allow_unpaired: bool = False, workers: int = 0, progress: bool = True,
              log: Optional[Callable[[str], None]] = print) -> EvalResult:
-    """Evaluate ``restorer`` on ``benchmarks`` ((name, root) pairs) under ``protocol``; see the module doc.
-    Every benchmark is opened (and its pairing checked) before any image is restored."""
+    """Evaluate ``restorer`` on ``benchmarks`` ((name, root) pairs) and the authors' JSON ``lists`` (relative paths
+    under ``list_root``) under ``protocol``, measuring ``metrics`` (default: ``metric_names``); see the module doc.
+    Every benchmark is opened (and its pairing checked) and every metric built before any image is restored."""
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
     if not isinstance(restorer, Restorer):
         restorer = Restorer(getattr(restorer, "__name__", "restorer"), restorer)
     _check_arguments(restorer, batch_size, overlap, tile)
     if output_dir is not None:
         check_output_dir(output_dir, overwrite)
-    check_protocol_needs(proto, benchmarks)
+    names = metric_names(proto, metrics)
+    check_protocol_needs(proto, benchmarks, names)
     t0 = time.perf_counter()
-    datasets = [open_benchmark(name, root, proto, allow_unpaired) for name, root in benchmarks]
+    datasets = [open_benchmark(name, root, proto, allow_unpaired) for name, root in benchmarks] \
+        + open_lists(lists, list_root, proto)
+    if not datasets:
+        raise ConfigError("nothing to evaluate: give benchmarks or a --list file")
+    scorer = IqaScorer(names, restorer.device) if iqa_names(names) else None
     rows: List[Dict[str, object]] = []
     per_bench: Dict[str, Dict[str, object]] = {}
     gallery = CropGallery() if output_dir is not None else None
     for ds in datasets:
+        if ds.benchmark.name in per_bench:
+            raise ConfigError(f"benchmark {ds.benchmark.name} given twice (as a folder and in a list, or in two lists)")
         images_dir = os.path.join(output_dir, "images") if (save_images and output_dir is not None) else None
-        bench_rows = _evaluate_benchmark(restorer, ds, proto, batch_size, overlap, tile, workers, progress,
-                                         images_dir, gallery)
-        per_bench[ds.benchmark.name] = _summarise_benchmark(ds, proto, bench_rows)
+        bench_rows, set_scores = _evaluate_benchmark(restorer, ds, proto, batch_size, overlap, tile, workers,
+                                                     progress, images_dir, names, scorer, gallery)
+        per_bench[ds.benchmark.name] = _summarise_benchmark(ds, proto, bench_rows, names, set_scores, scorer)
         rows += bench_rows
         if log:
             _log_benchmark(log, ds, per_bench[ds.benchmark.name])
     summary = {"protocol": proto.name, "caption": proto.caption, "published_tag": proto.published_tag,
-               "restorer": restorer.name, "device": str(restorer.device),
-               "seconds": round(time.perf_counter() - t0, 2), "benchmarks": per_bench}
+               "restorer": restorer.name, "device": str(restorer.device), "precision": restorer.precision,
+               "metrics": list(names), "seconds": round(time.perf_counter() - t0, 2), "benchmarks": per_bench}
+    summary["run_notes"] = _run_notes(proto, restorer, scorer)
     markdown = render_markdown(summary)
     if output_dir is not None:
         _write_outputs(output_dir, rows, summary, markdown)
@@ -206,36 +258,63 @@ def _to_uint8_HW3(x_3HW: torch.Tensor, quantize) -> np.ndarray:
     return x.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def _score(out: torch.Tensor, gt: torch.Tensor, settings: MetricSettings, gt_gray: Sequence[bool] = (),
-           names: Sequence[str] = ()) -> Dict[str, List[float]]:
-    """PSNR / SSIM (/ LPIPS) per image of a batch under one protocol's metric settings. ``gt_gray[i]``: image i's
-    GT file has one channel (the MATLAB scripts then measure the output's Y against it as it is)."""
+def _run_notes(proto: Protocol, restorer: Restorer, scorer: Optional[IqaScorer]) -> List[str]:
+    """Where this run departs from the settings its preset records (precision, pyiqa version)."""
+    notes = []
+    if proto.precision and restorer.precision != proto.precision:
+        notes.append(f"preset {proto.name} evaluates in {proto.precision} (its paper's setting); this run used "
+                     f"{restorer.precision}, as asked explicitly")
+    if scorer is not None:
+        notes.append(f"no-reference metrics: pyiqa {scorer.version}; settings: {proto.nr.describe()}")
+        if proto.nr.pyiqa_version and scorer.version != proto.nr.pyiqa_version:
+            notes.append(f"pyiqa {scorer.version} here, {proto.nr.pyiqa_version} in the paper's environment: scores "
+                         f"can differ between versions")
+    return notes
+
+
+def _score(out: torch.Tensor, gt: torch.Tensor, settings: MetricSettings, names: Sequence[str],
+           gt_gray: Sequence[bool] = (), image_names: Sequence[str] = ()) -> Dict[str, List[float]]:
+    """Our full-reference metrics (PSNR / SSIM / LPIPS, those in ``names``) per image of a batch under one
+    protocol's metric settings. ``gt_gray[i]``: image i's GT file has one channel (the MATLAB scripts then measure
+    the output's Y against it as it is)."""
+    scores: Dict[str, List[float]] = {}
     if settings.measure == "realblur":
         pairs = [realblur_psnr_ssim(_to_uint8_HW3(o, settings.quantize), _to_uint8_HW3(g, settings.quantize),
-                                    name=n) for o, g, n in zip(out, gt, names or [""] * len(out))]
-        return {"psnr": [p for p, _ in pairs], "ssim": [q for _, q in pairs]}
+                                    name=n) for o, g, n in zip(out, gt, image_names or [""] * len(out))]
+        scores.update({"psnr": [p for p, _ in pairs], "ssim": [q for _, q in pairs]})
+        return {k: v for k, v in scores.items() if k in names}
     kw = dict(crop_border=settings.crop_border, y_channel=settings.y_channel, luma=settings.luma,
               quantize=settings.quantize)
-    scores = {"psnr": M.psnr(out, gt, **kw).tolist(), "ssim": M.ssim(out, gt, ssim_mode=settings.ssim_mode, **kw).tolist()}
+    if "psnr" in names:
+        scores["psnr"] = M.psnr(out, gt, **kw).tolist()
+    if "ssim" in names:
+        scores["ssim"] = M.ssim(out, gt, ssim_mode=settings.ssim_mode, **kw).tolist()
     for i, gray in enumerate(gt_gray):
         if gray and settings.y_channel and settings.gray_skips_luma:
             one = dict(kw, gray_skips_luma=True)
-            scores["psnr"][i] = float(M.psnr(out[i:i + 1], gt[i:i + 1, :1], **one)[0])
-            scores["ssim"][i] = float(M.ssim(out[i:i + 1], gt[i:i + 1, :1], ssim_mode=settings.ssim_mode, **one)[0])
-    if settings.lpips:
+            if "psnr" in names:
+                scores["psnr"][i] = float(M.psnr(out[i:i + 1], gt[i:i + 1, :1], **one)[0])
+            if "ssim" in names:
+                scores["ssim"][i] = float(M.ssim(out[i:i + 1], gt[i:i + 1, :1], ssim_mode=settings.ssim_mode,
+                                                 **one)[0])
+    if "lpips" in names:
         scores["lpips"] = M.lpips_distance(out, gt, quantize=settings.quantize).tolist()
     return scores
 
 
+def _file_stem(name: str) -> str:
+    return name.replace("/", "_").replace(os.sep, "_")
+
+
 def _evaluate_benchmark(restorer: Restorer, ds: BenchmarkDataset, proto: Protocol, batch_size: int, overlap: int,
-                        tile: Optional[int], workers: int, progress: bool,
-                        images_dir: Optional[str],
-                        gallery: Optional[CropGallery] = None) -> List[Dict[str, object]]:
-    """Restore and score every pair of one benchmark: one row per image."""
+                        tile: Optional[int], workers: int, progress: bool, images_dir: Optional[str],
+                        names: Sequence[str], scorer: Optional[IqaScorer], gallery: Optional[CropGallery] = None):
+    """Restore and score every pair of one benchmark: one row per image, and the set-level scores (FID)."""
     bench = ds.benchmark
     settings = proto.metrics_for(bench.task, bench.name)
     # AirNet's noise is one stream over the files in order: loading workers would each start their own
     n_workers = 0 if proto.noise_rule == "airnet" and bench.kind == "clean" else workers
+    set_dirs = tempfile.TemporaryDirectory(prefix="varformer-fid-") if scorer and scorer.set_metrics else None
     rows: List[Dict[str, object]] = []
     bar = tqdm(total=len(ds), desc=f"{bench.name} [{proto.name}]", disable=not progress, leave=False)
     for group in _batches(ds, proto, batch_size, n_workers):
@@ -244,8 +323,16 @@ def _evaluate_benchmark(restorer: Restorer, ds: BenchmarkDataset, proto: Protoco
         out = run_restorer(restorer, lq, proto, overlap=overlap, tile_batch=batch_size, tile=tile)
         if bench.name in proto.gt_resize_benchmarks and gt.shape != out.shape:
             gt = torch.stack([resize_to(g, tuple(out.shape[-2:])) for g in gt])
-        scores = _score(out, gt, settings, [g[3] for g in group], [g[2] for g in group])
-        for i, (_, _, img_name, _) in enumerate(group):
+        scores = _score(out, gt, settings, names, [g[4] for g in group], [g[2] for g in group])
+        if scorer is not None:  # no-reference metrics read the image as the paper stored it
+            stored = proto.nr.saving.apply(lq, out, gt, [g[3] for g in group], bench.name)
+            scores.update(scorer.per_image(stored))
+            if set_dirs is not None:
+                for i, g in enumerate(group):
+                    stem = _file_stem(g[2]) + ".png"
+                    write_image(os.path.join(set_dirs.name, "restored", stem), to_uint8(stored[i], "round"))
+                    write_image(os.path.join(set_dirs.name, "reference", stem), to_uint8(gt[i], "round"))
+        for i, (_, _, img_name, _, _) in enumerate(group):
             row = {"benchmark": bench.name, "task": bench.task, "name": img_name,
                    "height": int(out.shape[-2]), "width": int(out.shape[-1])}
             row.update({k: v[i] for k, v in scores.items()})
@@ -256,26 +343,47 @@ def _evaluate_benchmark(restorer: Restorer, ds: BenchmarkDataset, proto: Protoco
                 write_image(os.path.join(images_dir, bench.name, img_name + ".png"), tensor_to_uint8(out[i]))
         bar.update(len(group))
     bar.close()
-    return rows
+    set_scores: Dict[str, Optional[float]] = {}
+    if set_dirs is not None:
+        with set_dirs:
+            set_scores = scorer.per_set(os.path.join(set_dirs.name, "restored"),
+                                        os.path.join(set_dirs.name, "reference"), len(rows))
+    return rows, set_scores
 
 
-def _summarise_benchmark(ds: BenchmarkDataset, proto: Protocol, rows: List[Dict[str, object]]) -> Dict[str, object]:
+def _summarise_benchmark(ds: BenchmarkDataset, proto: Protocol, rows: List[Dict[str, object]], names: Sequence[str],
+                         set_scores: Dict[str, Optional[float]], scorer: Optional[IqaScorer]) -> Dict[str, object]:
     bench = ds.benchmark
     settings = proto.metrics_for(bench.task, bench.name)
-    mean_psnr, n_inf = _mean_finite([r["psnr"] for r in rows])
-    entry = {"task": bench.task, "images": len(rows), "expected": bench.expected,
-             "psnr": mean_psnr, "ssim": float(np.mean([r["ssim"] for r in rows])),
-             "psnr_infinite": n_inf, "folder": ds.located.folder, "pairing": ds.pairing.method,
-             "metrics": settings.describe(), "notes": list(ds.notes)}
-    if settings.lpips:
-        entry["lpips"] = float(np.mean([r["lpips"] for r in rows]))
+    entry = {"task": bench.task, "images": len(rows), "expected": bench.expected}
+    for n in names:
+        if n == "psnr":
+            entry["psnr"], entry["psnr_infinite"] = _mean_finite([r["psnr"] for r in rows])
+        elif n in set_scores:
+            entry[n] = set_scores[n]
+        elif rows and n in rows[0]:
+            entry[n] = float(np.mean([r[n] for r in rows]))
+    described = [settings.describe()] if any(n in names for n in ("psnr", "ssim", "lpips")) else []
+    if scorer is not None:
+        described.append(f"{', '.join(scorer.names)}: pyiqa {scorer.version} on {proto.nr.saving.describe()}")
+    entry.update({"folder": ds.located.folder, "pairing": ds.pairing.method, "metrics": "; ".join(described),
+                  "notes": list(ds.notes)})
+    if scorer is not None and scorer.set_metrics and len(rows) < 2:
+        entry["notes"].append(f"{', '.join(scorer.set_metrics)} needs at least two images; not computed")
     return entry
 
 
+_LOG_FORMAT = {"psnr": ("PSNR", "{:.2f} dB"), "ssim": ("SSIM", "{:.4f}"), "lpips": ("LPIPS", "{:.4f}")}
+
+
 def _log_benchmark(log: Callable[[str], None], ds: BenchmarkDataset, entry: Dict[str, object]) -> None:
-    extra = f", LPIPS {entry['lpips']:.4f}" if "lpips" in entry else ""
-    n_inf = entry["psnr_infinite"]
-    log(f"{ds.benchmark.name}: {entry['images']} images, PSNR {entry['psnr']:.2f} dB, SSIM {entry['ssim']:.4f}{extra}"
+    parts = []
+    for key, value in entry.items():
+        if key in _LOG_FORMAT or key in IQA_METRICS:
+            label, fmt = _LOG_FORMAT.get(key, (key.upper() if key != "clipiqa" else "CLIP-IQA", "{:.4f}"))
+            parts.append(f"{label} " + (fmt.format(value) if value is not None else "inf" if key == "psnr" else "–"))
+    n_inf = entry.get("psnr_infinite", 0)
+    log(f"{ds.benchmark.name}: {entry['images']} images, " + ", ".join(parts)
         + (f" ({n_inf} identical images excluded from the PSNR mean)" if n_inf else ""))
     for note in ds.notes:
         log(f"  note: {note}")
@@ -290,8 +398,9 @@ def _atomic_write(path: str, text: str) -> None:
 
 def _write_outputs(output_dir: str, rows: List[Dict[str, object]], summary: Dict[str, object], markdown: str) -> None:
     os.makedirs(output_dir, exist_ok=True)
-    fields = ["benchmark", "task", "name", "height", "width", "psnr", "ssim"] + (
-        ["lpips"] if any("lpips" in r for r in rows) else [])
+    measured = list(dict.fromkeys(k for r in rows for k in r))
+    fields = ["benchmark", "task", "name", "height", "width"] + [k for k in measured if k not in (
+        "benchmark", "task", "name", "height", "width")]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()

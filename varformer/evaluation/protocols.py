@@ -28,8 +28,10 @@ names them and the largest difference measured against literal translations of t
   quantised), AirNet's noise: one NumPy stream seeded once, running through sigma 15, 25 and 50 in that order
   (``test.py``);
 - ``restorevar``: LQ and GT resized to 512x512 with Lanczos (PIL, on 8-bit images), RGB, scikit-image default
-  SSIM, LPIPS (AlexNet), on the float output clipped to [0, 1] (RestoreVAR's infer.py does not quantise it). Its
-  cap of 5,001 images per set in JSON order is not applied (the JSON order is not known).
+  SSIM, LPIPS (AlexNet), on the float output clipped to [0, 1] (RestoreVAR's infer.py does not quantise it); the
+  authors' JSON lists (``--list``) capped at their first 5,001 entries as infer.py stops; fp32 (infer.py); no-reference
+  metrics on the image as the release stores it (``saved_images.RESTOREVAR_NR``: 8-bit floor, its JPEG rule, pyiqa
+  0.1.13 MUSIQ and CLIP-IQA).
 Published numbers are shown only beside the preset they were measured with (``published_tag``).
 """
 from __future__ import annotations
@@ -42,6 +44,7 @@ import torch
 
 from varformer.data.resize import center_crop_to_multiple, resize_bilinear, resize_lanczos_pil
 from varformer.errors import ConfigError
+from varformer.evaluation.saved_images import RESTOREVAR_NR, NrSettings
 from varformer.metrics import SSIM_MODES, Quantize
 
 
@@ -84,6 +87,10 @@ class Protocol:
     task_metrics: Tuple[Tuple[str, MetricSettings], ...] = ()   # per-task overrides
     gt_resize_benchmarks: Tuple[str, ...] = ()  # GT resized to the output size when they differ (DiffUIR SOTS)
     published_tag: str = ""                    # published tables measured with this protocol
+    # RestoreVAR's tables (docs/restorevar.md): no-reference settings, the cap on list sources, the precision
+    nr: NrSettings = NrSettings()              # how the paper's no-reference metrics read the restored image
+    list_cap: Optional[int] = None             # --list sources: only the first N entries of each list file
+    precision: Optional[str] = None            # the paper's evaluation precision; used unless --precision is given
 
     def metrics_for(self, task: str, benchmark: str) -> MetricSettings:
         """The first override naming the benchmark, else the first naming its task, else the default."""
@@ -156,7 +163,7 @@ PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in [
     Protocol("restorevar", "preset restorevar: LQ and GT resized to 512x512 (Lanczos), RGB, scikit-image default "
              "SSIM, float outputs clipped to [0,1], LPIPS (AlexNet)", resize=("lanczos", 512),
              metrics=MetricSettings(ssim_mode="skimage_default", quantize=False, lpips=True),
-             published_tag="restorevar"),
+             published_tag="restorevar", nr=RESTOREVAR_NR, list_cap=5001, precision="fp32"),
 ]}
 
 

@@ -1,9 +1,9 @@
 """Markdown tables of an evaluation: the paper's layout (tasks as columns, PSNR/SSIM cells), published numbers
 beside ours with the delta - only under the preset they were measured with - and a per-benchmark table.
 
-Published numbers live in ``varformer/resources/published.yaml`` (each table names its source).
-Our value in a column is the mean over the evaluated benchmarks mapped to that column (per-benchmark means,
-then averaged), and the footnote names them.
+Published numbers live in ``varformer/resources/published.yaml`` (each table names its source and the metrics its
+cells hold, e.g. PSNR/SSIM/LPIPS or MUSIQ/CLIP-IQA). Our value in a column is the mean over the evaluated
+benchmarks mapped to that column (per-benchmark means, then averaged), and the footnote names them.
 """
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ import yaml
 
 # the VarFormer table's order first, then the tasks it does not report
 TASK_COLUMNS = (("rain", "Deraining"), ("blur", "Deblurring"), ("lowlight", "Low-light"), ("haze", "Dehazing"),
-                ("noise", "Denoising"), ("realnoise", "Real denoising"))
+                ("noise", "Denoising"), ("realnoise", "Real denoising"), ("snow", "Desnowing"),
+                ("udc", "Under-display camera"), ("mixed", "Mixed"))
+# decimals per metric: in the paper-style cells (as the papers print them) and in the per-benchmark table
+CELL_DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "musiq": 3, "clipiqa": 3, "maniqa": 4, "niqe": 3, "liqe": 3,
+               "qalign": 3, "piqe": 2, "fid": 2}
+TABLE_DIGITS = {**CELL_DIGITS, "ssim": 4, "lpips": 4, "clipiqa": 4, "maniqa": 4}
+LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "clipiqa": "CLIP-IQA", "qalign": "Q-Align"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -24,11 +30,25 @@ def load_published() -> Dict[str, dict]:
     return yaml.safe_load(text)
 
 
-def _fmt(psnr: Optional[float], ssim: Optional[float], lpips: Optional[float] = None) -> str:
-    if psnr is None and ssim is None:
+def _metrics_of(benches: Dict[str, dict]) -> List[str]:
+    """The metrics present in a summary's benchmarks, in display order."""
+    present = {k for b in benches.values() for k in b}
+    return [m for m in CELL_DIGITS if m in present]
+
+
+def _join(parts: List[str]) -> str:
+    """Cell parts with trailing missing values dropped; "–" when nothing is there."""
+    while parts and parts[-1] == "–":
+        parts = parts[:-1]
+    return "/".join(parts) if parts else "–"
+
+
+def _fmt(values: Optional[Dict[str, Optional[float]]], metrics: Sequence[str]) -> str:
+    """One cell: the metrics' values joined with "/" (PSNR None beside other values: identical images, "inf")."""
+    if not values or all(values.get(m) is None for m in metrics):
         return "–"
-    cell = f"{psnr:.2f}/{ssim:.3f}" if psnr is not None else f"inf/{ssim:.3f}"
-    return cell + (f"/{lpips:.3f}" if lpips is not None else "")
+    return _join([f"{values[m]:.{CELL_DIGITS[m]}f}" if values.get(m) is not None else
+                  ("inf" if m == "psnr" else "–") for m in metrics])
 
 
 def _signed(v: float, digits: int) -> str:
@@ -40,14 +60,15 @@ def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
     return sum(vals) / len(vals) if vals else None
 
 
-def _column_value(benches: Dict[str, dict], names: Sequence[str]):
+def _column_value(benches: Dict[str, dict], names: Sequence[str], metrics: Sequence[str]):
+    """(metric -> mean over the column's evaluated benchmarks, those benchmarks); a metric missing in one of them
+    is None (the column would not be the published average)."""
     hit = [n for n in names if n in benches]
     if not hit:
         return None, []
-    ps = _mean([benches[n]["psnr"] for n in hit])
-    ss = _mean([benches[n]["ssim"] for n in hit])
-    lp = _mean([benches[n].get("lpips") for n in hit]) if all("lpips" in benches[n] for n in hit) else None
-    return (ps, ss, lp), hit
+    values = {m: (_mean([benches[n].get(m) for n in hit]) if all(m in benches[n] for n in hit) else None)
+              for m in metrics}
+    return values, hit
 
 
 def _table(header: List[str], rows: List[List[str]]) -> List[str]:
@@ -60,13 +81,16 @@ def task_table(summary: dict) -> List[str]:
     benches: Dict[str, dict] = summary["benchmarks"]
     cols = [(t, label, [n for n, b in benches.items() if b["task"] == t]) for t, label in TASK_COLUMNS]
     cols = [c for c in cols if c[2]]
+    metrics = summary.get("metrics") or _metrics_of(benches)
+    metrics = [m for m in metrics if m in CELL_DIGITS]
     cells = []
     for _, _, names in cols:
-        value, _ = _column_value(benches, names)
-        cells.append(_fmt(*value))
+        value, _ = _column_value(benches, names, metrics)
+        cells.append(_fmt(value, metrics))
     lines = _table(["Method"] + [label for _, label, _ in cols], [[f"ours: {summary['restorer']}"] + cells])
     lines.append("")
-    lines.append("Columns average: " + "; ".join(f"{label} = {', '.join(names)}" for _, label, names in cols) + ".")
+    lines.append(f"Cells: {' / '.join(LABELS.get(m, m.upper()) for m in metrics)}. Columns average: "
+                 + "; ".join(f"{label} = {', '.join(names)}" for _, label, names in cols) + ".")
     return lines
 
 
@@ -80,13 +104,12 @@ def published_tables(summary: dict) -> List[str]:
     if not tables:
         return [f"No published numbers were measured with protocol '{summary['protocol']}'; none are shown."]
     for key, t in tables.items():
-        covered = [_column_value(benches, c["benchmarks"]) for c in t["columns"]]
-        if not any(v for v, _ in covered):
+        covered = [_column_value(benches, c["benchmarks"], t["metrics"]) for c in t["columns"]]
+        if not any(v and any(x is not None for x in v.values()) for v, _ in covered):
             continue
-        with_lpips = "lpips" in t["metrics"]
         header = ["Method"] + [c["name"] for c in t["columns"]]
-        ours = [f"**ours: {summary['restorer']}**"] + [
-            _fmt(v[0], v[1], v[2] if with_lpips else None) if v else "–" for v, _ in covered]
+        ours = [f"**ours: {summary['restorer']}**"] + [_fmt(v, t["metrics"]) + _partial(c, hit)
+                                                        for c, (v, hit) in zip(t["columns"], covered)]
         out.append(f"**{t['title']}** - rows as published; ours measured with preset `{summary['protocol']}`, "
                    f"the protocol this table is matched to (`{t['protocol']}`). Source: {t['source']}.")
         out.append("")
@@ -98,25 +121,29 @@ def published_tables(summary: dict) -> List[str]:
     return out or [f"No evaluated benchmark matches a column of the published tables for '{tag}'."]
 
 
+def _partial(column: dict, hit: Sequence[str]) -> str:
+    """" (k/n sets)" for a column published as the mean over all its sets (``mean_of_all``) of which only k were
+    evaluated; other columns list alternative sources of one set."""
+    n = len(column["benchmarks"])
+    return f" ({len(hit)}/{n} sets)" if column.get("mean_of_all") and hit and len(hit) < n else ""
+
+
 def _published_rows(t: dict) -> List[List[str]]:
     """The table's rows as published ("–": a cell the paper does not report, None in published.yaml)."""
-    return [[name] + ["–" if cell is None else "/".join(f"{x:.2f}" if i == 0 else f"{x:.3f}"
-                                                        for i, x in enumerate(cell)) for cell in cells]
+    return [[name] + ["–" if cell is None else "/".join(f"{x:.{CELL_DIGITS[m]}f}" for m, x in zip(t["metrics"], cell))
+                      for cell in cells]
             for name, cells in t["rows"].items()]
 
 
 def _delta_row(t: dict, covered) -> List[str]:
-    """Ours minus the table's headline row, per column ("–" where we have no value)."""
-    with_lpips = "lpips" in t["metrics"]
+    """Ours minus the table's headline row, per column and metric ("–" where either value is missing)."""
     delta = [f"Δ ours − {t['headline']}"]
     for (v, _), pub in zip(covered, t["rows"][t["headline"]]):
-        if not v or v[0] is None or pub is None:
+        if not v or pub is None:
             delta.append("–")
             continue
-        d = f"{_signed(v[0] - pub[0], 2)}/{_signed(v[1] - pub[1], 3)}"
-        if with_lpips and v[2] is not None and len(pub) > 2:
-            d += f"/{_signed(v[2] - pub[2], 3)}"
-        delta.append(d)
+        delta.append(_join([_signed(v[m] - p, CELL_DIGITS[m]) if v.get(m) is not None else "–"
+                            for m, p in zip(t["metrics"], pub)]))
     return delta
 
 
@@ -128,11 +155,11 @@ def paper_table(summary: dict, key: str) -> List[str]:
     t = load_published()[key]
     benches: Dict[str, dict] = summary["benchmarks"]
     matched = bool(summary.get("published_tag")) and summary["published_tag"] == t["protocol"]
-    covered = [_column_value(benches, c["benchmarks"]) for c in t["columns"]]
+    covered = [_column_value(benches, c["benchmarks"], t["metrics"]) for c in t["columns"]]
     ours = [f"**ours: {summary['restorer']}**"]
     for c, (v, hit) in zip(t["columns"], covered):
         partial = f" ({len(hit)}/{len(c['benchmarks'])} sets)" if v and len(hit) < len(c["benchmarks"]) else ""
-        ours.append(_fmt(v[0], v[1]) + partial if v else "missing")
+        ours.append(_fmt(v, t["metrics"]) + partial if v else "missing")
     rows = (_published_rows(t) + [ours, _delta_row(t, covered)]) if matched else [ours]
     lines = [f"**{t['title']}**, ours under protocol `{summary['protocol']}`. "
              + (f"Published rows: {t['source']}." if matched else
@@ -153,15 +180,16 @@ def paper_table(summary: dict, key: str) -> List[str]:
 
 def benchmark_table(summary: dict) -> List[str]:
     benches: Dict[str, dict] = summary["benchmarks"]
-    with_lpips = any("lpips" in b for b in benches.values())
-    header = ["Benchmark", "Task", "Images", "PSNR (dB)", "SSIM"] + (["LPIPS"] if with_lpips else []) + ["Metrics"]
+    metrics = _metrics_of(benches)
+    header = ["Benchmark", "Task", "Images"] + [LABELS.get(m, m.upper()) for m in metrics] + ["Metrics"]
     rows = []
     for name, b in benches.items():
         exp = "" if b.get("expected") in (None, b["images"]) else f" (expected {b['expected']})"
-        psnr = "inf" if b["psnr"] is None else f"{b['psnr']:.2f}"
-        row = [name, b["task"], f"{b['images']}{exp}", psnr, f"{b['ssim']:.4f}"]
-        if with_lpips:
-            row.append(f"{b['lpips']:.4f}" if "lpips" in b else "–")
+        row = [name, b["task"], f"{b['images']}{exp}"]
+        for m in metrics:
+            v = b.get(m)
+            row.append(f"{v:.{TABLE_DIGITS[m]}f}" if v is not None else
+                       "inf" if m == "psnr" and b.get("psnr_infinite") else "–")
         rows.append(row + [b["metrics"]])
     return _table(header, rows)
 
@@ -169,6 +197,8 @@ def benchmark_table(summary: dict) -> List[str]:
 def render_markdown(summary: dict) -> str:
     lines = [f"## Results: `{summary['restorer']}`, protocol `{summary['protocol']}`", "",
              f"Table caption: {summary['caption']}.", ""]
+    if summary.get("run_notes"):
+        lines += [f"- {n}" for n in summary["run_notes"]] + [""]
     lines += task_table(summary) + [""]
     lines += published_tables(summary) + [""]
     lines += ["Per benchmark:", ""] + benchmark_table(summary) + [""]
