@@ -40,7 +40,7 @@ from varformer.errors import ConfigError, DataError
 from varformer.data.resize import resize_bilinear, resize_to
 from varformer.evaluation.crops import CropGallery
 from varformer.evaluation.html_report import write_html_report
-from varformer.evaluation.iqa import IqaScorer, check_iqa_metrics, check_metric_names, iqa_names
+from varformer.evaluation.iqa import IQA_METRICS, IqaScorer, check_iqa_metrics, check_metric_names, iqa_names
 from varformer.evaluation.protocols import MetricSettings, Protocol, get_protocol
 from varformer.evaluation.realblur import realblur_psnr_ssim, require_opencv
 from varformer.evaluation.saved_images import to_uint8

@@ -22,7 +22,7 @@ caller's autocast); ``logits = head(head_nm(x, cond))`` in float32.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
