@@ -1,5 +1,6 @@
 """The package's import structure (docs/architecture.md): layers import only downwards, no module-level cycles,
-function-local imports only where they say why (start-up time or an optional dependency), no file over ~500 lines.
+every function-local import saying why (start-up time or an optional dependency) on its own line or the line above
+it, no file over ~500 lines.
 
 Read from the source with ``ast``: nothing is imported, so a violation is reported even in a module that would
 fail to import."""
@@ -133,27 +134,52 @@ def test_no_module_level_cycles():
     assert not cycles, f"module-level import cycles: {cycles}"
 
 
-def _comments(lines: List[str], first: int, last: int) -> str:
-    """The ``#`` comments of lines ``first..last`` (1-based, inclusive), lower-cased."""
-    return " ".join(line.split("#", 1)[1] for line in lines[first - 1:last] if "#" in line).lower()
+def _comment(line: str) -> str:
+    """The ``#`` comment of a source line, lower-cased ('' if none)."""
+    return line.split("#", 1)[1].lower() if "#" in line else ""
+
+
+def local_imports_without_reason(source: str) -> List[int]:
+    """Lines of the function-local import statements of ``source`` that do not say why they are local: each needs
+    its own comment naming the reason on one of its lines or on the line directly above it."""
+    lines = source.splitlines()
+    bad = []
+    for func in ast.walk(ast.parse(source)):
+        if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(func):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    own = [_comment(lines[i - 1]) for i in range(max(node.lineno - 1, 1), node.end_lineno + 1)]
+                    if not any(r in c for c in own for r in LOCAL_IMPORT_REASONS):
+                        bad.append(node.lineno)
+    return sorted(set(bad))
 
 
 def test_function_local_imports_say_why():
     bad = []
-    for module, path in MODULES.items():
+    for path in MODULES.values():
         lines = path.read_text().splitlines()
-        tree = ast.parse(path.read_text())
-        for func in ast.walk(tree):
-            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            for node in ast.walk(func):
-                if isinstance(node, (ast.Import, ast.ImportFrom)):
-                    # a comment between the function's start and the import names the reason
-                    if not any(r in _comments(lines, func.lineno, node.end_lineno) for r in LOCAL_IMPORT_REASONS):
-                        bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: "
-                                   f"{lines[node.lineno - 1].strip()}")
-    assert not bad, ("function-local imports without a reason (a comment above them in the function saying "
-                     "'start-up' or 'optional'):\n" + "\n".join(sorted(set(bad))))
+        bad += [f"{path.relative_to(PACKAGE.parent)}:{n}: {lines[n - 1].strip()}"
+                for n in local_imports_without_reason(path.read_text())]
+    assert not bad, ("function-local imports without their own reason (a comment on the import's line or the "
+                     "line above it saying 'start-up' or 'optional'):\n" + "\n".join(bad))
+
+
+def test_the_local_import_rule_is_per_import():
+    source = """
+def run():
+    # start-up: torch only when the command runs
+    import torch
+    import numpy
+    from a import (b,
+                   c)  # optional dependency
+    x = 1
+    import json  # start-up
+    # the reason is above the other import, not this one
+
+    import os
+    return torch, numpy, b, c, x, json, os
+"""
+    assert local_imports_without_reason(source) == [5, 12]
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

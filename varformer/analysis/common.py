@@ -115,7 +115,7 @@ def pyplot():
     # imported here: matplotlib costs start-up time, and only the analysis commands draw
     import matplotlib
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # start-up (as above)
     return plt
 
 

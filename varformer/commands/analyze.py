@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.analysis import (alignment_analysis, dae_weights_analysis, images_per_task, load_model,
                                     scale_replacement_analysis)
-    from varformer.errors import ConfigError
-    from varformer.runtime import resolve_device
+    from varformer.errors import ConfigError  # start-up
+    from varformer.runtime import resolve_device  # start-up
 
     if args.max_images < 1:
         raise ConfigError(f"--max-images must be >= 1, got {args.max_images}")

@@ -84,14 +84,14 @@ def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     import torch
 
-    from varformer.perf.backbone import format_table, run_backbone_benchmark
-    from varformer.perf.model import ModelBenchmarkOptions, run_model_benchmark
-    from varformer.perf.report import format_model_table
+    from varformer.perf.backbone import format_table, run_backbone_benchmark  # start-up
+    from varformer.perf.model import ModelBenchmarkOptions, run_model_benchmark  # start-up
+    from varformer.perf.report import format_model_table  # start-up
     from varformer.perf.restorevar import (RestoreVARBenchmarkOptions, format_comparison, format_restorevar_table,
-                                           run_restorevar_benchmark)
-    from varformer.perf.training import run_training_benchmark
-    from varformer.restorevar import PATCH_NUMS_512
-    from varformer.runtime import resolve_device, resolve_precision
+                                           run_restorevar_benchmark)  # start-up
+    from varformer.perf.training import run_training_benchmark  # start-up
+    from varformer.restorevar import PATCH_NUMS_512  # start-up
+    from varformer.runtime import resolve_device, resolve_precision  # start-up
 
     def resolved(precision: str) -> str:  # "auto" as the one precision policy resolves it on this device
         return resolve_precision(precision, resolve_device(args.device)) if precision == "auto" else precision

@@ -40,7 +40,7 @@ def refuse_what_needs_no_conversion(path: str, spec, converter) -> None:
     """One line for a file the converter does not take: what it is and what to do with it."""
     # start-up: imported when the command runs
     from varformer.errors import CheckpointMismatchError
-    from varformer.methods import registry
+    from varformer.methods import registry  # start-up
     if not os.path.isfile(path):
         return  # the converter says where to download the released file
     info = registry.inspect_weights(path)

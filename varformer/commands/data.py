@@ -23,14 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     if args.action == "list":
-        from varformer.data.catalog import BENCHMARKS
+        from varformer.data.catalog import BENCHMARKS  # start-up
         for b in BENCHMARKS.values():
             exp = "?" if b.expected is None else b.expected
             print(f"{b.name:<22} {b.task:<10} expected {exp!s:<5} layout: {b.layout}")
         print("demo-<task>            built-in demo set (rain, haze, blur, lowlight, noise)")
         return 0
-    from varformer.data.check import check_root, format_reports
-    from varformer.errors import DataError
+    from varformer.data.check import check_root, format_reports  # start-up
+    from varformer.errors import DataError  # start-up
     if os.path.isfile(args.root) and args.root.lower().endswith(".json"):
         return _check_list(args.root, args.list_root, args.limit)
     if os.path.isfile(args.root):
@@ -47,7 +47,7 @@ def _check_list(path: str, root, limit: int) -> int:
     """An authors' JSON list: what it holds, which files are missing, and the training length it implies."""
     # imported here: start-up time of the other data commands
     from varformer.data.json_list import describe_list
-    from varformer.restorevar.schedule import schedule_for_list
+    from varformer.restorevar.schedule import schedule_for_list  # start-up
     lines, n_missing = describe_list(path, root, limit or 5)
     print("\n".join(lines))
     sched = schedule_for_list(path)

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.demo import (find_trained_weights, pretrained_restorers, restorevar_training_step, run_demo,
                                 training_step)
-    from varformer.errors import ConfigError
+    from varformer.errors import ConfigError  # start-up
     weights = [] if args.train or args.model == "restorevar" else find_trained_weights("checkpoints")
     if args.train_minutes is not None and args.train_minutes <= 0:
         raise ConfigError("--train-minutes must be > 0")

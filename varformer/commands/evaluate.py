@@ -55,12 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.config import load_config
-    from varformer.data.catalog import get_benchmark
-    from varformer.errors import ConfigError
+    from varformer.data.catalog import get_benchmark  # start-up
+    from varformer.errors import ConfigError  # start-up
     from varformer.evaluation import (check_output_dir, check_protocol_needs, evaluate, get_protocol,
-                                      open_benchmark, parse_benchmarks, with_metric_overrides)
-    from varformer.evaluation.evaluate import metric_names, open_lists, run_precision
-    from varformer.inference import load_restorer
+                                      open_benchmark, parse_benchmarks, with_metric_overrides)  # start-up
+    from varformer.evaluation.evaluate import metric_names, open_lists, run_precision  # start-up
+    from varformer.inference import load_restorer  # start-up
 
     ev = load_config(args.config).eval
     protocols = args.protocol or [ev.protocol]

@@ -62,7 +62,7 @@ def _paper(args) -> int:
 def _ablations(args) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.errors import ConfigError
-    from varformer.reproduce.ablations import plan_full_ablations, run_full_ablations, run_small_ablations
+    from varformer.reproduce.ablations import plan_full_ablations, run_full_ablations, run_small_ablations  # start-up
     if args.small:
         if args.overrides or args.train_root or args.root:
             raise ConfigError("--small runs the demo recipes on the demo set: no data roots or overrides")

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.inference import load_restorer
-    from varformer.restore import plan_restore, restore_paths
+    from varformer.restore import plan_restore, restore_paths  # start-up
 
     plan_restore(args.inputs, args.output)  # inputs and output folder checked before a model is loaded
     restorer = load_restorer(args.weights, device=args.device, precision=args.precision, compile_unet=args.compile)

@@ -142,7 +142,7 @@ def plot_dae_weights(weights: Mapping[str, torch.Tensor], title: str = "DAE scal
     # imported here: matplotlib costs start-up time, and only runs that log figures need it
     import matplotlib
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # start-up (as above)
 
     patch_nums = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
     fig, ax = plt.subplots(figsize=(6, 3.5))
