@@ -1,7 +1,9 @@
+import os
+
 import pytest
 from omegaconf import OmegaConf
 
-from varformer.config import config_from_yaml, load_config, save_config
+from varformer.config import RECIPES_DIR, config_from_yaml, load_config, save_config
 from varformer.errors import ConfigError, VarformerError
 
 
@@ -74,10 +76,32 @@ def test_save_config_round_trips(tmp_path):
     assert "method: restorevar" in open(path).read() and config_from_yaml(open(path).read(), path) == rv
 
 
-def test_shipped_configs_load():
-    import glob
-    import os
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    files = sorted(glob.glob(os.path.join(here, "configs", "*.yaml")))
-    for f in files:
-        load_config(f)
+# every recipe shipped in varformer/configs (configs/ of a checkout links there) and the method it is for
+SHIPPED = {
+    "stage1.yaml": "varformer", "stage2.yaml": "varformer",
+    "demo_stage1.yaml": "varformer", "demo_stage2.yaml": "varformer",
+    "restorevar_stage1.yaml": "restorevar", "restorevar_stage2.yaml": "restorevar",
+    "restorevar_decoder.yaml": "restorevar",
+    "demo_restorevar_stage1.yaml": "restorevar", "demo_restorevar_stage2.yaml": "restorevar",
+    "ablations/baseline.yaml": "varformer", "ablations/fixed.yaml": "varformer", "ablations/dae.yaml": "varformer",
+    "ablations/aft.yaml": "varformer", "ablations/full.yaml": "varformer",
+}
+
+
+def test_shipped_configs_are_the_known_recipes_and_each_loads(recwarn):
+    found = {os.path.relpath(os.path.join(d, f), RECIPES_DIR).replace(os.sep, "/")
+             for d, _, files in os.walk(RECIPES_DIR) for f in files if f.endswith((".yaml", ".yml"))}
+    assert found == set(SHIPPED), (f"recipes added: {sorted(found - set(SHIPPED))}, missing: "
+                                   f"{sorted(set(SHIPPED) - found)} (update SHIPPED and the docs that list them)")
+    for name, method in SHIPPED.items():
+        by_path = load_config(os.path.join(RECIPES_DIR, name))
+        assert by_path.method == method, name
+        assert load_config(f"configs/{name}") == by_path     # the README's spelling, from any folder
+    assert not [str(w.message) for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+
+def test_the_checkouts_configs_folder_is_the_shipped_one():
+    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    if not os.path.exists(checkout):   # an installed package without the checkout: nothing to compare
+        pytest.skip("no configs/ beside tests/")
+    assert os.path.samefile(checkout, RECIPES_DIR)
