@@ -1,6 +1,7 @@
-"""docs/architecture.md against the tree: its package map names every module of varformer/ and nothing that is
-gone, its layer table is tests/test_layers.py's, and its table of environment variables names every variable the
-package reads. Read with ``ast`` and plain text: nothing is imported."""
+"""The docs against the tree: docs/architecture.md's package map names every module of varformer/ and nothing
+that is gone, its layer table is tests/test_layers.py's, its table of environment variables names every variable
+the package reads, and every source file a doc names exists. Read with ``ast`` and plain text: nothing is
+imported."""
 import ast
 import pathlib
 import re
@@ -128,3 +129,13 @@ def test_every_environment_variable_the_package_reads_is_in_the_docs_table():
     assert not undocumented, ("environment variables read but not in docs/architecture.md's table "
                               f"('Environment variables'): {undocumented}")
     assert not documented - set(read), f"the table names variables nothing reads: {sorted(documented - set(read))}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Source paths the docs name
+# ---------------------------------------------------------------------------------------------------------------
+def test_every_source_file_the_docs_name_exists():
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    gone = sorted({f"{doc.relative_to(ROOT)}: {path}" for doc in docs
+                   for path in re.findall(r"\bvarformer/[\w/]+\.py\b", doc.read_text()) if not (ROOT / path).is_file()})
+    assert not gone, "the docs name source files that do not exist:\n" + "\n".join(gone)
