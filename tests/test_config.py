@@ -1,7 +1,6 @@
 import os
 
 import pytest
-from omegaconf import OmegaConf
 
 from varformer.config import RECIPES_DIR, config_from_yaml, load_config, save_config
 from varformer.errors import ConfigError, VarformerError
