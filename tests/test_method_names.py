@@ -56,7 +56,7 @@ PENDING = {
     # ---- outside those areas
     "varformer.backbone.hub": "recognises VarFormer's BasicSR checkpoint by name (belongs to the method's recognize)",
     "varformer.checkpoints": "knows VarFormer's version-0.1 safetensors metadata key (LEGACY_SAFETENSORS_CONFIG)",
-    "varformer.cli": "the top-level description and the train/convert help predate the registry (CLI rework)",
+    "varformer.cli": "the program's description names VarFormer (the CLI rework rewrites the help)",
     "varformer.data.json_list": "an error message names the restorevar protocol",
     "varformer.data.train_sets": "RESTOREVAR_LAYOUTS: RestoreVAR's training-folder layouts named after the method",
     "varformer.evaluation.saved_images": "RESTOREVAR_NR: the RestoreVAR paper's no-reference settings outside "
