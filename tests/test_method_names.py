@@ -54,7 +54,7 @@ PENDING = {
     "varformer.reproduce.paper": "the main table's row is titled VarFormer",
     "varformer.reproduce.weights": "converts VarFormer's release through varformer.model",
     # ---- outside those areas
-    "varformer.backbone.hub": "guess_var_depth's error text names a VarFormer/BasicSR checkpoint (the method's recognize)",
+    "varformer.backbone.hub": "guess_var_depth's error text names a VarFormer/BasicSR checkpoint (a recognize's job)",
     "varformer.checkpoints": "knows VarFormer's version-0.1 safetensors metadata key (LEGACY_SAFETENSORS_CONFIG)",
     "varformer.cli": "the program's description names VarFormer (the CLI rework rewrites the help)",
     "varformer.data.json_list": "an error message names the restorevar protocol",
