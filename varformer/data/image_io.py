@@ -95,6 +95,8 @@ def _header(path: str) -> Tuple[str, int]:
             mode = im.mode
     except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise _open_failed(path, e) from None
+    if mode == "I" and _png_bit_depth(path) == 16:
+        mode = "I;16"  # Pillow < 10 opens a 16-bit grayscale PNG as 32-bit "I"; the file holds 16 bits
     bits = 16 if mode in _SIXTEEN_BIT_GRAY else 32 if mode in ("I", "F") else 8
     if mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
         bits = 16  # Pillow reports a 16-bit RGB PNG as 8-bit RGB (it keeps the high byte)
