@@ -62,3 +62,14 @@ def test_benchmark_train_rejects_bad_arguments(capsys):
     err = capsys.readouterr().err
     assert "--stage 3 is deprecated; use --stage stage3" in err and "has no training stage 'stage3'" in err
     assert default_stage(registry.get("varformer")) == "stage2"
+
+
+def test_every_stage_names_a_shipped_full_recipe_of_its_method():
+    import os
+
+    from varformer.config import load_config, method_of, recipe_path
+    for spec in registry.methods().values():
+        for stage in spec.stages:
+            if stage.recipe:
+                assert os.path.isfile(recipe_path(stage.recipe)), (spec.name, stage.name)
+                assert method_of(load_config(stage.recipe)) is spec, (spec.name, stage.name)

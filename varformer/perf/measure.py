@@ -228,9 +228,9 @@ _ATTENTION = tuple(getattr(aten, name) for name in (
 
 
 def op_flops(func, args, out) -> int:
-    """FLOPs of one op (only the ops that do the arithmetic; elementwise ops count 0, as in flop_counter). Under
-    ``inference_mode`` composite ops (``linear``, ``conv2d``, ``scaled_dot_product_attention``, ``matmul``) reach
-    the mode undecomposed, so they are counted too."""
+    """FLOPs of one op, this package's own count (only the matrix products, convolutions and attention; elementwise
+    ops count 0). Under ``inference_mode`` composite ops (``linear``, ``conv2d``, ``scaled_dot_product_attention``,
+    ``matmul``) reach the mode undecomposed, so they are counted too."""
     packet = func.overloadpacket
     if packet in (aten.mm, aten.addmm, aten.addmm_):
         a, b = (args[0], args[1]) if packet is aten.mm else (args[1], args[2])

@@ -37,7 +37,7 @@ from varformer.evaluation.evaluate import run_restorer
 from varformer.evaluation.protocols import get_protocol
 from varformer.inference import Restorer, count_tiles, model_restorer
 from varformer.methods import registry
-from varformer.methods.api import MethodSpec, RestorerTraits
+from varformer.methods.api import MethodSpec, RestorerTraits, WeightsFile
 from varformer.metrics import psnr
 from varformer.perf.bounds import REST as BOUNDS_REST
 from varformer.perf.bounds import copy_bandwidth, part_costs
@@ -242,13 +242,14 @@ class _Prepared:
     memory: Optional[int]
 
 
-def _prepare(spec: MethodSpec, settings, opts: ModelBenchmarkOptions, dev: torch.device, log) -> _Prepared:
-    """The model (random weights or ``opts.weights``), its switches applied, and a restorer per precision (bf16: a
-    prepared copy, or the model itself when nothing else needs float32)."""
+def _prepare(spec: MethodSpec, settings, opts: ModelBenchmarkOptions, dev: torch.device, log,
+             weights: Optional[WeightsFile] = None) -> _Prepared:
+    """The model (random weights, or the file ``weights`` read once), its switches applied, and a restorer per
+    precision (bf16: a prepared copy, or the model itself when nothing else needs float32)."""
     mem_before = current_memory(dev)
     torch.manual_seed(0)
-    if opts.weights:
-        model, note = spec.load_model(registry.inspect_weights(opts.weights)), f"weights: {opts.weights}"
+    if weights is not None:
+        model, note = spec.load_model(weights), f"weights: {weights.path}"
         settings = model.settings() if callable(getattr(model, "settings", None)) else settings
     else:
         model = spec.build(settings)
@@ -292,7 +293,7 @@ def _tensor_peaks(prep: _Prepared, b1: Dict[str, Timing], calls: Dict[str, Calla
 def run_model_benchmark(opts: ModelBenchmarkOptions = ModelBenchmarkOptions(),
                         log: Callable[[str], None] = lambda m: None) -> ModelBenchmark:
     opts.validate()
-    names = opts.methods
+    names, info = opts.methods, None
     if opts.weights:
         info = registry.inspect_weights(opts.weights)
         if info.method is None:
@@ -318,15 +319,15 @@ def run_model_benchmark(opts: ModelBenchmarkOptions = ModelBenchmarkOptions(),
         log("matmul rooflines: " + ", ".join(opts.precisions))
         roofs = {p: matmul_roofline(dev, torch.float32 if p == "fp32" else torch.bfloat16, n=opts.matmul_n)
                  for p in opts.precisions}
-        results = [_run_method(spec, settings[spec.name], opts, dev, roofs, bandwidth, log) for spec in specs]
+        results = [_run_method(spec, settings[spec.name], opts, dev, roofs, bandwidth, log, info) for spec in specs]
         machine = Machine.here(dev)
     return ModelBenchmark(machine, results, opts.tile_overlap, bandwidth / 1e9 if bandwidth else None)
 
 
 def _run_method(spec: MethodSpec, settings, opts: ModelBenchmarkOptions, dev: torch.device, roofs, bandwidth,
-                log) -> MethodBenchmark:
+                log, weights: Optional[WeightsFile] = None) -> MethodBenchmark:
     entry = spec.benchmark
-    prep = _prepare(spec, settings, opts, dev, log)
+    prep = _prepare(spec, settings, opts, dev, log, weights)
     settings = prep.settings
     log(f"{spec.name}: FLOPs per input (counted on fake tensors: nothing computed)")
     counted = flops_without_compute(spec, settings)

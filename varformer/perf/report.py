@@ -26,7 +26,8 @@ def format_method_table(r: MethodBenchmark, run: ModelBenchmark) -> str:
              run.machine.describe(),
              f"FLOPs per input ({_shape(r.input_shapes)}): {r.flops_per_input / 1e9:.1f} GFLOP"
              + (f"; models resident: {_gib(r.model_memory_bytes)}" if r.model_memory_bytes else ""),
-             f"by module (FLOPs / parameters): {_groups(r.flop_groups, r.param_groups)}",
+             *([f"by module (FLOPs / parameters): {_groups(r.flop_groups, r.param_groups)}"]
+               if len(r.flop_groups) > 1 else []),
              "",
              f"| precision | latency b1 wall (s/input) | CPU time b1 (s/input) | throughput b{r.batch} (inputs/s) "
              f"| CPU time b{r.batch} (s/input) | peak tensor mem b1 | peak {'RSS' if on_cpu else 'mem'} b1 "
@@ -105,8 +106,9 @@ def _extras(r: MethodBenchmark) -> List[str]:
         ref = (f"; reference {f['reference'] / 1e9:.1f} GFLOP ({100 * (f['reference'] / f['flops'] - 1):.1f}% more)"
                if "reference" in f else "")
         lines += ["", f"released size ({f['description']}), counted without computing: {f['params'] / 1e6:.1f} M "
-                      f"params, {f['flops'] / 1e9:.1f} GFLOP per input{ref}",
-                  f"  by module (FLOPs / parameters): {_groups(f['flop_groups'], f['param_groups'])}"]
+                      f"params, {f['flops'] / 1e9:.1f} GFLOP per input{ref}"]
+        if len(f["flop_groups"]) > 1:
+            lines.append(f"  by module (FLOPs / parameters): {_groups(f['flop_groups'], f['param_groups'])}")
         if f.get("note"):
             lines.append(f"  {f['note']}")
     return lines
