@@ -123,7 +123,8 @@ def test_tables():
     machine = Machine(device="cpu", device_name="x86_64", threads=2, load_average=1.0, cpu_flags={})
     res = MethodBenchmark(
         method="m", title="M", description="tiny", config={"depth": 2}, weights_note="random weights", params=10 ** 7,
-        input_shapes=[(1, 3, 256, 256)], flops_per_input=10 ** 11, flop_groups={"a": 6 * 10 ** 10, "rest": 4 * 10 ** 10},
+        input_shapes=[(1, 3, 256, 256)], flops_per_input=10 ** 11,
+        flop_groups={"a": 6 * 10 ** 10, "rest": 4 * 10 ** 10},
         param_groups={"a": 10 ** 7, "rest": 0}, model_memory_bytes=2 ** 28, batch=4,
         results=[PrecisionResult("fp32", Timing(2.0, 4.0, 2 ** 30), 0.6, 3.0, 50.0, 25.0,
                                  {"p": 0.75, GLUE: 0.25})],
