@@ -1,6 +1,7 @@
 """Speed and memory of a training step: the same as ``varformer benchmark train ...``.
 
-    python scripts/benchmark_training.py [--stage 2] [--batch 2] [--precision bf16] [--device cpu] [--skip-small]
+    python scripts/benchmark_training.py [--method NAME] [--stage stage2] [--batch 2] [--precision bf16] [--device cpu]
+                                         [--skip-small] [--no-estimate]
 """
 import sys
 

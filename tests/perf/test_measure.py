@@ -69,3 +69,38 @@ def test_tensor_bytes_counts_shared_weights_once():
     tied = torch.nn.Linear(8, 4)
     tied.weight = lin.weight
     assert tensor_bytes([lin, tied]) == (32 + 4 + 4) * 4
+
+
+def test_process_settings_restores_threads_tf32_and_the_random_state():
+    from varformer.perf.measure import process_settings
+    threads = torch.get_num_threads()
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    with pytest.raises(RuntimeError, match="inside"):
+        with process_settings(threads=threads + 1, allow_tf32=not tf32[0]):
+            assert torch.get_num_threads() == threads + 1
+            assert torch.backends.cuda.matmul.allow_tf32 == (not tf32[0])
+            torch.manual_seed(0)                 # a benchmark seeds its models
+            raise RuntimeError("an error inside the benchmark")
+    assert torch.get_num_threads() == threads
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == tf32
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream goes on as if nothing ran
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        with process_settings(threads=0):
+            pass
+
+
+def test_flops_and_params_by_group_add_up():
+    from varformer.perf.measure import flops_by_group, params_by_group
+    net = torch.nn.Sequential()
+    net.add_module("enc", torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 16)))
+    net.add_module("dec", torch.nn.Linear(16, 4))
+    net.add_module("head", torch.nn.Linear(4, 2))
+    groups = (("encoder", ("enc",)), ("decoder", ("dec",)))
+    total, by = flops_by_group(net, groups, "rest", torch.randn(3, 8))
+    assert by == {"encoder": 2 * 3 * (8 * 16 + 16 * 16), "decoder": 2 * 3 * 16 * 4, "rest": 2 * 3 * 4 * 2}
+    assert sum(by.values()) == total
+    params = params_by_group(net, groups, "rest")
+    assert params == {"encoder": 8 * 16 + 16 + 16 * 16 + 16, "decoder": 16 * 4 + 4, "rest": 4 * 2 + 2}

@@ -112,6 +112,8 @@ class StageSpec:
                                                            # (VarFormer: model.stage follows the command's stage)
     estimate_memory: Optional[Callable[[Any, int, str], Tuple[int, int, Dict[str, int]]]] = None
     # (config, micro-batch, precision) -> (state bytes, activation bytes per image, parameter counts): --dry-run
+    recipe: str = ""                                       # the shipped config of the released recipe (a name in
+                                                           # configs/, e.g. "stage2.yaml"; "": none ships)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -174,12 +176,45 @@ class Converter:
 
 
 @dataclass(frozen=True)
+class ReferencePath:
+    """Another way to run the same model and weights (e.g. as the official test code runs it): ``benchmark model``
+    times it beside the model, counts its FLOPs and reports the largest difference between the two outputs."""
+    forward: Callable[..., torch.Tensor]                    # (float32 model, *inputs) -> the model's output
+    applies: Callable[[Any], bool] = lambda settings: True  # settings -> whether it covers a model of them
+    label: str = "reference"                                # its row in the tables
+    description: str = ""                                   # one line: how it runs the model
+
+
+@dataclass(frozen=True)
+class BenchmarkSwitch:
+    """A named change of how a model runs that its benchmark may measure (``benchmark model --switch NAME``)."""
+    name: str
+    help: str
+    apply: Callable[[nn.Module], str]                       # float32 model -> a note for the report; before the
+                                                            # per-precision copies are made
+
+
+@dataclass(frozen=True)
 class BenchmarkEntry:
-    """``varformer benchmark model --method NAME``: the released-size model on random weights."""
+    """``varformer benchmark model --method NAME``: the released-size model on random weights (``--set key=value``
+    changes the released settings)."""
     released: Callable[[], Any]                             # the settings of the released model
     inputs: Callable[[Any, int, torch.device], tuple]       # (settings, batch, device) -> the forward's inputs
+                                                            # (random; works under a fake-tensor mode)
     input_size: Callable[[Any], int]                        # settings -> the square input side
     parts: Tuple[str, ...] = ()                             # record_function ranges of the forward, in order
+    part_labels: Tuple[str, ...] = ()                       # the tables' name of each part (default: its range)
+    flop_groups: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+    # (label, module paths in the model, e.g. "vae.encoder"): FLOPs and parameters per group, counted by module
+    # (disjoint modules, each called as a module); what no group holds goes under ``flop_rest``
+    flop_rest: str = "rest"
+    reference: Optional[ReferencePath] = None               # an official-style path to compare with
+    switches: Tuple[BenchmarkSwitch, ...] = ()
+    released_note: str = ""                                 # what the paper reports for the released size
+
+    def label_of(self, part: str) -> str:
+        labels = dict(zip(self.parts, self.part_labels))
+        return labels.get(part, part)
 
 
 @dataclass(frozen=True)

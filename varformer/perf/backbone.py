@@ -5,9 +5,10 @@ For each precision it measures images/s of
 - `teacher_forced`: `var(label, vae.indices_to_var_input(idx))` (the 680-token masked forward),
 - `generate_greedy`: `var.generate(..., cfg=1.5, greedy=True)` (KV-cached sampling with CFG + decoding),
 - `generate_sampled`: `var.generate(..., cfg=1.5, top_k=900, top_p=0.96, g_seed=0)` (official FID settings),
-plus the peak memory of each call, FLOPs per image (`torch.utils.flop_counter`) and the achieved GFLOP/s next to
-the GFLOP/s of a large matmul measured in the same run. `bf16` runs the transformer blocks under
-`torch.autocast(device, torch.bfloat16)`; the VQVAE, the embeddings and the head stay float32.
+plus the peak memory of each call, FLOPs per image (`perf.measure.count_flops`, this package's own op-by-op
+counter) and the achieved GFLOP/s next to the GFLOP/s of a large matmul measured in the same run. `bf16` runs the
+transformer blocks under `runtime.autocast(device, "bf16")`; the VQVAE, the embeddings and the head stay float32.
+Threads and TF32 are set for the run only (`perf.measure.process_settings`: fp32 means fp32 on a GPU).
 
 The official weight files are used when they are found locally (the `checkpoints/` folder or the Hugging Face
 cache, never downloaded here); otherwise the models have random weights, which does not change the timings (the
@@ -28,7 +29,7 @@ from varformer.backbone.hub import VAE_FILENAME, VAR_REPO_ID, checkpoint_dirs, l
 from varformer.backbone.var import VAR
 from varformer.backbone.vqvae import VQVAE
 from varformer.perf.measure import (count_flops, current_memory, interleaved_timings, matmul_gflops,
-                                    random_images)
+                                    process_settings, random_images)
 from varformer.runtime import autocast, device_name, resolve_device
 
 PRECISIONS = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -88,16 +89,17 @@ def run_backbone_benchmark(depth: int = 16, batch: int = 1, device: str = 'cpu',
                          f"{sorted(PRECISIONS)}")
     if repeat < 1 or warmup < 0:
         raise ValueError(f"need repeat >= 1 and warmup >= 0, got repeat={repeat}, warmup={warmup}")
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)      # on a busy machine fewer threads avoid stalls at OpenMP barriers
-    dev = resolve_device(device)
-    if dev.type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = False   # fp32 means fp32
     unknown = set(ops) - set(OPS)
     if unknown:
         raise ValueError(f"unknown benchmark ops {sorted(unknown)}")
+    dev = resolve_device(device)
+    with process_settings(threads=threads, allow_tf32=False):   # fp32 means fp32; all restored afterwards
+        return _run(depth, batch, dev, precisions, vae_ch, repeat, ops, checkpoints_dir, seed, matmul_n, log, warmup)
+
+
+def _run(depth: int, batch: int, dev: torch.device, precisions: tuple[str, ...], vae_ch: int, repeat: int,
+         ops: tuple[str, ...], checkpoints_dir, seed: int, matmul_n: int, log: Callable[[str], None],
+         warmup: int) -> dict:
     vae, var, weights = build_models(depth, vae_ch, dev, checkpoints_dir, seed)
     log(f"models ready: {weights}")
     img = random_images(batch, 256, dev, seed, low=-1.0)
@@ -166,8 +168,9 @@ def format_table(result: dict) -> str:
 
 @torch.no_grad()
 def bf16_token_flips(var: VAR, label_B: torch.Tensor, idx_list: list[torch.Tensor], cfg: float = 1.5,
-                     dtype: torch.dtype = torch.bfloat16) -> dict:
-    """How often greedy (argmax) tokens change when the transformer runs under `dtype` autocast instead of fp32.
+                     precision: str = 'bf16') -> dict:
+    """How often greedy (argmax) tokens change when the transformer runs under `precision`'s autocast (bf16, or fp16)
+    instead of fp32.
 
     `teacher_forced_*`: argmax of the (CFG-combined) teacher-forced logits on the given tokens, per position (no
     error propagation). `rollout_*`: free-running greedy generation; once one token differs, later scales see other
@@ -179,10 +182,10 @@ def bf16_token_flips(var: VAR, label_B: torch.Tensor, idx_list: list[torch.Tenso
         return var(label_B, x_BLCv), var.forward_cfg(label_B, x_BLCv, cfg)
 
     cond32, cfg32 = cfg_logits()
-    with torch.autocast(device_type=dev.type, dtype=dtype):
+    with autocast(dev, precision):
         cond16, cfg16 = cfg_logits()
     g32 = var.sample(label_B.shape[0], label_B, cfg=cfg, greedy=True).idx_Bl
-    with torch.autocast(device_type=dev.type, dtype=dtype):
+    with autocast(dev, precision):
         g16 = var.sample(label_B.shape[0], label_B, cfg=cfg, greedy=True).idx_Bl
     diff_scales = [si for si, (a, b) in enumerate(zip(g32, g16)) if not torch.equal(a, b)]
     n_tokens = sum(a.numel() for a in g32)

@@ -6,28 +6,26 @@ the bound they set against a matmul and a memory copy measured in the same run.
     costs[name].bound_s(rates, bw)                           # max(compute time, memory time)
 
 ``rates`` maps a compute dtype to the matmul rate measured in it (``{torch.float32: ..., torch.bfloat16: ...}``):
-each op's FLOPs count at the rate of the dtype it computes in, so a part a bf16 run keeps in float32 (the
-tokenizer, the VAR loop by default) is held to the float32 rate.
+each op's FLOPs count at the rate of the dtype it computes in, so a part a bf16 run keeps in float32 (e.g. a
+tokenizer) is held to the float32 rate.
 
-Parts are the ``torch.profiler.record_function`` ranges a model marks itself with (e.g.
-``varformer.model.varformer.PARTS``); a dispatch mode sees their enter/exit ops, so nothing of the model is
-replaced. FLOPs: the matrix products, convolutions and attention (a multiply-add counts 2; what
-``torch.utils.flop_counter`` counts). Bytes: every tensor each op reads or writes, counted at every op (weights
-once per use): the traffic if nothing stayed in cache, an upper estimate of what an op must move, so the memory
-bound is conservative for the fused, cache-friendly ops and exact for the streaming ones (the VAR loop at batch 1
-reads the whole transformer at every scale for a handful of tokens).
+Parts are the ``torch.profiler.record_function`` ranges a model marks itself with (its method's
+``BenchmarkEntry.parts``); a dispatch mode sees their enter/exit ops, so nothing of the model is replaced. FLOPs:
+the matrix products, convolutions and attention, counted by ``perf.measure``'s own counter (``op_flops``; a
+multiply-add counts 2). Bytes: every tensor each op reads or writes, counted at every op (weights once per use): the
+traffic if nothing stayed in cache, an upper estimate of what an op must move, so the memory bound is conservative
+for the fused, cache-friendly ops and exact for the streaming ones (a scale loop at batch 1 reads the whole
+transformer at every scale for a handful of tokens).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Sequence
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from varformer.perf.measure import op_bytes, op_flops
-from varformer.runtime import synchronize
+from varformer.perf.measure import interleaved_timings, op_bytes, op_flops
 
 REST = "(rest)"
 
@@ -106,11 +104,7 @@ def copy_bandwidth(device: torch.device, mib: int = 256, repeat: int = 3) -> flo
     src = torch.ones(n, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)  # touch the pages first: the measurement is the copy, not the page faults
-    best = float("inf")
-    for _ in range(repeat):
-        synchronize(device)
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n * 4 / best
+    # the best of single timed rounds, as for the matmul roofline: a bound is what the hardware can reach
+    best = min(interleaved_timings({"copy": lambda: dst.copy_(src)}, device, 0, 1, with_memory=False)["copy"].wall_s
+               for _ in range(max(repeat, 1)))
+    return 2 * n * 4 / max(best, 1e-12)

@@ -6,8 +6,9 @@ matmul roofline, FLOP counting, peak memory and part timing.
 - ``matmul_roofline(device, dtype)``: achieved GFLOP/s of an n x n matmul (the faster of ``torch.mm`` and
   ``ops.linear``, best of a few runs, per wall and per CPU second), the practical compute roofline to read a
   model's achieved GFLOP/s against.
-- ``count_flops(fn, *args)``: FLOPs of one call as counted by ``torch.utils.flop_counter`` (matmuls,
-  convolutions, attention; a multiply-add counts 2; elementwise ops are not counted).
+- ``count_flops(fn, *args)``: FLOPs of one call, counted op by op by this module's own counter (``op_flops``:
+  matmuls, convolutions, attention; a multiply-add counts 2; elementwise ops are not counted); ``flops_by_group``
+  splits them over groups of modules.
 - ``measure_peak_memory(fn, device)``: peak memory in bytes while ``fn`` runs. CUDA: the caching allocator's peak
   of allocated tensor memory (``torch.cuda.max_memory_allocated`` after a reset). CPU: the peak resident set
   size of the whole process (Linux ``VmHWM``, reset through ``/proc/self/clear_refs`` before the call), so it
@@ -20,9 +21,12 @@ matmul roofline, FLOP counting, peak memory and part timing.
   run gives the figure a GPU would, without the interpreter and libraries the process RSS includes.
 - ``range_seconds(fn, names, device)``: seconds spent inside the ``torch.profiler.record_function`` ranges a model
   marks its parts with (one profiled call); the model is not modified.
+- ``process_settings(threads=..., allow_tf32=...)``: the one place a benchmark changes a process-wide setting (CPU
+  threads, TF32 matmuls, the global random state); everything is restored on leaving.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -30,7 +34,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -38,11 +42,33 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from varformer import ops
-from varformer.runtime import cpu_features, device_name, synchronize
+from varformer.runtime import cpu_features, device_name, resolve_device, synchronize
 
 
 def _device(device) -> torch.device:
-    return device if isinstance(device, torch.device) else torch.device(device)
+    return device if isinstance(device, torch.device) else resolve_device(device)
+
+
+@contextlib.contextmanager
+def process_settings(threads: Optional[int] = None, allow_tf32: Optional[bool] = None) -> Iterator[None]:
+    """Process-wide settings for a benchmark, all restored on leaving (also on an error): torch's CPU threads
+    (``threads``; None: unchanged), TF32 in CUDA matmuls and cuDNN convolutions (``allow_tf32``; False: fp32 means
+    fp32) and the global random state of the CPU and every CUDA device (a benchmark seeds it to build its models)."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    saved_threads = torch.get_num_threads()
+    saved_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=cuda_devices):
+            if threads is not None:
+                torch.set_num_threads(threads)  # on a busy machine fewer threads avoid stalls at OpenMP barriers
+            if allow_tf32 is not None:
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(allow_tf32)
+            yield
+    finally:
+        torch.set_num_threads(saved_threads)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_tf32
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -202,9 +228,9 @@ _ATTENTION = tuple(getattr(aten, name) for name in (
 
 
 def op_flops(func, args, out) -> int:
-    """FLOPs of one op (only the ops that do the arithmetic; elementwise ops count 0, as in flop_counter). Under
-    ``inference_mode`` composite ops (``linear``, ``conv2d``, ``scaled_dot_product_attention``, ``matmul``) reach
-    the mode undecomposed, so they are counted too."""
+    """FLOPs of one op, this package's own count (only the matrix products, convolutions and attention; elementwise
+    ops count 0). Under ``inference_mode`` composite ops (``linear``, ``conv2d``, ``scaled_dot_product_attention``,
+    ``matmul``) reach the mode undecomposed, so they are counted too."""
     packet = func.overloadpacket
     if packet in (aten.mm, aten.addmm, aten.addmm_):
         a, b = (args[0], args[1]) if packet is aten.mm else (args[1], args[2])
@@ -239,12 +265,14 @@ def op_bytes(args, kwargs, out) -> int:
 
 
 class _FlopModuleMode(TorchDispatchMode):
-    """Adds each op's FLOPs to every module open on the call stack (module forward hooks keep the stack)."""
+    """Adds each op's FLOPs to every module open on the call stack (``per_module``) and to the innermost one
+    (``innermost``; the outermost module's name when no module runs); module forward hooks keep the stack."""
 
     def __init__(self):
         super().__init__()
         self.total = 0
         self.per_module: Dict[str, int] = {}
+        self.innermost: Dict[str, int] = {}
         self.stack: list = []
         self._names: Dict[int, str] = {}
 
@@ -265,20 +293,20 @@ class _FlopModuleMode(TorchDispatchMode):
             self.total += n
             for name in dict.fromkeys(self.stack):
                 self.per_module[name] = self.per_module.get(name, 0) + n
+            inner = self.stack[-1] if self.stack else ""
+            self.innermost[inner] = self.innermost.get(inner, 0) + n
         return out
 
 
 def count_flops(fn: Callable, *args, **kwargs) -> int:
     """Total FLOPs of ``fn(*args, **kwargs)`` (runs fn once): matrix products, convolutions and attention (its two
-    matmuls, masked entries included), a multiply-add counting 2, as ``torch.utils.flop_counter`` counts them;
-    elementwise ops count 0. Counted op by op by this module (``op_flops``), so the composite ops that reach a
-    dispatch mode undecomposed under ``inference_mode`` are counted on every torch version."""
-    return count_flops_by_module(fn, *args, **kwargs)[0]
+    matmuls, masked entries included), a multiply-add counting 2; elementwise ops count 0. Counted op by op by this
+    module's own counter (``op_flops``, not ``torch.utils.flop_counter``), so the composite ops that reach a dispatch
+    mode undecomposed under ``inference_mode`` are counted on every torch version."""
+    return _counted(fn, *args, **kwargs).total
 
 
-def count_flops_by_module(fn: Callable, *args, **kwargs) -> tuple[int, Dict[str, int]]:
-    """``count_flops`` plus the FLOPs inside each module called as a module during ``fn``, keyed by its dotted
-    path from the outermost module (e.g. ``'RestoreVAR.vae.decoder'``); ``'Global'`` is the total."""
+def _counted(fn: Callable, *args, **kwargs) -> "_FlopModuleMode":
     mode = _FlopModuleMode()
     pre = torch.nn.modules.module.register_module_forward_pre_hook(mode.pre_hook)
     post = torch.nn.modules.module.register_module_forward_hook(mode.post_hook)
@@ -288,7 +316,44 @@ def count_flops_by_module(fn: Callable, *args, **kwargs) -> tuple[int, Dict[str,
     finally:
         pre.remove()
         post.remove()
+    return mode
+
+
+def count_flops_by_module(fn: Callable, *args, **kwargs) -> tuple[int, Dict[str, int]]:
+    """``count_flops`` plus the FLOPs inside each module called as a module during ``fn``, keyed by its dotted
+    path from the outermost module (e.g. ``'MyNet.vae.decoder'``); ``'Global'`` is the total."""
+    mode = _counted(fn, *args, **kwargs)
     return mode.total, dict(mode.per_module, Global=mode.total)
+
+
+def _in_group(path: str, prefixes: Sequence[str]) -> bool:
+    return any(path == p or path.startswith(p + ".") for p in prefixes)
+
+
+def flops_by_group(fn: Callable, groups: Sequence[Tuple[str, Sequence[str]]], rest: str, *args,
+                   **kwargs) -> Tuple[int, Dict[str, int]]:
+    """(total FLOPs, {label: FLOPs}) of ``fn(*args)``: each op counts for the innermost module running it, and that
+    module for the first group with a path (relative to the outermost module, e.g. ``'vae.encoder'``) it lies
+    under; ops outside every group's modules go to ``rest``. The groups add up to the total."""
+    mode = _counted(fn, *args, **kwargs)
+    out = {label: 0 for label, _ in groups}
+    out[rest] = 0
+    for path, n in mode.innermost.items():
+        relative = path.split(".", 1)[1] if "." in path else ""
+        label = next((label for label, prefixes in groups if _in_group(relative, prefixes)), rest)
+        out[label] += n
+    return mode.total, out
+
+
+def params_by_group(model: torch.nn.Module, groups: Sequence[Tuple[str, Sequence[str]]],
+                    rest: str) -> Dict[str, int]:
+    """Parameters of ``model`` per group of module paths (as ``flops_by_group``; shared tensors counted once)."""
+    out = {label: 0 for label, _ in groups}
+    out[rest] = 0
+    for name, p in model.named_parameters():
+        label = next((label for label, prefixes in groups if _in_group(name, prefixes)), rest)
+        out[label] += p.numel()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

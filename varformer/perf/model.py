@@ -1,15 +1,22 @@
-"""Speed, FLOPs and memory of the whole VarFormer restorer (``varformer benchmark model``).
+"""Speed, FLOPs and memory of any registered method's whole model (``varformer benchmark model --method NAME ...``),
+through its ``MethodSpec.benchmark`` (``varformer.methods.api.BenchmarkEntry``), several methods from one run.
 
-For each precision: latency per 256x256 image at batch 1, throughput at a larger batch, peak memory at batch 1,
-FLOPs per image (``torch.utils.flop_counter``), the achieved GFLOP/s next to a large matmul timed in the same run
-(the practical roofline), and the share of time in the model's parts, read from the ``record_function`` ranges
-the model marks them with (``varformer.model.varformer.PARTS``) in one profiled call. The reference is the
-official-style path of ``varformer.perf.reference``. Optionally (``image_hw``) an image of any size (e.g.
-2160x3840) is restored end to end through the tiling the restore command uses, and timed with its peak memory.
+Per method: the released settings (``--set key=value`` changes them, ``varformer.perf.overrides``) on random
+weights, or a model file (``weights``: any method's, read by ``registry.inspect_weights`` and its ``load_model``).
+For each precision: latency per input at batch 1, throughput at a larger batch, peak tensor memory at batch 1,
+FLOPs per input counted on fake tensors (this package's own op counter, ``perf.measure``; nothing computed, also
+split over the entry's module groups), the achieved GFLOP/s next to a large matmul timed in the same run (the
+practical roofline), the share of time in the parts the model marks with ``record_function`` ranges (the entry's
+``parts``, one profiled call) and what bounds each part (``perf.bounds``). An entry's ``reference`` (an
+official-style way to run the same model) is timed beside it, its FLOPs counted and its output compared. The
+seconds and FLOPs of a 512x512 image follow from the method's ``RestorerTraits`` (``per_512``).
 
-Every timed call goes through ``varformer.inference.model_restorer``: bf16 is measured as ``varformer restore
---precision bf16`` runs it (a copy holding its bf16-eligible weights in bf16, convolutions channels-last); fp32
-and the reference use the float32 model the copy was made from.
+The forward is timed as ``varformer restore`` runs it: the model of ``inference.model_restorer`` for the precision
+(bf16: a copy holding its bf16-eligible weights in bf16 where the model offers ``prepare_inference``) called on the
+entry's inputs under ``inference_mode`` and ``runtime.autocast``. Optionally an image of any size (``image_hw``) is
+restored end to end as the evaluator runs it (tiles, padding), and bf16 and fp32 outputs are compared on the demo
+test set (``bf16_check``); both need a forward that takes an image only. Every process-wide setting the run changes
+(threads, TF32, the random state) is restored afterwards (``perf.measure.process_settings``).
 """
 from __future__ import annotations
 
@@ -19,48 +26,53 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
+from varformer.config import EvalConfig
 from varformer.data.benchmark_data import benchmark_dataset
 from varformer.data.catalog import demo_benchmarks
 from varformer.data.image_io import tensor_to_uint8
-from varformer.inference import Restorer, count_tiles, model_restorer, tiled_forward
+from varformer.errors import ConfigError
+from varformer.evaluation.evaluate import run_restorer
+from varformer.evaluation.protocols import get_protocol
+from varformer.inference import Restorer, count_tiles, model_restorer
+from varformer.methods import registry
+from varformer.methods.api import MethodSpec, RestorerTraits, WeightsFile
 from varformer.metrics import psnr
-from varformer.model import VarFormerSettings, build_varformer, load_varformer
-from varformer.model.varformer import (PART_ENCODE, PART_UNET_DECODER, PART_UNET_ENCODER, PART_VAR_LOOP,
-                                       PART_VQ_DECODER)
 from varformer.perf.bounds import REST as BOUNDS_REST
 from varformer.perf.bounds import copy_bandwidth, part_costs
-from varformer.perf.measure import (Machine, Timing, current_memory, interleaved_timings, matmul_roofline,
-                                    peak_tensor_bytes, random_images, range_seconds, tensor_bytes)
-from varformer.perf.reference import IMAGE_SIZE, flops_without_compute, official_style_forward
-from varformer.runtime import resolve_device
+from varformer.perf.measure import (Machine, Timing, count_flops, current_memory, flops_by_group, interleaved_timings,
+                                    matmul_roofline, params_by_group, peak_tensor_bytes, process_settings,
+                                    range_seconds, tensor_bytes)
+from varformer.perf.overrides import released_settings, split_overrides
+from varformer.runtime import autocast, resolve_device
 
-PART_LABELS = {PART_ENCODE: "VQVAE encoder + adapter + quantise", PART_VAR_LOOP: "VAR scale loop",
-               PART_UNET_ENCODER: "U-Net encoder", PART_VQ_DECODER: "VQVAE decoder features",
-               PART_UNET_DECODER: "U-Net decoder"}
-REST = "glue (input checks, residual blend, clamp)"
-PARTS = tuple(PART_LABELS.values()) + (REST,)
+GLUE = "glue (outside the parts)"
+TARGET = 512     # the side of the image the side-by-side table prices every method at
+ALL = "all"      # --method all: every registered method with a benchmark entry
 
 
 @dataclass
 class ModelBenchmarkOptions:
-    depth: int = 16                            # VAR depth (16: the released model)
-    vae_ch: int = 160                          # VQVAE / U-Net width (32 for a quick run)
-    n_cross: Optional[int] = None              # cross-attention blocks (None: depth // 2, the released layout)
-    weights: Optional[str] = None              # a checkpoint (None: random weights; timings do not depend on them)
+    methods: Tuple[str, ...] = ()              # registered names, or "all" (empty: the registry's default method)
+    overrides: Tuple[str, ...] = ()            # "key=value" / "NAME.key=value": changes of the released settings
+    switches: Tuple[str, ...] = ()             # BenchmarkSwitch names of the methods' entries
+    weights: Optional[str] = None              # a model file of any method (None: random weights)
     device: str = "auto"
     precisions: Tuple[str, ...] = ("fp32", "bf16")
     batch: int = 4                             # throughput batch (1: skip the throughput measurement)
     warmup: int = 1
     repeat: int = 2
-    reference: bool = True                     # also time the official-style reference path
+    reference: bool = True                     # also time the entry's reference path, where it has one
+    bounds: bool = True                        # FLOPs and bytes per part against the rooflines
     bf16_check: bool = False                   # PSNR of bf16 vs fp32 outputs over the demo test set
     bf16_check_images_per_task: Optional[int] = None
     image_hw: Optional[Tuple[int, int]] = None  # also restore one image of this size end to end
-    tile_overlap: int = 32
+    tile_overlap: int = EvalConfig().overlap   # the evaluator's (and restore's) tile overlap
     tile_batch: int = 4
-    full_size_flops: bool = False              # also count the full-size model's FLOPs without computing
-    bf16_transformer: bool = False             # with bf16: the VAR scale loop in bf16 too
+    full_size_flops: bool = False              # also count the released size's FLOPs without computing
+    threads: Optional[int] = None              # torch CPU threads for the run (restored afterwards)
+    matmul_n: int = 2048                       # side of the roofline's matmul
 
     def validate(self) -> "ModelBenchmarkOptions":
         for p in self.precisions:
@@ -70,6 +82,8 @@ class ModelBenchmarkOptions:
             raise ValueError("need repeat >= 1, warmup >= 0, batch >= 1")
         if self.bf16_check and set(self.precisions) != {"fp32", "bf16"}:
             raise ValueError("the bf16 check compares fp32 and bf16 outputs: run it with --precision fp32 bf16")
+        if self.weights and self.overrides:
+            raise ConfigError("--set changes the released settings; a --weights file brings its own")
         return self
 
 
@@ -77,7 +91,7 @@ class ModelBenchmarkOptions:
 class PrecisionResult:
     precision: str
     b1: Timing
-    throughput_ips: Optional[float]       # images/s at the larger batch (wall)
+    throughput_ips: Optional[float]       # inputs/s at the larger batch (wall)
     throughput_cpu_s_per_img: Optional[float]
     matmul_gflops: float                  # per wall second
     matmul_cpu_gflops: float              # per CPU second
@@ -87,49 +101,128 @@ class PrecisionResult:
 
 
 @dataclass
-class ModelBenchmark:
-    config: Dict[str, object]
-    machine: Machine
+class Per512:
+    """What a 512x512 image costs in model calls of the measured input (``per_512``)."""
+    inputs: float        # model calls per 512x512 image (tiles, or a pixel-count ratio)
+    exact: bool          # False: scaled from another input size by the pixel count (any-size models)
+    note: str
+
+
+@dataclass
+class MethodBenchmark:
+    method: str
+    title: str
+    description: str                      # the method's describe(settings)
+    config: Dict[str, object]             # the settings benchmarked (as a model file records them)
     weights_note: str
+    input_shapes: List[Tuple[int, ...]]   # the forward's tensor inputs at batch 1
     params: int
-    flops_per_image: int
+    flops_per_input: int
+    flop_groups: Dict[str, int]
+    param_groups: Dict[str, int]
     model_memory_bytes: Optional[int]
     batch: int
     results: List[PrecisionResult]
+    per_512: Per512
+    parts: List[str] = field(default_factory=list)        # the part labels of the share tables, glue last
     reference: Optional[Dict[str, object]] = None
     bf16_check: Optional[Dict[str, float]] = None
     large_image: Optional[Dict[str, object]] = None
-    full_size_flops: Optional[Dict[str, int]] = None
-    # batch-1 peak of weights + live activations per call ("fp32", "bf16", "reference"): what CUDA's
+    full_size: Optional[Dict[str, object]] = None
+    # batch-1 peak of weights + live activations per call (precision or "reference"): what CUDA's
     # max_memory_allocated reports; on CPU tracked op by op in one extra call (the process RSS adds the runtime)
     tensor_peaks: Dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ModelBenchmark:
+    machine: Machine
+    methods: List[MethodBenchmark]
+    overlap: int
     copy_gbytes_per_s: Optional[float] = None   # the memory roofline of the part bounds
 
 
-def default_n_cross(depth: int) -> int:
-    """The released (test) layout: one cross-attention block per two VAR blocks (official ``div_part`` 2)."""
-    return max(1, depth // 2)
+# ---------------------------------------------------------------------------------------------------------------
+# Pieces
+# ---------------------------------------------------------------------------------------------------------------
+def benchmark_specs(names: Tuple[str, ...]) -> List[MethodSpec]:
+    """The specs ``--method`` names (``all``: every method with a benchmark entry; none: the default method)."""
+    if ALL in names:
+        specs = [s for s in registry.methods().values() if s.benchmark is not None]
+    else:
+        specs = [registry.get(n) for n in dict.fromkeys(names or (registry.DEFAULT,))]
+    missing = [s.name for s in specs if s.benchmark is None]
+    if missing:
+        raise ConfigError(f"method {', '.join(missing)} registers no benchmark entry (MethodSpec.benchmark)")
+    return specs
 
 
-def build_model(opts: ModelBenchmarkOptions, device: torch.device):
-    """(float32 model in eval mode, note). Random weights unless ``opts.weights``: timings and FLOPs do not depend
-    on the values."""
-    if opts.weights:
-        return load_varformer(opts.weights).to(device).eval(), f"weights: {opts.weights}"
-    torch.manual_seed(0)
-    n_cross = default_n_cross(opts.depth) if opts.n_cross is None else opts.n_cross
-    model = build_varformer(VarFormerSettings(depth=opts.depth, vae_ch=opts.vae_ch, n_cross=n_cross))
-    return model.to(device).eval(), "random weights (timings and FLOPs do not depend on them; outputs are meaningless)"
+def flops_without_compute(spec: MethodSpec, settings) -> Dict[str, object]:
+    """FLOPs of one input through ``spec``'s model (by module group, and of the entry's reference where it applies)
+    and its parameters, without computing anything: the model is built on the meta device, given uninitialised CPU
+    storage (never touched, so no memory is used) and run on the entry's inputs under a fake-tensor mode. Seconds
+    at full size on any machine."""
+    entry = spec.benchmark
+    with torch.device("meta"):
+        m = spec.build(settings)
+    m = m.to_empty(device="cpu").eval()
+    out: Dict[str, object] = {"params": sum(p.numel() for p in m.parameters()),
+                              "param_groups": params_by_group(m, entry.flop_groups, entry.flop_rest)}
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        args = entry.inputs(settings, 1, torch.device("cpu"))
+        out["flops"], out["flop_groups"] = flops_by_group(m, entry.flop_groups, entry.flop_rest, *args)
+        if entry.reference is not None and entry.reference.applies(settings):
+            out["reference"] = count_flops(entry.reference.forward, m, *args)
+    return out
 
 
-def part_bounds(restorer: Restorer, x: torch.Tensor, seconds: float, shares: Dict[str, float],
-                flops_per_s: Dict[torch.dtype, float], bytes_per_s: float) -> Dict[str, Dict[str, float]]:
+def per_512(traits: RestorerTraits, measured: int, overlap: int) -> Per512:
+    """Model calls per 512x512 image: tiles of a fixed input size at the evaluator's overlap, one call for a model
+    that resizes every image to its input, or a pixel-count ratio for an any-size model measured at another size;
+    with a scale > 1, the input that gives a 512x512 output."""
+    side = max(1, round(TARGET / traits.scale))
+    sr = (f"; x{traits.scale}: a {side}x{side} input gives the {TARGET}x{TARGET} output" if traits.scale > 1 else "")
+    if traits.input_size and traits.resize_to_input:
+        s = traits.input_size
+        return Per512(1, True, f"one call: the image resized to {s}x{s} as its papers run it" + sr)
+    if traits.input_size:
+        s = traits.input_size
+        n = count_tiles(side, side, s, overlap)
+        return Per512(n, True, f"{n} tiles of {s}x{s} at overlap {overlap} (as evaluate and restore tile it), "
+                               "its batch-1 figures x the tile count" + sr)
+    exact = measured == side
+    return Per512((side / measured) ** 2, exact, f"one {side}x{side} call" + sr + (
+        "" if exact else f"; measured at {measured}x{measured}, scaled by the pixel count (approx.)"))
+
+
+def _forward(r: Restorer, args: tuple) -> Callable[[], object]:
+    """The model of restorer ``r`` on ``args`` as ``r`` runs it (inference mode, its precision's autocast)."""
+    def run():
+        with torch.inference_mode(), autocast(r.device, r.precision):
+            return r.model(*args)
+    return run
+
+
+def part_shares(fn: Callable[[], object], parts: List[str], labels: List[str], device: torch.device,
+                calls: int = 2) -> Dict[str, float]:
+    """Fractions of one call's time in each part (``labels[i]`` for range ``parts[i]``; the rest is ``GLUE``), from
+    the fastest of ``calls`` profiled calls (one call can be slowed by something else on the machine)."""
+    seconds = min((range_seconds(fn, parts, device) for _ in range(max(calls, 1))), key=lambda s: s["total"])
+    total = max(seconds.pop("total"), 1e-12)
+    shares = {label: seconds[part] / total for part, label in zip(parts, labels)}
+    shares[GLUE] = max(1.0 - sum(shares.values()), 0.0)
+    return shares
+
+
+def part_bounds(fn: Callable[[], object], parts: List[str], labels: List[str], seconds: float,
+                shares: Dict[str, float], flops_per_s: Dict[torch.dtype, float],
+                bytes_per_s: float) -> Dict[str, Dict[str, float]]:
     """Per part: its seconds (``shares`` of ``seconds``), FLOPs and bytes counted op by op, the compute and memory
     times at the measured matmul rate of each op's dtype and the copy rate, the bound (the larger) and how far the
     part runs above it."""
-    costs = part_costs(lambda: restorer(x), list(PART_LABELS))
+    costs = part_costs(fn, parts)
     out = {}
-    for name, label in list(PART_LABELS.items()) + [(BOUNDS_REST, REST)]:
+    for name, label in list(zip(parts, labels)) + [(BOUNDS_REST, GLUE)]:
         c = costs[name]
         t = shares.get(label, 0.0) * seconds
         bound = c.bound_s(flops_per_s, bytes_per_s)
@@ -140,133 +233,184 @@ def part_bounds(restorer: Restorer, x: torch.Tensor, seconds: float, shares: Dic
     return out
 
 
-def part_shares(restorer: Restorer, x: torch.Tensor, calls: int = 2) -> Dict[str, float]:
-    """Fractions of one call's time in each part of the model (``PARTS``; the rest is glue), from the fastest of
-    ``calls`` profiled calls (one call can be slowed by something else on the machine)."""
-    seconds = min((range_seconds(lambda: restorer(x), list(PART_LABELS), restorer.device) for _ in range(calls)),
-                  key=lambda s: s["total"])
-    total = max(seconds.pop("total"), 1e-12)
-    shares = {PART_LABELS[k]: v / total for k, v in seconds.items()}
-    shares[REST] = max(1.0 - sum(shares.values()), 0.0)
-    return shares
+@dataclass
+class _Prepared:
+    restorers: Dict[str, Restorer]      # per precision
+    fp32_model: Optional[torch.nn.Module]   # the float32 model (None when it was converted for bf16)
+    settings: object
+    note: str
+    memory: Optional[int]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The steps of a run
-# ---------------------------------------------------------------------------------------------------------------
-def _prepare_models(opts: ModelBenchmarkOptions, dev: torch.device, log):
-    """{precision: model} (bf16: a prepared copy, or the model itself when nothing else needs float32), the float32
-    model (None if it was converted), a note, the resident bytes the models added."""
+def _prepare(spec: MethodSpec, settings, opts: ModelBenchmarkOptions, dev: torch.device, log,
+             weights: Optional[WeightsFile] = None) -> _Prepared:
+    """The model (random weights, or the file ``weights`` read once), its switches applied, and a restorer per
+    precision (bf16: a prepared copy, or the model itself when nothing else needs float32)."""
     mem_before = current_memory(dev)
-    model, note = build_model(opts, dev)
-    if opts.bf16_transformer:
-        model.bf16_transformer = True
-        note += "; VAR loop in bf16 under bf16"
-    models = {p: model for p in opts.precisions}
+    torch.manual_seed(0)
+    if weights is not None:
+        model, note = spec.load_model(weights), f"weights: {weights.path}"
+        settings = model.settings() if callable(getattr(model, "settings", None)) else settings
+    else:
+        model = spec.build(settings)
+        note = "random weights (timings and FLOPs do not depend on them; outputs are meaningless)"
+    model = model.to(dev).eval()
+    for switch in spec.benchmark.switches:
+        if switch.name in opts.switches:
+            note += "; " + switch.apply(model)
+    traits = spec.restorer(model)
+    ref = spec.benchmark.reference
+    keep_fp32 = "fp32" in opts.precisions or (opts.reference and ref is not None and ref.applies(settings))
+    restorers = {}
+    for p in opts.precisions:
+        m = copy.deepcopy(model) if p == "bf16" and keep_fp32 else model
+        restorers[p] = model_restorer(m, dev, p, traits=traits)
     if "bf16" in opts.precisions:
-        keep_fp32 = "fp32" in opts.precisions or opts.reference
-        models["bf16"] = (copy.deepcopy(model) if keep_fp32 else model).prepare_inference("bf16")
-        note += "; bf16: weights held in bf16 where autocast allows, convolutions channels-last (prepare_inference)"
-        model = model if keep_fp32 else None
+        note += ("; bf16: a copy holding its bf16-eligible weights in bf16 (prepare_inference), as restore runs it"
+                 if hasattr(model, "prepare_inference") else "; bf16: under bf16 autocast")
     model_mem = current_memory(dev) - mem_before if mem_before else None
-    log(f"model {models[opts.precisions[0]].settings()} on {dev}; {note}")
-    return models, model, note, model_mem
+    log(f"{spec.name}: {spec.describe(settings)} on {dev}; {note}")
+    return _Prepared(restorers, model if keep_fp32 else None, settings, note, model_mem)
 
 
-def _tensor_peaks(models, fp32_model, b1: Dict[str, Timing], restorers, x1, dev, log) -> Dict[str, int]:
+def _tensor_peaks(prep: _Prepared, b1: Dict[str, Timing], calls: Dict[str, Callable], dev, log) -> Dict[str, int]:
     """Batch-1 peak of weights + live activations per call: CUDA's allocator peak minus the models the call did not
     use; on CPU one tracked call each (the process RSS would add the runtime)."""
-    held = {p: tensor_bytes([m]) for p, m in models.items()}
-    if "reference" in b1:
-        held["reference"] = tensor_bytes([fp32_model])
+    models = {p: r.model for p, r in prep.restorers.items()}
+    if "reference" in calls:
+        models["reference"] = prep.fp32_model
+    held = {k: tensor_bytes([m]) for k, m in models.items()}
     if dev.type == "cuda":
-        resident = tensor_bytes(list({id(m): m for m in [*models.values(), fp32_model] if m is not None}.values()))
+        resident = tensor_bytes(list({id(m): m for m in models.values()}.values()))
         return {k: t.peak_mem_bytes - (resident - held[k]) for k, t in b1.items() if t.peak_mem_bytes is not None}
     log("batch 1: peak tensor memory, one tracked call each")
-    calls = {p: (lambda r=r: r(x1)) for p, r in restorers.items()}
-    if "reference" in b1:
-        calls["reference"] = lambda: official_style_forward(fp32_model, x1)
     return {k: held[k] + peak_tensor_bytes(fn) for k, fn in calls.items()}
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# A run
+# ---------------------------------------------------------------------------------------------------------------
 def run_model_benchmark(opts: ModelBenchmarkOptions = ModelBenchmarkOptions(),
                         log: Callable[[str], None] = lambda m: None) -> ModelBenchmark:
     opts.validate()
+    names, info = opts.methods, None
+    if opts.weights:
+        info = registry.inspect_weights(opts.weights)
+        if info.method is None:
+            raise ConfigError(f"--weights {opts.weights} is {info.describe()}; the benchmark takes a model file of "
+                              f"one of the methods here ({', '.join(registry.names())})")
+        if names and list(dict.fromkeys(names)) != [info.method.name]:
+            raise ConfigError(f"--weights {opts.weights} is a {info.method.name} file: it names one model; drop "
+                              f"--method or give --method {info.method.name}")
+        names = (info.method.name,)
+    specs = benchmark_specs(names)
+    known = {s.name for spec in specs for s in spec.benchmark.switches}
+    unknown = sorted(set(opts.switches) - known)
+    if unknown:
+        raise ConfigError(f"--switch {', '.join(unknown)}: not a switch of {', '.join(s.name for s in specs)} "
+                          f"(theirs: {', '.join(sorted(known)) or 'none'})")
+    overrides = split_overrides(opts.overrides, specs)
+    settings = {s.name: released_settings(s, overrides[s.name]) for s in specs}   # every error before any work
     dev = resolve_device(opts.device)
-    models, fp32_model, note, model_mem = _prepare_models(opts, dev, log)
-    settings = models[opts.precisions[0]].settings()
-    restorers = {p: model_restorer(models[p], dev, p) for p in opts.precisions}
-    x1, xb = random_images(1, IMAGE_SIZE, dev), random_images(opts.batch, IMAGE_SIZE, dev, seed=1)
-    log("FLOPs per image (counted on fake tensors: nothing computed)")
-    counted = flops_without_compute(settings)
+    with process_settings(threads=opts.threads, allow_tf32=False):   # fp32 means fp32; all restored afterwards
+        bandwidth = copy_bandwidth(dev) if opts.bounds else None
+        if bandwidth:
+            log(f"memory roofline: copy {bandwidth / 1e9:.1f} GB/s")
+        log("matmul rooflines: " + ", ".join(opts.precisions))
+        roofs = {p: matmul_roofline(dev, torch.float32 if p == "fp32" else torch.bfloat16, n=opts.matmul_n)
+                 for p in opts.precisions}
+        results = [_run_method(spec, settings[spec.name], opts, dev, roofs, bandwidth, log, info) for spec in specs]
+        machine = Machine.here(dev)
+    return ModelBenchmark(machine, results, opts.tile_overlap, bandwidth / 1e9 if bandwidth else None)
 
-    outputs: Dict[str, torch.Tensor] = {}
-    fns = {p: (lambda p=p: outputs.__setitem__(p, restorers[p](x1))) for p in opts.precisions}
-    use_ref = opts.reference and fp32_model is not None and "reference" in counted
-    if use_ref:
-        fns["reference"] = lambda: outputs.__setitem__("reference", official_style_forward(fp32_model, x1))
-    log(f"batch 1: {', '.join(fns)} in alternation, {opts.warmup} warm-up + {opts.repeat} timed rounds")
+
+def _run_method(spec: MethodSpec, settings, opts: ModelBenchmarkOptions, dev: torch.device, roofs, bandwidth,
+                log, weights: Optional[WeightsFile] = None) -> MethodBenchmark:
+    entry = spec.benchmark
+    prep = _prepare(spec, settings, opts, dev, log, weights)
+    settings = prep.settings
+    log(f"{spec.name}: FLOPs per input (counted on fake tensors: nothing computed)")
+    counted = flops_without_compute(spec, settings)
+    torch.manual_seed(0)
+    args1 = entry.inputs(settings, 1, dev)
+    outputs: Dict[str, object] = {}
+    calls = {p: _forward(r, args1) for p, r in prep.restorers.items()}
+    if opts.reference and "reference" in counted and prep.fp32_model is not None:
+        calls["reference"] = lambda: entry.reference.forward(prep.fp32_model, *args1)
+    fns = {k: (lambda k=k: outputs.__setitem__(k, calls[k]())) for k in calls}
+    log(f"{spec.name} batch 1: {', '.join(fns)} in alternation, {opts.warmup} warm-up + {opts.repeat} timed rounds")
     b1 = interleaved_timings(fns, dev, opts.warmup, opts.repeat, with_memory=True)
-    tensor_peaks = _tensor_peaks(models, fp32_model, b1, restorers, x1, dev, log)
+    tensor_peaks = _tensor_peaks(prep, b1, calls, dev, log)
     thr: Dict[str, Timing] = {}
     if opts.batch > 1:
-        log(f"batch {opts.batch}: {', '.join(opts.precisions)} in alternation, {opts.repeat} timed rounds")
-        thr = interleaved_timings({p: (lambda p=p: restorers[p](xb)) for p in opts.precisions}, dev, 0, opts.repeat,
+        torch.manual_seed(1)
+        argsb = entry.inputs(settings, opts.batch, dev)
+        log(f"{spec.name} batch {opts.batch}: {', '.join(opts.precisions)} in alternation, {opts.repeat} rounds")
+        thr = interleaved_timings({p: _forward(r, argsb) for p, r in prep.restorers.items()}, dev, 0, opts.repeat,
                                   with_memory=False)
+    parts, labels = list(entry.parts), [entry.label_of(p) for p in entry.parts]
+    rates = {torch.float32 if p == "fp32" else torch.bfloat16: r.wall_gflops * 1e9 for p, r in roofs.items()}
     results = []
-    bandwidth = copy_bandwidth(dev)
-    log(f"memory roofline: copy {bandwidth / 1e9:.1f} GB/s")
-    # each op's FLOPs are held to the rate of its dtype: a bf16 run keeps the tokenizer (and the VAR loop by default)
-    # in float32, and the float32 rate is their bound there too
-    log("matmul rooflines: " + ", ".join(sorted({"fp32" if p == "fp32" else "bf16" for p in opts.precisions})))
-    roofs = {dt: matmul_roofline(dev, dt) for dt in
-             {torch.float32} | ({torch.bfloat16} if any(p != "fp32" for p in opts.precisions) else set())}
-    rates = {dt: r.wall_gflops * 1e9 for dt, r in roofs.items()}
     for p in opts.precisions:
-        log(f"[{p}] part shares and part bounds")
-        roof = roofs[torch.float32 if p == "fp32" else torch.bfloat16]
         t = thr.get(p)
-        shares = part_shares(restorers[p], x1)
-        bounds = part_bounds(restorers[p], x1, b1[p].wall_s, shares, rates, bandwidth)
+        shares: Dict[str, float] = {}
+        bounds: Dict[str, Dict[str, float]] = {}
+        if parts:
+            log(f"[{spec.name} {p}] part shares" + (" and part bounds" if bandwidth else ""))
+            shares = part_shares(calls[p], parts, labels, dev, calls=min(2, opts.repeat))
+            if bandwidth:
+                bounds = part_bounds(calls[p], parts, labels, b1[p].wall_s, shares, rates, bandwidth)
         results.append(PrecisionResult(p, b1[p], opts.batch / t.wall_s if t else None,
-                                       t.cpu_s / opts.batch if t else None, roof.wall_gflops, roof.cpu_gflops,
-                                       shares, bounds))
+                                       t.cpu_s / opts.batch if t else None, roofs[p].wall_gflops,
+                                       roofs[p].cpu_gflops, shares, bounds))
     ref = None
-    if use_ref:
-        diff = float((outputs["reference"] - outputs["fp32"]).abs().max()) if "fp32" in outputs else None
-        ref = {"b1": b1["reference"], "flops_per_image": counted["reference"], "max_abs_diff_vs_model_fp32": diff}
-    return ModelBenchmark(
-        config=settings.to_metadata(), machine=Machine.here(dev), weights_note=note,
-        params=sum(p.numel() for p in models[opts.precisions[0]].parameters()), flops_per_image=counted["model"],
-        model_memory_bytes=model_mem, batch=opts.batch, results=results, reference=ref,
-        copy_gbytes_per_s=bandwidth / 1e9,
-        bf16_check=bf16_psnr_check(restorers, opts.bf16_check_images_per_task, log) if opts.bf16_check else None,
-        large_image=(benchmark_large_image(restorers[opts.precisions[-1]], opts.image_hw, opts.tile_overlap,
+    if "reference" in b1:
+        same = isinstance(outputs.get("fp32"), torch.Tensor) and isinstance(outputs["reference"], torch.Tensor)
+        diff = float((outputs["reference"].float() - outputs["fp32"].float()).abs().max()) if same else None
+        ref = {"label": entry.reference.label, "description": entry.reference.description, "b1": b1["reference"],
+               "flops_per_input": counted["reference"], "max_abs_diff_vs_model_fp32": diff}
+    image_only = len(args1) == 1
+    if (opts.bf16_check or opts.image_hw) and not image_only:
+        raise ConfigError(f"--bf16-check and --image restore images: {spec.name}'s forward takes "
+                          f"{len(args1)} inputs, not an image only")
+    size = entry.input_size(settings)
+    full = None
+    if opts.full_size_flops:
+        log(f"{spec.name}: FLOPs of the released size without computing")
+        released = released_settings(spec)
+        full = dict(flops_without_compute(spec, released), description=spec.describe(released),
+                    note=entry.released_note)
+    return MethodBenchmark(
+        method=spec.name, title=spec.title, description=spec.describe(settings),
+        config=settings.to_metadata() if hasattr(settings, "to_metadata") else dict(vars(settings)),
+        weights_note=prep.note, input_shapes=[tuple(a.shape) for a in args1 if isinstance(a, torch.Tensor)],
+        params=counted["params"], flops_per_input=counted["flops"], flop_groups=counted["flop_groups"],
+        param_groups=counted["param_groups"], model_memory_bytes=prep.memory, batch=opts.batch, results=results,
+        per_512=per_512(spec.restorer(prep.restorers[opts.precisions[0]].model), size, opts.tile_overlap),
+        parts=labels + [GLUE] if parts else [], reference=ref,
+        bf16_check=bf16_psnr_check(prep.restorers, opts, log) if opts.bf16_check else None,
+        large_image=(benchmark_large_image(prep.restorers[opts.precisions[-1]], opts.image_hw, opts.tile_overlap,
                                            opts.tile_batch, log) if opts.image_hw else None),
-        full_size_flops=_full_size_flops(log) if opts.full_size_flops else None, tensor_peaks=tensor_peaks)
+        full_size=full, tensor_peaks=tensor_peaks)
 
 
-def _full_size_flops(log) -> Dict[str, int]:
-    log("FLOPs of the full-size model (depth 16, vae_ch 160) without computing")
-    return flops_without_compute(VarFormerSettings(depth=16, vae_ch=160, n_cross=default_n_cross(16)))
-
-
-def bf16_psnr_check(restorers: Dict[str, Restorer], images_per_task: Optional[int] = None,
+def bf16_psnr_check(restorers: Dict[str, Restorer], opts: ModelBenchmarkOptions,
                     log: Callable[[str], None] = lambda m: None) -> Dict[str, float]:
     """Mean PSNR (dB, RGB, 8-bit outputs) over the demo test benchmarks of the ``fp32`` and ``bf16`` restorers'
-    outputs (the same weights; the bf16 one may hold them in bf16), tiled at full size (all of its images, or the
-    first ``images_per_task`` of every task)."""
+    outputs (the same weights; the bf16 one may hold them in bf16), at native resolution as the ``full`` protocol
+    runs them (all of its images, or the first ``bf16_check_images_per_task`` of every task)."""
+    protocol, cap = get_protocol("full"), opts.bf16_check_images_per_task
     pairs = []
     for name in demo_benchmarks():
         ds = benchmark_dataset(name)
-        pairs += [ds[i] for i in range(min(len(ds), images_per_task or len(ds)))]
+        pairs += [ds[i] for i in range(min(len(ds), cap or len(ds)))]
     scores: Dict[str, List[float]] = {"fp32": [], "bf16": []}
     agree: List[float] = []
     for i, item in enumerate(pairs):
         gt = tensor_to_uint8(item["gt"])
         outs = {}
         for p in ("fp32", "bf16"):
-            y = tiled_forward(restorers[p], item["lq"][None], tile=IMAGE_SIZE, overlap=32, batch_size=4)
+            y = run_restorer(restorers[p], item["lq"][None], protocol, opts.tile_overlap, opts.tile_batch)
             outs[p] = tensor_to_uint8(y[0])
             scores[p].append(float(psnr(outs[p], gt)))
         agree.append(float(psnr(outs["bf16"], outs["fp32"])))
@@ -278,13 +422,15 @@ def bf16_psnr_check(restorers: Dict[str, Restorer], images_per_task: Optional[in
 
 def benchmark_large_image(restorer: Restorer, image_hw: Tuple[int, int], overlap: int = 32, batch: int = 4,
                           log: Callable[[str], None] = lambda m: None) -> Dict[str, object]:
-    """Restore one random image of ``image_hw`` end to end (padding, tiles, blending) once; time and peak memory."""
+    """Restore one random image of ``image_hw`` end to end as the evaluator runs it (tiles and blending for a fixed
+    input size, padding for an any-size model) once; time and peak memory."""
     H, W = image_hw
     x = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(2)).to(restorer.device)
-    n_tiles = count_tiles(H, W, IMAGE_SIZE, overlap)
+    n_tiles = count_tiles(H, W, restorer.input_size, overlap) if restorer.input_size else 1
     log(f"[{H}x{W}] {n_tiles} tiles, {restorer.precision}, tile batch {batch}")
-    t = interleaved_timings({"image": lambda: tiled_forward(restorer, x, tile=IMAGE_SIZE, overlap=overlap,
-                                                            batch_size=batch)}, restorer.device, 0, 1)["image"]
+    protocol = get_protocol("full")
+    t = interleaved_timings({"image": lambda: run_restorer(restorer, x, protocol, overlap, batch)},
+                            restorer.device, 0, 1)["image"]
     return {"hw": (H, W), "tiles": n_tiles, "precision": restorer.precision, "tile_batch": batch,
             "seconds": t.wall_s, "cpu_seconds": t.cpu_s, "seconds_per_tile": t.wall_s / n_tiles,
             "peak_mem_bytes": t.peak_mem_bytes}

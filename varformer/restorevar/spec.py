@@ -52,13 +52,22 @@ def _benchmark_inputs(settings: RestoreVARSettings, batch: int, device: torch.de
     return (torch.rand(batch, 3, settings.image_size, settings.image_size, device=device),)
 
 
+# the benchmark's tables: each record_function range of the forward, and FLOPs / parameters by module
+PART_LABELS = ("VQVAE encoder + conditioning", "VAR scale loop (greedy, KV cache)", "latent refiner", "VQVAE decoder")
+FLOP_GROUPS = (("VQVAE encoder", ("vae.encoder",)), ("refiner", ("refiner",)),
+               ("VQVAE decoder", ("vae.decoder", "vae.post_quant_conv")))
+TABLE_3 = ("the paper's Table 3: 296.95 M parameters without the VQVAE (the transformer and refiner rows here) and "
+           "1.05 TFLOPs, counting method not given (here a multiply-add counts 2)")
+
+
 def _stage(name: str, stage: int, description: str, batch: int = OFFICIAL_BATCH,
            layout: str = OFFICIAL_LAYOUT) -> StageSpec:
     return StageSpec(name, description,
                      build_task=lambda cfg, announce: task.build_restorevar_task(cfg, stage, announce),
                      check_inputs=partial(task.check_inputs, stage=stage), training_data=task.training_data,
                      official_global_batch=batch, official_layout=layout, lr_scales_with_batch=True,
-                     released_size=lambda cfg: (cfg.model.depth, cfg.model.vae_ch) == (16, 160))
+                     released_size=lambda cfg: (cfg.model.depth, cfg.model.vae_ch) == (16, 160),
+                     recipe=f"{METHOD}_{name}.yaml")
 
 
 SPEC = MethodSpec(
@@ -85,7 +94,9 @@ SPEC = MethodSpec(
                                             "OUT/vae_restorevar.ckpt in the official layouts",
                   lambda parser: None, _to_official, writes_folder=True)),
     benchmark=BenchmarkEntry(released=lambda: RestoreVARSettings(), inputs=_benchmark_inputs,
-                             input_size=lambda settings: settings.image_size, parts=PARTS),
+                             input_size=lambda settings: settings.image_size, parts=PARTS, part_labels=PART_LABELS,
+                             flop_groups=FLOP_GROUPS, flop_rest="transformer (blocks, embeddings, head, quantiser)",
+                             released_note=TABLE_3),
     demo=DemoRecipe(stages=(("stage1", "demo_restorevar_stage1.yaml"), ("stage2", "demo_restorevar_stage2.yaml")),
                     carry=lambda stage, previous: [f"model.stage1_weights={previous}"] if stage == "stage2" else [],
                     summary="a small RestoreVAR (VQVAE width 32, VAR depth 2, 128x128 inputs) on a random-init "

@@ -1,4 +1,5 @@
-"""The official-style reference path of ``varformer benchmark model``, and FLOPs counted without computing.
+"""The official-style reference path of VarFormer's benchmark (``varformer benchmark model``, through the
+``ReferencePath`` of its ``BenchmarkEntry``).
 
 The official repository cannot run here (and is not copied), so the reference is ``official_style_forward``: the
 same modules and weights run the way the official test code runs them (docs/official-differences.md): float32,
@@ -6,23 +7,21 @@ same modules and weights run the way the official test code runs them (docs/offi
 path), the VAR loop on the full doubled CFG batch from the first block on (cross-attention queries computed per
 row, AdaLN modulation at every scale: ``greedy_rollout(share_halves=False)``), and the whole frozen VQVAE decoder
 on ``f_hat`` (its full-resolution level and RGB output computed and discarded). Its output must equal the model's
-to float rounding (the benchmark reports the largest difference). Not reproduced, so the reference is *faster* than the
-real official code: its explicit (non-SDPA) attention maps in the AFT and Swin blocks, the autograd graph its test
-script keeps (no ``no_grad`` at all), and its 1x1 conv + single-channel softmax of the residual weight.
+to float rounding (the benchmark reports the largest difference). Not reproduced, so the reference is *faster* than
+the real official code: its explicit (non-SDPA) attention maps in the AFT and Swin blocks, the autograd graph its
+test script keeps (no ``no_grad`` at all), and its 1x1 conv + single-channel softmax of the residual weight.
 """
 from __future__ import annotations
 
-from typing import Dict
-
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
 
 from varformer import ops
-from varformer.model import VarFormer, VarFormerSettings, build_varformer
 from varformer.model.prior_rollout import greedy_rollout
-from varformer.perf.measure import count_flops
+from varformer.model.settings import VarFormerSettings
+from varformer.model.varformer import VarFormer
 
-IMAGE_SIZE = 256
+DESCRIPTION = ("the same modules and weights run as the official test code runs them: fp32, no_grad, PyTorch's "
+               "default linear kernels, doubled CFG batch from block 0, full VQVAE decoder (RGB discarded)")
 
 
 def has_reference(settings: VarFormerSettings) -> bool:
@@ -51,19 +50,3 @@ def official_style_forward(model: VarFormer, lq_B3HW: torch.Tensor) -> torch.Ten
         w = m.input_weight
         out = ((1 - w) * n + w * x).clamp(-1, 1)
     return out.add(1).mul(0.5).clamp(0, 1)
-
-
-def flops_without_compute(settings: VarFormerSettings) -> Dict[str, int]:
-    """FLOPs per 256x256 image of the model (and of the official-style reference where it applies) without
-    computing anything: the model is built on the meta device, given uninitialised CPU storage (never touched, so
-    no memory is used) and run under a fake-tensor mode. Works for the full-size model on any machine in seconds."""
-    with torch.device("meta"):
-        m = build_varformer(settings)
-    m = m.to_empty(device="cpu").eval()
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        x = torch.empty(1, 3, IMAGE_SIZE, IMAGE_SIZE)
-        flops = {"model": count_flops(m, x)}
-        if has_reference(settings):
-            flops["reference"] = count_flops(official_style_forward, m, x)
-    flops["params"] = sum(p.numel() for p in m.parameters())
-    return flops
