@@ -34,31 +34,20 @@ ALLOWED = {
 
 # modules that still name a method on main; each entry must still fail (test_pending_modules_still_name_a_method)
 PENDING = {
-    # ---- being converted to the registry by other branches (perf/, demo/, reproduce/, analysis/, commands/)
+    # ---- being converted to the registry by other branches (demo/, reproduce/, analysis/, commands/)
     "varformer.analysis.common": "analysis loads VarFormer models directly (load_varformer), not through the registry",
     "varformer.analysis.dae_weights": "the DAE-weights analysis names VarFormer in its error",
     "varformer.commands.analyze": "help text names VarFormer weights",
-    "varformer.commands.benchmark": "--method choices and the RestoreVAR benchmark hard-wired (perf-generic)",
     "varformer.commands.data": "imports restorevar.schedule for the RestoreVAR training-list schedule",
     "varformer.commands.demo": "--model choices varformer/restorevar and per-method demo branches",
     "varformer.commands.evaluate": "help text names VarFormer and RestoreVAR weights and the restorevar preset",
     "varformer.commands.restore": "help text names VarFormer and RestoreVAR weights and tile sizes",
     "varformer.demo": "exports restorevar_training_step",
     "varformer.demo.run": "per-method demo recipes (imports both method packages)",
-    "varformer.perf.model": "the model benchmark builds VarFormer directly",
-    "varformer.perf.reference": "the official-style reference path is VarFormer's",
-    "varformer.perf.report": "the benchmark table is titled VarFormer",
-    "varformer.perf.restorevar": "a second model benchmark for RestoreVAR (perf-generic replaces it)",
-    "varformer.perf.training": "the training benchmark builds VarFormer stages directly",
     "varformer.reproduce.ablations": "the ablation rows load VarFormer models directly",
     "varformer.reproduce.paper": "the main table's row is titled VarFormer",
     "varformer.reproduce.weights": "converts VarFormer's release through varformer.model",
     # ---- outside those areas
-    "varformer.backbone.hub": "guess_var_depth's error text names a VarFormer/BasicSR checkpoint (a recognize's job)",
-    "varformer.checkpoints": "knows VarFormer's version-0.1 safetensors metadata key (LEGACY_SAFETENSORS_CONFIG)",
-    "varformer.cli": "the program's description names VarFormer (the CLI rework rewrites the help)",
-    "varformer.data.json_list": "an error message names the restorevar protocol",
-    "varformer.data.train_sets": "RESTOREVAR_LAYOUTS: RestoreVAR's training-folder layouts named after the method",
     "varformer.evaluation.saved_images": "RESTOREVAR_NR: the RestoreVAR paper's no-reference settings outside "
                                          "evaluation/protocols",
 }

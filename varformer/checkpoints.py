@@ -9,8 +9,8 @@ A **model file** holds one method's model: its settings (the constructor's argum
     strict_load(model, state_dict, path, explain=spec.architecture_of)   # keys and shapes exact, nothing on meta
 
 Layouts (both written atomically through ``varformer.files``):
-- ``.safetensors``: metadata ``{"format": NAME, "version": "1", "config": JSON settings}`` (VarFormer files of
-  version 0.1 wrote ``varformer_config`` instead of ``config``: still read);
+- ``.safetensors``: metadata ``{"format": NAME, "version": "1", "config": JSON settings}`` (files of version 0.1
+  wrote ``NAME_config`` instead of ``config``: still read);
 - any other name: ``torch.save({"format": NAME, "version": 1, "config": {...}, "state_dict": {...}})``, which
   loads with ``weights_only=True``.
 
@@ -34,7 +34,6 @@ from varformer.files import read_safetensors, read_torch_file, safetensors_metad
 from varformer.files import save_torch_atomic
 
 MODEL_FILE_VERSION = 1
-LEGACY_SAFETENSORS_CONFIG = {"varformer": "varformer_config"}  # format -> the metadata key version 0.1 used
 
 
 def save_model_file(path: str | os.PathLike, method: str, settings: Mapping[str, object],
@@ -86,7 +85,7 @@ def open_weights(path: str | os.PathLike) -> OpenedWeights:
     if path.endswith(".safetensors"):
         header = safetensors_metadata(path)
         fmt = header.get("format")
-        key = "config" if "config" in header else LEGACY_SAFETENSORS_CONFIG.get(fmt or "", "config")
+        key = "config" if "config" in header else f"{fmt}_config"  # version 0.1: "<format>_config"
         meta = None
         if fmt and key in header:
             try:

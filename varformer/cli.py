@@ -32,7 +32,8 @@ SUBCOMMANDS = {
 def _top_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="varformer",
-        description="VarFormer: image restoration with VAR's distribution-alignment prior.",
+        description="Image restoration with visual autoregressive (VAR) priors: train, evaluate, restore and "
+                    "benchmark the registered methods.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="subcommands:\n" + "\n".join(f"  {k:<10} {v}" for k, v in SUBCOMMANDS.items())
         + "\n\n'varformer SUBCOMMAND --help' shows a subcommand's options.",

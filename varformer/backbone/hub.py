@@ -130,7 +130,7 @@ def guess_var_depth(state_dict: dict[str, torch.Tensor]) -> str:
     if 'encoder.conv_in.weight' in state_dict:
         return f"a VQVAE with ch={state_dict['encoder.conv_in.weight'].shape[0]}"
     if any(k.startswith(('params', 'params_ema', 'net_g')) for k in state_dict) or any('cross_attn' in k for k in state_dict):
-        return "a VarFormer/BasicSR checkpoint, not a VAR backbone file"
+        return "a checkpoint of a restoration method (BasicSR layout), not a VAR backbone file"
     return "an unknown architecture"
 
 

@@ -144,7 +144,7 @@ class ListDataset(Dataset):
         if lq.shape != gt.shape and not self.allow_size_mismatch:
             raise DataError(f"{self.benchmark.name}: size mismatch between {lq_path} ({lq.shape[1]}x{lq.shape[0]}) "
                             f"and {gt_path} ({gt.shape[1]}x{gt.shape[0]}); only a protocol that resizes both "
-                            f"(restorevar) can score this list")
+                            f"can score this list")
         return lq, gt
 
     def __getitem__(self, index: int) -> Dict[str, object]:

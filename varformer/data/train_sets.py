@@ -64,14 +64,14 @@ TRAIN_LAYOUTS: Dict[str, List[Tuple[str, str, Tuple[str, ...]]]] = {
 }
 # RestoreVAR's training data archive (its valset.json paths, ``data/<degradation>/<dataset>/Train/{input,GT}``),
 # tried after the layouts above; point data.root at its ``data/`` folder
-RESTOREVAR_LAYOUTS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+PER_DEGRADATION_LAYOUTS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "haze": ("Haze/RESIDE/Train/hazy", "Haze/RESIDE/Train/GT", ("haze-prefix", "stem")),
     "snow": ("Snow/Snow100k/Train/Snow", "Snow/Snow100k/Train/GT", ("stem",)),
     "rain": ("Rain/Rain13K/Train/Rain", "Rain/Rain13K/Train/GT", ("stem",)),
     "lowlight": ("Low-light/LOLv1/Train/Low", "Low-light/LOLv1/Train/GT", ("stem",)),
     "blur": ("Motion blur/GoPro/Train/Blur", "Motion blur/GoPro/Train/GT", ("stem",)),
 }
-for _task, _layout in RESTOREVAR_LAYOUTS.items():
+for _task, _layout in PER_DEGRADATION_LAYOUTS.items():
     TRAIN_LAYOUTS[_task].append(_layout)
 # "*" stands for per-sequence folders (the original GoPro release); every task also accepts the generic
 # <root>/<task>/{input,target} layout (the demo set's training split)
