@@ -88,7 +88,8 @@ def run_restorer(restorer: Restorer, lq_B3HW: torch.Tensor, protocol: Protocol, 
     if restorer.input_size is not None or (tile is not None and max(H, W) > tile):
         if restorer.input_size is None and tile % m:
             raise ConfigError(f"tile {tile} is not a multiple of the restorer's size multiple {m}")
-        run = image_run(restorer, tile=tile, overlap=overlap, batch_size=tile_batch, upsampled=upsampled)
+        run = image_run(restorer, tile=tile if restorer.input_size is None else None, overlap=overlap,
+                        batch_size=tile_batch, upsampled=upsampled)
         out = restore_batch(restorer, lq_B3HW, run, contexts)
     else:
         x = lq_B3HW if upsampled else restorer.upsampled(lq_B3HW)
