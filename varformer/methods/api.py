@@ -239,6 +239,9 @@ class MethodSpec:
         for s in self.stages:
             if s.name == name:
                 return s
+        if not self.stages:
+            raise ConfigError(f"{self.title} has no training stage here (yet): its models come from its release "
+                              f"({self.release or 'see its docs'})")
         raise ConfigError(f"{self.title} has no training stage '{name}'; its stages: "
                           + ", ".join(f"{s.name} ({s.description})" for s in self.stages))
 
