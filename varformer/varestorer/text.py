@@ -91,9 +91,8 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _import_transformers(model_name: str):
-    # optional dependency: only the text models need it
     try:
-        import transformers
+        import transformers  # optional dependency: only the text models need it
     except ImportError:
         raise WeightsNotFoundError(f"the text model {model_name} runs through transformers, which is not installed: "
                                    f"{INSTALL_HINT}") from None
