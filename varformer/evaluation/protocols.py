@@ -32,7 +32,9 @@ names them and the largest difference measured against literal translations of t
   authors' JSON lists (``--list``) capped at their first 5,001 entries as infer.py stops; fp32 (infer.py); no-reference
   metrics on the image as the release stores it (``saved_images.RESTOREVAR_NR``: 8-bit floor, its JPEG rule, pyiqa
   0.1.13 MUSIQ and CLIP-IQA).
-Published numbers are shown only beside the preset they were measured with (``published_tag``).
+Published numbers are shown only beside the preset they were measured with (``published_tag``). ``precision``: the
+precision of the paper's evaluation (fp32 for ``paper`` / ``varformer-code``, as the official test script, and for
+``restorevar``), used unless the user asks for another.
 """
 from __future__ import annotations
 
@@ -137,9 +139,11 @@ _RESTORMER = {
 
 PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in [
     Protocol("paper", "paper protocol (what the official VarFormer code computes; the paper's own metric "
-             "settings are unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit", resize=("bilinear", 256), published_tag="varformer-code"),
+             "settings are unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit",
+             resize=("bilinear", 256), published_tag="varformer-code", precision="fp32"),
     Protocol("varformer-code", "preset varformer-code (= paper; the paper's own metric settings are "
-             "unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit", resize=("bilinear", 256), published_tag="varformer-code"),
+             "unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit",
+             resize=("bilinear", 256), published_tag="varformer-code", precision="fp32"),
     Protocol("full", "full protocol: native resolution (tiled / padded), RGB, crop 4, BasicSR SSIM, 8-bit"),
     Protocol("restormer", "preset restormer: native resolution, pad to x8, cv2 reading; derain rounded Y (MATLAB "
              "rgb2ycbcr on uint8) + Wang SSIM; GoPro/HIDE RGB + MATLAB ssim (3-D Gaussian); RealBlur ECC-aligned, "

@@ -7,7 +7,9 @@ One concept per module: ``adapter`` (AIEM blocks), ``cross_attention`` (degraded
 (encoder/decoder with adaptive mix-up skips), ``varformer`` (assembled models), ``settings`` (constructor <->
 checkpoint metadata <-> config), ``convert`` (official checkpoint <-> ours), ``files`` (our model files, the
 official file, training checkpoints as restorers), ``loss`` (the stage losses), ``config`` (its config sections),
-``task`` (the two training stages), ``memory`` (training memory on fake tensors), ``spec`` (the ``MethodSpec``).
+``task`` (the two training stages), ``memory`` (training memory on fake tensors), ``paper`` (what reproducing the
+paper's main table needs: the released files, their conversion, the backbone check), ``analysis`` (the paper's
+analysis figures), ``ablations`` (the ablation table's rows), ``spec`` (the ``MethodSpec``).
 Import order inside the package follows that list: nothing imports a module after it.
 """
 from varformer.model.convert import to_official

@@ -9,11 +9,14 @@ import torch
 
 from varformer.methods.api import (BenchmarkEntry, Converter, DemoRecipe, MethodSpec, RestorerTraits, StageSpec)
 from varformer.model import task
+from varformer.model.ablations import ABLATIONS
+from varformer.model.analysis import ANALYSES
 from varformer.model.config import VarFormerDemoConfig, VarFormerLossConfig, VarFormerModelConfig
 from varformer.model.convert import read_official
 from varformer.model.files import (METHOD, RELEASE_HINT, build_from_state_dict, convert_official, describe, recognize,
                                    restorer_model, save_varformer)
 from varformer.model.memory import estimate_stage_memory
+from varformer.model.paper import PAPER
 from varformer.model.settings import VarFormerSettings, architecture_of
 from varformer.model.varformer import PARTS, build_varformer
 
@@ -81,4 +84,7 @@ SPEC = MethodSpec(
     default_weights="checkpoints/varformer_d16.pt",
     release=RELEASE_HINT,
     package="varformer.model",
+    paper=PAPER,
+    analyses=ANALYSES,
+    ablations=ABLATIONS,
 )
