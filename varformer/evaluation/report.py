@@ -299,8 +299,9 @@ def benchmark_table(summary: dict) -> List[str]:
 
 
 def partial_run_note(summary: dict) -> List[str]:
+    """The first lines of a run that took only the first ``max_images`` of some set."""
     n = summary.get("max_images")
-    if not n:
+    if not n or not any(b.get("limited_to") for b in summary["benchmarks"].values()):
         return []
     return [f"**PARTIAL RUN: at most {n} images per set (--max-images {n}).** A quick look: no column is the "
             "published measurement, and no Δ is printed.", ""]

@@ -111,7 +111,7 @@ class PaperOutcome:
 def render_main_table(spec: MethodSpec, results: Dict[str, EvalResult], root: str, counts: Dict[str, dict],
                       missing: Sequence[str], converted: Converted, max_images: Optional[int] = None) -> str:
     lines = [f"# {spec.title}: the paper's main table from the released weights", ""]
-    if max_images:
+    if any(b.get("limited_to") for r in results.values() for b in r.summary["benchmarks"].values()):
         lines += [f"**PARTIAL TABLE: at most {max_images} images per set (--max-images {max_images}).** A quick "
                   "look: no column is the published measurement, and no Δ is printed.", ""]
     lines += [f"Weights: {converted.record['source']} (sha256 {converted.sha256[:12]}), converted to "
