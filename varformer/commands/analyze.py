@@ -4,6 +4,7 @@ optional modules (matplotlib, scikit-learn) are checked before any compute, one 
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -38,10 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
-    from varformer.errors import CheckpointMismatchError
-    from varformer.methods import registry
-    from varformer.methods.figures import available, missing_line
+    from varformer.errors import CheckpointMismatchError, WeightsNotFoundError  # start-up
+    from varformer.methods import registry  # start-up
+    from varformer.methods.figures import available, missing_line  # start-up
 
+    if not os.path.isfile(args.weights):
+        raise WeightsNotFoundError(f"weights file not found: {args.weights}; {registry.get(registry.DEFAULT).release}")
     info = registry.inspect_weights(args.weights)
     if info.method is None:
         raise CheckpointMismatchError(f"{args.weights} is {info.describe()}; an analysis needs the weights of a "

@@ -79,7 +79,8 @@ def _paper(args) -> int:
 
 def _ablations(args) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
-    from varformer.errors import ConfigError
+    from varformer.errors import ConfigError  # start-up
+    # start-up: the training and evaluation code only when the command runs
     from varformer.reproduce.ablations import (ablation_spec, plan_full_ablations, plan_small, run_full_ablations,
                                                run_small_ablations)
     if args.small:

@@ -154,9 +154,9 @@ def pyplot():
     """matplotlib's pyplot on the Agg backend (files only, no display needed); callers check
     ``available('matplotlib')`` before their compute."""
     # optional dependency (matplotlib), imported here: it also costs start-up time, and only the figures draw
-    import matplotlib
+    import matplotlib  # optional dependency
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional dependency
     return plt
 
 

@@ -163,7 +163,7 @@ def plan_paper(root: str, method: Optional[str] = None, protocols: Optional[Sequ
     cached = digest is not None and (folder / f"{digest}.safetensors").is_file()
     lines.append(f"conversion: cached, {folder / f'{digest}.safetensors'}" if cached else
                  f"conversion: {spec.paper.source} will be hashed and converted once into "
-                 f"{folder}/<sha256>.safetensors")
+                 f"{folder}/<sha256>.safetensors (reused if that file is already there)")
     per_set = [min(c["images"], max_images) if max_images else c["images"] for c in counts.values()]
     for p, prec in protocol_precisions(protocols, precision).items():
         lines.append(f"protocol {p} in {prec}: {sum(per_set):,} images -> {outs[p]}")
