@@ -23,7 +23,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("methods.registry",),                  # the methods there are: the only module that imports them all
     ("config", "inference"),
     ("training", "evaluation", "restore"),
-    ("perf", "demo", "reproduce", "analysis"),
+    ("perf", "demo", "reproduce"),
     ("commands",),
     ("cli", "__init__"),
     ("__main__",),

@@ -55,7 +55,7 @@ def test_preset_records_the_papers_settings():
     assert (rule.to_uint8, rule.grid3, rule.jpeg_first, rule.jpeg_again) == ("floor", True, 75, 95)
     assert rule.qualities("a.png", "cdd") == (95, 95) and rule.qualities("a.JPG", "lhp") == (75, 95)
     assert rule.qualities("a.png", "toled") == (None, None)
-    assert get_protocol("paper").list_cap is None and get_protocol("paper").precision is None
+    assert get_protocol("paper").list_cap is None and get_protocol("paper").precision == "fp32"   # as the official test
 
 
 def test_table1_from_the_authors_lists(tmp_path, random_alexnet):
@@ -79,7 +79,7 @@ def test_table1_from_the_authors_lists(tmp_path, random_alexnet):
     r = b["reside"]
     delta = f"{r['psnr'] - 24.67:+.2f}/{r['ssim'] - 0.821:+.3f}/{r['lpips'] - 0.074:+.3f}".replace("-", "−")
     assert f"| Δ ours − RestoreVAR | {delta} | – | – |" in md
-    assert "RESIDE = reside; LOLv1 = lolv1" in md
+    assert "RESIDE = mean over reside 2/2 images; Snow100k = no set evaluated" in md and "lolv1 1/1 images" in md
 
 
 def _literal_stored(lq, out, gt, file, forced_jpeg, tmp):
@@ -140,18 +140,18 @@ def test_auto_precision_never_changes_a_published_protocol(tmp_path, monkeypatch
     rv, paper = get_protocol("restorevar"), get_protocol("paper")
     assert run_precision(None, "auto", rv) == "fp32" and run_precision("auto", "auto", rv) == "fp32"
     assert run_precision("bf16", "auto", rv) == "bf16" and run_precision(None, "bf16", rv) == "bf16"
-    assert run_precision(None, "auto", paper) == "auto"
+    assert run_precision(None, "auto", paper) == "fp32" and run_precision(None, "auto", get_protocol("full")) == "auto"
     import varformer.inference as inference
     asked = []
     monkeypatch.setattr(inference, "load_restorer", lambda spec, device, precision: asked.append(precision)
                         or identity_restorer())
     path = _list(tmp_path, "LOLv1.json", [("LOLv1", "Low-light", "7.png", "7.png", (30, 30), (30, 30))])
     base = ["evaluate", "--list", path, "--root", str(tmp_path), "--metrics", "psnr", "ssim", "--quiet",
-            "--workers", "0", "--protocol", "restorevar", "paper"]
+            "--workers", "0", "--protocol", "restorevar", "paper", "full"]
     assert main(base + ["-o", str(tmp_path / "a")]) == 0
-    assert asked == ["fp32", "auto"]
+    assert asked == ["fp32", "auto"]  # restorevar and paper record fp32 (one model for both); full does not
     assert main(base + ["-o", str(tmp_path / "b"), "--precision", "bf16"]) == 0
-    assert asked[2:] == ["bf16"]  # one model for both protocols
+    assert asked[2:] == ["bf16"]  # one model for every protocol
     bf16 = Restorer("r", lambda x: x, precision="bf16")
     res = evaluate(bf16, [], rv, lists=[path], list_root=str(tmp_path), metrics=["psnr"], progress=False, log=None)
     assert res.summary["precision"] == "bf16"

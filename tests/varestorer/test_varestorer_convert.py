@@ -5,7 +5,7 @@ import time
 import infinity_reference as ref
 import pytest
 import torch
-from varestorer_testutils import PN, SMALL, official_model_sd, official_swinir_file, official_vae_file
+from varestorer_testutils import PN, SMALL
 
 from varformer.errors import CheckpointMismatchError, ConfigError, WeightsNotFoundError
 from varformer.varestorer import (VARestorer, VARestorerSettings, convert_varestorer, lora_parameters,

@@ -1,21 +1,16 @@
-"""``varformer analyze alignment|scale-replacement|dae-weights --weights W --root DATA``: the paper's analysis
-figures, each a PNG and CSV files in the output folder (docs/analysis.md)."""
+"""``varformer analyze NAME --weights W --root DATA``: a method's paper analysis figures (``MethodSpec.analyses``),
+each a PNG and CSV files in the output folder (docs/analysis.md). The weights say which method's analysis runs;
+optional modules (matplotlib, scikit-learn) are checked before any compute, one line each when missing."""
 from __future__ import annotations
 
 import argparse
-
-ANALYSES = {
-    "alignment": "VAR features of degraded and clean images before/after the next-scale prediction (PCA)",
-    "scale-replacement": "clean tokens at the k coarsest vs finest scales of the degraded image: PSNR per task",
-    "dae-weights": "mean DAE scale weight per level, scale and task",
-}
+import os
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("analysis", choices=list(ANALYSES), help="; ".join(f"{k}: {v}" for k, v in ANALYSES.items()))
+def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True,
-                        help="VarFormer weights (ours, or the official net_g_last.pth); scale-replacement uses only "
-                             "their frozen VQVAE")
+                        help="a method's weights (a model file of ours, or a release its method reads, e.g. the "
+                             "official net_g_last.pth); its method provides the analysis")
     parser.add_argument("--root", required=True, help="benchmark folder, or 'demo' for the built-in demo set")
     parser.add_argument("--benchmarks", nargs="+", default=None,
                         help="benchmarks to draw from (default: the demo sets, or those found of rain100h, rain100l, "
@@ -26,34 +21,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # imported here: the registry imports every method's model code, which `varformer --help` must not wait for
+    # (start-up time); `varformer analyze --help` lists the analyses it finds
+    from varformer.methods import registry
+    sub = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    seen = set()
+    for spec in registry.methods().values():
+        for a in spec.analyses:
+            if a.name in seen:   # the same name in two methods: the weights pick the method at run time
+                continue
+            seen.add(a.name)
+            p = sub.add_parser(a.name, help=f"{a.help} ({spec.title}: {a.figure})")
+            _common(p)
+            a.add_arguments(p)
+
+
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
-    from varformer.analysis import (alignment_analysis, dae_weights_analysis, images_per_task, load_model,
-                                    scale_replacement_analysis)
-    from varformer.errors import ConfigError  # start-up
-    from varformer.runtime import resolve_device  # start-up
+    from varformer.errors import CheckpointMismatchError, WeightsNotFoundError  # start-up
+    from varformer.methods import registry  # start-up
+    from varformer.methods.figures import available, missing_line  # start-up
 
-    if args.max_images < 1:
-        raise ConfigError(f"--max-images must be >= 1, got {args.max_images}")
-    device = resolve_device(args.device)
-    model = load_model(args.weights, device)
-    tasks = images_per_task(args.root, args.benchmarks, args.max_images)
-    print("images per task: " + ", ".join(f"{t.task} {len(t.names)}" for t in tasks))
-    if args.analysis == "alignment":
-        res = alignment_analysis(model, tasks, args.output_dir, args.batch_size)
-        files = [res.png, res.points_csv, res.summary_csv]
-        for r in res.summary:
-            print(f"  {r['task']}: degraded->clean distance before {r['dist_degraded_clean_before']:.3f}, "
-                  f"after {r['dist_degraded_clean_after']:.3f}")
-    elif args.analysis == "scale-replacement":
-        res = scale_replacement_analysis(model.vae, tasks, args.output_dir, args.batch_size)
-        files = [res.png, res.csv]
-        for task, c in res.curves.items():
-            half = len(c["coarse"]) // 2
-            print(f"  {task}: PSNR {c['coarse'][0]:.2f} dB degraded; {half} coarsest scales clean "
-                  f"{c['coarse'][half]:.2f}, {half} finest clean {c['fine'][half]:.2f}")
-    else:
-        res = dae_weights_analysis(model, tasks, args.output_dir, args.batch_size)
-        files = [res.png, res.csv]
-    print("wrote " + ", ".join(files))
+    if not os.path.isfile(args.weights):
+        raise WeightsNotFoundError(f"weights file not found: {args.weights}; {registry.get(registry.DEFAULT).release}")
+    info = registry.inspect_weights(args.weights)
+    if info.method is None:
+        raise CheckpointMismatchError(f"{args.weights} is {info.describe()}; an analysis needs the weights of a "
+                                      f"method ({', '.join(registry.names())})")
+    analysis = info.method.analysis(args.analysis)
+    for module, consequence in analysis.optional:   # before any compute: one line, not a traceback at the end
+        if not available(module):
+            print(f"note: {missing_line(module, consequence)}", flush=True)
+    print("\n".join(analysis.run(args, info)))
     return 0

@@ -40,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(fixed-size restorers such as VarFormer always tile at their input size)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
-                        help="default: the preset's own precision where it records one (restorevar: fp32, as its "
-                             "paper), else eval.precision (auto: bf16 where the device computes it natively, else "
-                             "fp32); fp32 or bf16 given explicitly apply to every protocol")
+                        help="default: the preset's own precision where it records one (paper, restorevar: fp32, "
+                             "as their papers), else eval.precision (auto: bf16 where the device computes it "
+                             "natively, else fp32); fp32 or bf16 given explicitly apply to every protocol")
     parser.add_argument("--workers", type=int, default=2, help="image-loading processes")
     parser.add_argument("--lpips", action="store_true", help="also measure LPIPS (needs the AlexNet weights file)")
     parser.add_argument("--metrics", nargs="+", default=None, metavar="NAME",

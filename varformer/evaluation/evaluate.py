@@ -166,7 +166,7 @@ def check_protocol_needs(protocol: Protocol, benchmarks: Sequence[Union[str, Tup
 def run_precision(requested: Optional[str], configured: str, protocol: Protocol) -> str:
     """The precision a protocol's run uses: ``requested`` (``--precision``) or ``configured`` (``eval.precision``)
     when it names one (fp32, bf16); ``auto`` never changes a method's published protocol, so under ``auto`` a
-    preset that records its paper's precision (restorevar: fp32) gets that one."""
+    preset that records its paper's precision (paper, varformer-code, restorevar: fp32) gets that one."""
     for choice in (requested, configured):
         if choice is not None and choice != "auto":
             return choice
@@ -204,15 +204,18 @@ def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str
              protocol: Union[str, Protocol] = "paper", *, lists: Sequence[str] = (), list_root: Optional[str] = None,
              metrics: Optional[Sequence[str]] = None, output_dir: Optional[str] = None, batch_size: int = 4,
              overlap: int = 32, tile: Optional[int] = None, save_images: bool = False, overwrite: bool = False,
-             allow_unpaired: bool = False, workers: int = 0, progress: bool = True,
+             allow_unpaired: bool = False, workers: int = 0, progress: bool = True, max_images: Optional[int] = None,
              log: Optional[Callable[[str], None]] = print) -> EvalResult:
     """Evaluate ``restorer`` on ``benchmarks`` ((name, root) pairs) and the authors' JSON ``lists`` (relative paths
     under ``list_root``) under ``protocol``, measuring ``metrics`` (default: ``metric_names``); see the module doc.
+    ``max_images``: only the first N images of each set (a quick look; the tables mark it as a partial run).
     Every benchmark is opened (and its pairing checked) and every metric built before any image is restored."""
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
     if not isinstance(restorer, Restorer):
         restorer = Restorer(getattr(restorer, "__name__", "restorer"), restorer)
     _check_arguments(restorer, batch_size, overlap, tile)
+    if max_images is not None and max_images < 1:
+        raise ConfigError(f"max_images must be >= 1, got {max_images}")
     if output_dir is not None:
         check_output_dir(output_dir, overwrite)
     names = metric_names(proto, metrics)
@@ -231,14 +234,18 @@ def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str
             raise ConfigError(f"benchmark {ds.benchmark.name} given twice (as a folder and in a list, or in two lists)")
         images_dir = os.path.join(output_dir, "images") if (save_images and output_dir is not None) else None
         bench_rows, set_scores = _evaluate_benchmark(restorer, ds, proto, batch_size, overlap, tile, workers,
-                                                     progress, images_dir, names, scorer, gallery)
+                                                     progress, images_dir, names, scorer, gallery, max_images)
         per_bench[ds.benchmark.name] = _summarise_benchmark(ds, proto, bench_rows, names, set_scores, scorer)
+        if max_images is not None and len(ds) > max_images:
+            per_bench[ds.benchmark.name]["limited_to"] = max_images
         rows += bench_rows
         if log:
             _log_benchmark(log, ds, per_bench[ds.benchmark.name])
     summary = {"protocol": proto.name, "caption": proto.caption, "published_tag": proto.published_tag,
                "restorer": restorer.name, "device": str(restorer.device), "precision": restorer.precision,
                "metrics": list(names), "seconds": round(time.perf_counter() - t0, 2), "benchmarks": per_bench}
+    if max_images is not None:
+        summary["max_images"] = max_images
     summary["run_notes"] = _run_notes(proto, restorer, scorer)
     markdown = render_markdown(summary)
     if output_dir is not None:
@@ -332,16 +339,19 @@ def _file_stem(name: str) -> str:
 
 def _evaluate_benchmark(restorer: Restorer, ds: BenchmarkDataset, proto: Protocol, batch_size: int, overlap: int,
                         tile: Optional[int], workers: int, progress: bool, images_dir: Optional[str],
-                        names: Sequence[str], scorer: Optional[IqaScorer], gallery: Optional[CropGallery] = None):
-    """Restore and score every pair of one benchmark: one row per image, and the set-level scores (FID)."""
+                        names: Sequence[str], scorer: Optional[IqaScorer], gallery: Optional[CropGallery] = None,
+                        max_images: Optional[int] = None):
+    """Restore and score every pair of one benchmark (its first ``max_images``): one row per image, and the
+    set-level scores (FID)."""
     bench = ds.benchmark
     settings = proto.metrics_for(bench.task, bench.name)
     # AirNet's noise is one stream over the files in order: loading workers would each start their own
     n_workers = 0 if proto.noise_rule == "airnet" and bench.kind == "clean" else workers
     set_dirs = tempfile.TemporaryDirectory(prefix="varformer-fid-") if scorer and scorer.set_metrics else None
     rows: List[Dict[str, object]] = []
-    bar = tqdm(total=len(ds), desc=f"{bench.name} [{proto.name}]", disable=not progress, leave=False)
-    for group in _batches(ds, proto, batch_size, n_workers):
+    taken = ds if max_images is None or len(ds) <= max_images else torch.utils.data.Subset(ds, range(max_images))
+    bar = tqdm(total=len(taken), desc=f"{bench.name} [{proto.name}]", disable=not progress, leave=False)
+    for group in _batches(taken, proto, batch_size, n_workers):
         lq = torch.stack([g[0] for g in group]).to(restorer.device)
         gt = torch.stack([g[1] for g in group]).to(restorer.device)
         # a per-image context (e.g. a caption) comes from the LQ as read, before the protocol's resizes

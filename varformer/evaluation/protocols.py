@@ -39,7 +39,9 @@ names them and the largest difference measured against literal translations of t
   sets' 512x512 crops), no-reference metrics through ``--metrics``. Its metric script was not released: colour
   space, SSIM variant, border crop and pyiqa version are not known; RGB, BasicSR SSIM, crop 0, LPIPS (AlexNet) and
   pyiqa's defaults here (docs/varestorer.md).
-Published numbers are shown only beside the preset they were measured with (``published_tag``).
+Published numbers are shown only beside the preset they were measured with (``published_tag``). ``precision``: the
+precision of the paper's evaluation (fp32 for ``paper`` / ``varformer-code``, as the official test script, and for
+``restorevar``), used unless the user asks for another.
 """
 from __future__ import annotations
 
@@ -157,9 +159,11 @@ _RESTORMER = {
 
 PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in [
     Protocol("paper", "paper protocol (what the official VarFormer code computes; the paper's own metric "
-             "settings are unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit", resize=("bilinear", 256), published_tag="varformer-code"),
+             "settings are unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit",
+             resize=("bilinear", 256), published_tag="varformer-code", precision="fp32"),
     Protocol("varformer-code", "preset varformer-code (= paper; the paper's own metric settings are "
-             "unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit", resize=("bilinear", 256), published_tag="varformer-code"),
+             "unverified): LQ and GT bilinear-resized to 256x256, RGB, crop 4, BasicSR SSIM, 8-bit",
+             resize=("bilinear", 256), published_tag="varformer-code", precision="fp32"),
     Protocol("full", "full protocol: native resolution (tiled / padded), RGB, crop 4, BasicSR SSIM, 8-bit"),
     Protocol("restormer", "preset restormer: native resolution, pad to x8, cv2 reading; derain rounded Y (MATLAB "
              "rgb2ycbcr on uint8) + Wang SSIM; GoPro/HIDE RGB + MATLAB ssim (3-D Gaussian); RealBlur ECC-aligned, "

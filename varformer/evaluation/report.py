@@ -1,15 +1,20 @@
 """Markdown tables of an evaluation: the paper's layout (tasks as columns, PSNR/SSIM cells), published numbers
-beside ours with the delta - only under the preset they were measured with - and a per-benchmark table.
+beside ours, and a per-benchmark table. Every table says what it compares:
 
-Published numbers live in ``varformer/resources/published.yaml`` (each table names its source and the metrics its
-cells hold, e.g. PSNR/SSIM/LPIPS or MUSIQ/CLIP-IQA). Our value in a column is the mean over the evaluated
-benchmarks mapped to that column (per-benchmark means, then averaged), and the footnote names them.
+- each published row names the protocol it was measured with (``published.yaml``: the table's, or the row's own,
+  per column where they differ); a table is shown beside ours only when one of its rows was measured with our
+  protocol, and a Δ is printed only against cells measured that way (the others name their protocol instead);
+- our value in a column is the mean over the evaluated benchmarks mapped to that column (per-benchmark means,
+  then averaged); the column names those sets with their image counts against the expected ones, and a column
+  that misses sets or images is marked in the cell itself and gets no Δ;
+- the header says which protocol and precision ours ran in, and a run limited to a few images per set
+  (``max_images``) says so first.
 """
 from __future__ import annotations
 
 import functools
 from importlib import resources
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -30,6 +35,41 @@ def load_published() -> Dict[str, dict]:
     return yaml.safe_load(text)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# published rows and their protocols
+# ---------------------------------------------------------------------------------------------------------------
+def row_cells(t: dict, name: str) -> list:
+    row = t["rows"][name]
+    return row["cells"] if isinstance(row, dict) else row
+
+
+def row_protocols(t: dict, name: str) -> List[str]:
+    """The protocol of each of a row's cells: the row's own (one, or one per column), else the table's."""
+    row = t["rows"][name]
+    own = row.get("protocol", t["protocol"]) if isinstance(row, dict) else t["protocol"]
+    return list(own) if isinstance(own, list) else [own] * len(t["columns"])
+
+
+def describe_protocols(t: dict, name: str) -> str:
+    """"`restormer` (Low-light: `airnet`)": a row's protocol(s) in a cell."""
+    protos = row_protocols(t, name)
+    main = max(set(protos), key=protos.count)
+    others = [f"{c['name']}: {_name(p)}" for c, p in zip(t["columns"], protos) if p != main]
+    return _name(main) + (f" ({'; '.join(others)})" if others else "")
+
+
+def _name(protocol: str) -> str:
+    return f"`{protocol}`" if " " not in protocol else protocol
+
+
+def matched_rows(t: dict, tag: str) -> List[str]:
+    """The rows with at least one cell measured with protocol ``tag``."""
+    return [n for n in t["rows"] if tag and tag in row_protocols(t, n)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# our cells: values, coverage
+# ---------------------------------------------------------------------------------------------------------------
 def _metrics_of(benches: Dict[str, dict]) -> List[str]:
     """The metrics present in a summary's benchmarks, in display order."""
     present = {k for b in benches.values() for k in b}
@@ -78,12 +118,62 @@ def _column_value(benches: Dict[str, dict], names: Sequence[str], metrics: Seque
     return values, hit
 
 
+def short_set(b: dict) -> bool:
+    """Fewer images than the set's standard release holds, or a run limited to its first few (``limited_to``)."""
+    if b.get("limited_to"):
+        return True
+    expected = b.get("expected")
+    return expected is not None and b.get("images") is not None and b["images"] < expected
+
+
+def set_count(name: str, b: dict) -> str:
+    """"rain100h 2/100 images" (short sets marked SHORT)."""
+    if b.get("images") is None:
+        return name
+    expected = b.get("expected")
+    count = f"{b['images']}/{expected} images" if expected is not None else f"{b['images']} images (no expected count)"
+    return f"{name} {count}" + (" SHORT" if short_set(b) else "")
+
+
+def coverage(column: dict, benches: Dict[str, dict], hit: Sequence[str]) -> Tuple[bool, str]:
+    """(whether the column is what the published cell measured, the mark for our cell: "(2/5 sets; 12/4,300
+    images)"). A column averaging all its sets (``mean_of_all``) needs every set; any column needs full sets."""
+    n = len(column["benchmarks"])
+    parts = []
+    missing = column.get("mean_of_all") and len(hit) < n
+    if missing:
+        parts.append(f"{len(hit)}/{n} sets")
+    short = [b for b in (benches[h] for h in hit) if short_set(b)]
+    if short:
+        counted = [benches[h] for h in hit if benches[h].get("expected") is not None]
+        parts.append(f"{sum(b['images'] for b in counted):,}/{sum(b['expected'] for b in counted):,} images")
+    return (bool(hit) and not missing and not short), (f" ({'; '.join(parts)})" if parts else "")
+
+
+def _columns_note(t: dict, benches: Dict[str, dict], covered) -> str:
+    notes = []
+    for c, (_, hit) in zip(t["columns"], covered):
+        absent = [n for n in c["benchmarks"] if n not in benches]
+        what = "mean over " + ", ".join(set_count(h, benches[h]) for h in hit) if hit else "no set evaluated"
+        if absent and (c.get("mean_of_all") or not hit):
+            what += f" (missing: {', '.join(absent)})"
+        notes.append(f"{c['name']} = {what}")
+    return "Columns: " + "; ".join(notes) + "."
+
+
 def _table(header: List[str], rows: List[List[str]]) -> List[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return out
 
 
+def measured_as(summary: dict) -> str:
+    return f"`{summary['protocol']}`, {summary.get('precision') or 'precision not recorded'}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the tables
+# ---------------------------------------------------------------------------------------------------------------
 def task_table(summary: dict) -> List[str]:
     benches: Dict[str, dict] = summary["benchmarks"]
     cols = [(t, label, [n for n, b in benches.items() if b["task"] == t]) for t, label in TASK_COLUMNS]
@@ -93,12 +183,60 @@ def task_table(summary: dict) -> List[str]:
     cells = []
     for _, _, names in cols:
         value, _ = _column_value(benches, names, metrics)
-        cells.append(_fmt(value, metrics))
+        short = any(short_set(benches[n]) for n in names)
+        cells.append(_fmt(value, metrics) + (" (SHORT sets)" if short else ""))
     lines = _table(["Method"] + [label for _, label, _ in cols], [[f"ours: {summary['restorer']}"] + cells])
     lines.append("")
     lines.append(f"Cells: {' / '.join(LABELS.get(m, m.upper()) for m in metrics)}. Columns average: "
-                 + "; ".join(f"{label} = {', '.join(names)}" for _, label, names in cols) + ".")
+                 + "; ".join(f"{label} = {', '.join(set_count(n, benches[n]) for n in names)}"
+                             for _, label, names in cols) + ".")
     return lines
+
+
+def _published_rows(t: dict) -> List[List[str]]:
+    """The table's rows as published ("–": a cell the paper does not report), each naming its protocol last."""
+    d = _digits(t)
+    return [[name] + ["–" if cell is None else "/".join(f"{x:.{d[m]}f}" for m, x in zip(t["metrics"], cell))
+                      for cell in row_cells(t, name)] + [describe_protocols(t, name)]
+            for name in t["rows"]]
+
+
+def _ours_row(summary: dict, t: dict, covered, absent: str = "missing") -> List[str]:
+    benches = summary["benchmarks"]
+    cells = []
+    for c, (v, hit) in zip(t["columns"], covered):
+        _, mark = coverage(c, benches, hit)
+        cells.append(_fmt(v, t["metrics"], _digits(t)) + mark if v else absent)
+    return [f"**ours: {summary['restorer']}**"] + cells + [measured_as(summary)]
+
+
+def _delta_rows(summary: dict, t: dict, covered) -> List[List[str]]:
+    """Ours minus each published row measured with our protocol (only the headline when it is one of them), per
+    column; a cell measured otherwise names its protocol, a partial column of ours says so."""
+    tag = summary.get("published_tag") or ""
+    matched = matched_rows(t, tag)
+    targets = [t["headline"]] if t["headline"] in matched else matched
+    benches = summary["benchmarks"]
+    out = []
+    for name in targets:
+        row = [f"Δ ours − {name}"]
+        for c, (v, hit), pub, proto in zip(t["columns"], covered, row_cells(t, name), row_protocols(t, name)):
+            complete, _ = coverage(c, benches, hit)
+            if proto != tag:
+                row.append(f"({_name(proto)})")
+            elif not v or pub is None:
+                row.append("–")
+            elif not complete:
+                row.append("– (partial)")
+            else:
+                row.append(_join([_signed(v[m] - p, _digits(t)[m]) if v.get(m) is not None else "–"
+                                  for m, p in zip(t["metrics"], pub)]))
+        out.append(row + ["same protocol"])
+    return out
+
+
+def _header(t: dict) -> List[str]:
+    return ["Method"] + [c["name"] for c in t["columns"]] + ["measured with"]
 
 
 def published_tables(summary: dict) -> List[str]:
@@ -107,83 +245,48 @@ def published_tables(summary: dict) -> List[str]:
     out: List[str] = []
     if any(n.startswith("demo-") for n in benches):
         return ["Published numbers are on the real benchmarks; they are not shown beside the demo set."]
-    tables = {k: t for k, t in load_published().items() if tag and t["protocol"] == tag}
+    tables = {k: t for k, t in load_published().items() if matched_rows(t, tag)}
     if not tables:
         return [f"No published numbers were measured with protocol '{summary['protocol']}'; none are shown."]
     for key, t in tables.items():
         covered = [_column_value(benches, c["benchmarks"], t["metrics"]) for c in t["columns"]]
         if not any(v and any(x is not None for x in v.values()) for v, _ in covered):
             continue
-        header = ["Method"] + [c["name"] for c in t["columns"]]
-        ours = [f"**ours: {summary['restorer']}**"] + [_fmt(v, t["metrics"], _digits(t)) + _partial(c, hit)
-                                                        for c, (v, hit) in zip(t["columns"], covered)]
-        out.append(f"**{t['title']}** - rows as published; ours measured with preset `{summary['protocol']}`, "
-                   f"the protocol this table is matched to (`{t['protocol']}`). Source: {t['source']}.")
+        out.append(f"**{t['title']}** - rows as published, each with the protocol it was measured with; ours "
+                   f"measured with {measured_as(summary)}; Δ only against cells measured with `{tag}`. Source: "
+                   f"{t['source']}.")
         out.append("")
-        out += _table(header, _published_rows(t) + [ours, _delta_row(t, covered)])
-        used = [f"{c['name']} = {', '.join(hit)}" for c, (v, hit) in zip(t["columns"], covered) if hit]
-        out.append("")
-        out.append("Ours per column: " + "; ".join(used) + "." + (f" Note: {t['notes']}." if t.get("notes") else ""))
-        out.append("")
+        out += _table(_header(t), _published_rows(t) + [_ours_row(summary, t, covered, absent="–")]
+                      + _delta_rows(summary, t, covered))
+        out += ["", _columns_note(t, benches, covered) + (f" Note: {t['notes']}." if t.get("notes") else "")]
+        out += _row_notes(t) + [""]
     return out or [f"No evaluated benchmark matches a column of the published tables for '{tag}'."]
 
 
-def _partial(column: dict, hit: Sequence[str]) -> str:
-    """" (k/n sets)" for a column published as the mean over all its sets (``mean_of_all``) of which only k were
-    evaluated; other columns list alternative sources of one set."""
-    n = len(column["benchmarks"])
-    return f" ({len(hit)}/{n} sets)" if column.get("mean_of_all") and hit and len(hit) < n else ""
-
-
-def _published_rows(t: dict) -> List[List[str]]:
-    """The table's rows as published ("–": a cell the paper does not report, None in published.yaml)."""
-    d = _digits(t)
-    return [[name] + ["–" if cell is None else "/".join(f"{x:.{d[m]}f}" for m, x in zip(t["metrics"], cell))
-                      for cell in cells]
-            for name, cells in t["rows"].items()]
-
-
-def _delta_row(t: dict, covered) -> List[str]:
-    """Ours minus the table's headline row, per column and metric ("–" where either value is missing)."""
-    delta = [f"Δ ours − {t['headline']}"]
-    for (v, _), pub in zip(covered, t["rows"][t["headline"]]):
-        if not v or pub is None:
-            delta.append("–")
-            continue
-        delta.append(_join([_signed(v[m] - p, _digits(t)[m]) if v.get(m) is not None else "–"
-                            for m, p in zip(t["metrics"], pub)]))
-    return delta
+def _row_notes(t: dict) -> List[str]:
+    return [f"- {name}: {row['note']}" for name, row in t["rows"].items() if isinstance(row, dict) and row.get("note")]
 
 
 def paper_table(summary: dict, key: str) -> List[str]:
     """One published table in its own layout (``published.yaml[key]``): ours in every column as the mean over the
-    column's benchmarks that were evaluated, marked ``(k/n sets)`` when some are missing; the published rows and
-    the delta only when ``summary`` was measured with the table's protocol. The footnote says which sets each
-    column averaged and which are missing."""
+    column's benchmarks that were evaluated, marked when sets or images are missing; the published rows (each with
+    its protocol) and the Δ only when one of them was measured with ours. The footnote names each column's sets
+    with their image counts."""
     t = load_published()[key]
     benches: Dict[str, dict] = summary["benchmarks"]
-    matched = bool(summary.get("published_tag")) and summary["published_tag"] == t["protocol"]
+    tag = summary.get("published_tag") or ""
     covered = [_column_value(benches, c["benchmarks"], t["metrics"]) for c in t["columns"]]
-    ours = [f"**ours: {summary['restorer']}**"]
-    for c, (v, hit) in zip(t["columns"], covered):
-        partial = f" ({len(hit)}/{len(c['benchmarks'])} sets)" if v and len(hit) < len(c["benchmarks"]) else ""
-        ours.append(_fmt(v, t["metrics"], _digits(t)) + partial if v else "missing")
-    rows = (_published_rows(t) + [ours, _delta_row(t, covered)]) if matched else [ours]
-    lines = [f"**{t['title']}**, ours under protocol `{summary['protocol']}`. "
-             + (f"Published rows: {t['source']}." if matched else
-                f"The published rows were measured with protocol `{t['protocol']}` and are not shown beside this "
-                "one.")]
-    lines += [""] + _table(["Method"] + [c["name"] for c in t["columns"]], rows) + [""]
-    notes = []
-    for c, (_, hit) in zip(t["columns"], covered):
-        absent = [n for n in c["benchmarks"] if n not in benches]
-        what = f"mean over {', '.join(hit)}" if hit else "no set evaluated"
-        notes.append(f"{c['name']} = {what}" + (f" (missing: {', '.join(absent)})" if absent else ""))
-    lines.append("Columns: " + "; ".join(notes) + ".")
-    if any(v and len(hit) < len(c["benchmarks"]) for c, (v, hit) in zip(t["columns"], covered)):
-        lines.append("A column that misses some of its sets is not comparable with the published value (the "
-                     "published cell is the mean over all of them).")
-    return lines
+    shown = bool(matched_rows(t, tag))
+    rows = ((_published_rows(t) if shown else []) + [_ours_row(summary, t, covered)]
+            + (_delta_rows(summary, t, covered) if shown else []))
+    lines = [f"**{t['title']}**, ours under {measured_as(summary)}. "
+             + (f"Published rows: {t['source']}; Δ only against cells measured with `{tag}`." if shown else
+                "No published row was measured with this protocol; they are not shown beside it.")]
+    lines += [""] + _table(_header(t), rows) + ["", _columns_note(t, benches, covered)]
+    if any(not coverage(c, benches, hit)[0] for c, (_, hit) in zip(t["columns"], covered)):
+        lines.append("A marked column misses sets or images: it is not comparable with the published value (the "
+                     "published cell measures all of them), and it gets no Δ.")
+    return lines + (_row_notes(t) if shown else [])
 
 
 def benchmark_table(summary: dict) -> List[str]:
@@ -192,7 +295,8 @@ def benchmark_table(summary: dict) -> List[str]:
     header = ["Benchmark", "Task", "Images"] + [LABELS.get(m, m.upper()) for m in metrics] + ["Metrics"]
     rows = []
     for name, b in benches.items():
-        exp = "" if b.get("expected") in (None, b["images"]) else f" (expected {b['expected']})"
+        exp = "" if b.get("expected") in (None, b["images"]) else \
+            f" (expected {b['expected']}{': SHORT' if short_set(b) else ''})"
         row = [name, b["task"], f"{b['images']}{exp}"]
         for m in metrics:
             v = b.get(m)
@@ -202,9 +306,20 @@ def benchmark_table(summary: dict) -> List[str]:
     return _table(header, rows)
 
 
+def partial_run_note(summary: dict) -> List[str]:
+    """The first lines of a run that took only the first ``max_images`` of some set."""
+    n = summary.get("max_images")
+    if not n or not any(b.get("limited_to") for b in summary["benchmarks"].values()):
+        return []
+    return [f"**PARTIAL RUN: at most {n} images per set (--max-images {n}).** A quick look: no column is the "
+            "published measurement, and no Δ is printed.", ""]
+
+
 def render_markdown(summary: dict) -> str:
-    lines = [f"## Results: `{summary['restorer']}`, protocol `{summary['protocol']}`", "",
+    lines = [f"## Results: `{summary['restorer']}`, protocol `{summary['protocol']}`, "
+             f"{summary.get('precision') or 'precision not recorded'} on {summary.get('device', '?')}", "",
              f"Table caption: {summary['caption']}.", ""]
+    lines += partial_run_note(summary)
     if summary.get("run_notes"):
         lines += [f"- {n}" for n in summary["run_notes"]] + [""]
     lines += task_table(summary) + [""]

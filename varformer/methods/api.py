@@ -245,6 +245,82 @@ class DemoRecipe:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Reproducing the method's paper: the main table, the analysis figures, the ablation table
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReleasedFile:
+    """One file of a release on the Hugging Face hub (fetched through ``huggingface_hub``, or found locally)."""
+    repo_id: str
+    filename: str
+    what: str                                   # "VAR's VQVAE tokenizer", shown in plans and errors
+
+
+@dataclass(frozen=True)
+class PaperSpec:
+    """``varformer reproduce paper --method NAME``: the released files -> one converted model file (cached by the
+    SHA-256 of ``source``) -> the published table's benchmarks under the paper's protocol(s)."""
+    files: Tuple[ReleasedFile, ...]
+    source: str                                 # the file name among ``files`` that is converted (the cache key)
+    convert: Callable[[Dict[str, Any]], Tuple[nn.Module, str]]   # {file name: path} -> (model, conversion summary)
+    check_backbone: Callable[[nn.Module, Dict[str, Any]], Dict[str, Any]]   # converted model vs the release's
+    describe_check: Callable[[Dict[str, Any]], str]                        # ... what that check found, one line
+    table: str                                  # its table in resources/published.yaml
+    protocols: Tuple[str, ...]                  # the protocols it may be evaluated under; the first is the default
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """``varformer analyze NAME --weights W --root DATA``: one analysis figure of the method's paper. The command
+    parses the common options (weights, root, benchmarks, max_images, output_dir, device, batch_size), checks the
+    ``optional`` modules before any compute (one line each when missing), then calls ``run``."""
+    name: str
+    help: str                                   # one line: what it computes
+    figure: str                                 # the paper figure it reproduces (docs/analysis.md says more)
+    run: Callable[[Any, "WeightsFile"], List[str]]   # (parsed args, the weights file) -> lines to print
+    add_arguments: Callable[[Any], None] = lambda parser: None   # its own options
+    optional: Tuple[Tuple[str, str], ...] = ()  # (module, what is done without it), e.g. ("sklearn", "PCA ...")
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    """One row of the paper's ablation table: a shipped recipe, the published value it sits beside."""
+    name: str                                   # <recipe_dir>/<name>.yaml; ``--rows NAME``
+    label: str
+    overrides: Tuple[str, ...]                  # config overrides that make the row (also on the small recipes)
+    published: float                            # the paper's value for this row
+    exact: bool                                 # False: approximate ("~")
+    reference: str                              # where the value comes from and what model it measured
+    reference_settings: Tuple[Tuple[str, Any], ...] = ()   # ``model.*`` of that model where known: a Δ needs
+    #                                                          the trained recipe to have the same
+    first_stage: bool = True                    # starts from the first stage's model
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    """``varformer reproduce ablations``: every row trained by the shared trainer and evaluated by the shared
+    evaluator (full size: ``<recipe_dir>/<row>.yaml``; ``--small``: the ``small`` demo recipes + the row's
+    overrides)."""
+    rows: Tuple[AblationRow, ...]
+    stage: str                                  # the training stage of every row
+    recipe_dir: str                             # shipped configs folder, relative to the recipes
+    first_stage: Tuple[str, str]                # (stage, shipped recipe) trained first when no weights are given
+    carry: Callable[[str], List[str]]           # first stage's weights -> the overrides of a row starting there
+    benchmarks: Tuple[str, ...]                 # full size: the sets averaged into the row's value
+    protocol: str                               # ... evaluated under this protocol
+    column: str                                 # what the value is, e.g. "Deraining PSNR (dB)"
+    small: Tuple[Tuple[str, str], ...]          # --small: (stage, shipped demo recipe) for the first stage, the rows
+    describe_recipe: Callable[[Any], str]       # a row's config -> "VAR d20, 6 cross-attention blocks, ..."
+    trainable: Callable[[nn.Module], int]       # parameters the row trained (a model from its export)
+    source: str                                 # where the published values come from
+
+    def row(self, name: str) -> AblationRow:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise ConfigError(f"unknown ablation row '{name}' (rows: {', '.join(r.name for r in self.rows)})")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The method
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -269,6 +345,9 @@ class MethodSpec:
     default_weights: str = ""                   # the converted release's usual path, for hints
     release: str = ""                           # where the released weights are and how to convert them (hints)
     package: str = ""                           # the method's own package (the no-names-outside test)
+    paper: Optional[PaperSpec] = None           # varformer reproduce paper --method NAME
+    analyses: Tuple[AnalysisSpec, ...] = ()     # varformer analyze NAME
+    ablations: Optional[AblationSpec] = None    # varformer reproduce ablations --method NAME
 
     def stage(self, name: str) -> StageSpec:
         for s in self.stages:
@@ -282,6 +361,13 @@ class MethodSpec:
 
     def stage_names(self) -> Tuple[str, ...]:
         return tuple(s.name for s in self.stages)
+
+    def analysis(self, name: str) -> AnalysisSpec:
+        for a in self.analyses:
+            if a.name == name:
+                return a
+        have = ", ".join(a.name for a in self.analyses) or "none"
+        raise ConfigError(f"{self.title} has no analysis '{name}' (its analyses: {have})")
 
 
 def settings_from_section(settings_cls: type, section) -> Any:

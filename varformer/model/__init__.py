@@ -8,7 +8,9 @@ One concept per module: ``adapter`` (AIEM blocks), ``cross_attention`` (degraded
 checkpoint metadata <-> config), ``convert`` (official checkpoint <-> ours), ``files`` (our model files, the
 official file, training checkpoints as restorers), ``loss`` (the stage losses), ``config`` (its config sections),
 ``task`` (the two training stages), ``memory`` (training memory on fake tensors), ``reference_forward`` (the
-official-style path its benchmark compares with), ``spec`` (the ``MethodSpec``).
+official-style path its benchmark compares with), ``paper`` (what reproducing the paper's main table needs: the
+released files, their conversion, the backbone check), ``analysis`` (the paper's analysis figures), ``ablations``
+(the ablation table's rows), ``spec`` (the ``MethodSpec``).
 Import order inside the package follows that list: nothing imports a module after it.
 """
 from varformer.model.convert import to_official

@@ -10,6 +10,8 @@ import torch
 from varformer.methods.api import (BenchmarkEntry, BenchmarkSwitch, Converter, DemoRecipe, MethodSpec, ReferencePath,
                                    RestorerTraits, StageSpec)
 from varformer.model import task
+from varformer.model.ablations import ABLATIONS
+from varformer.model.analysis import ANALYSES
 from varformer.model.config import VarFormerDemoConfig, VarFormerLossConfig, VarFormerModelConfig
 from varformer.model.convert import read_official
 from varformer.model.files import (METHOD, RELEASE_HINT, build_from_state_dict, convert_official, describe, recognize,
@@ -17,6 +19,7 @@ from varformer.model.files import (METHOD, RELEASE_HINT, build_from_state_dict, 
 from varformer.model.memory import estimate_stage_memory
 from varformer.model.reference_forward import DESCRIPTION as REFERENCE_DESCRIPTION
 from varformer.model.reference_forward import has_reference, official_style_forward
+from varformer.model.paper import PAPER
 from varformer.model.settings import VarFormerSettings, architecture_of
 from varformer.model.varformer import PARTS, build_varformer
 
@@ -106,4 +109,7 @@ SPEC = MethodSpec(
     default_weights="checkpoints/varformer_d16.pt",
     release=RELEASE_HINT,
     package="varformer.model",
+    paper=PAPER,
+    analyses=ANALYSES,
+    ablations=ABLATIONS,
 )

@@ -1,29 +1,24 @@
-"""DAE scale weights per task: the mean softmax weight each DAE level (encoder levels 1-4, decoder levels 4-1)
-gives each of the ten VAR scales, per degradation (``VarFormer.training_outputs(...).dae_weights``). The paper's
-reading: the degradation-aware choice differs by task (global degradations lean on coarse scales, local ones on
-fine scales). A "fixed" ablation model has uniform weights, which the figure then shows flat.
+"""DAE scale weights per task: the mean softmax weight each DAE level (encoder levels 1-4, decoder levels 4-1) gives
+each of the ten VAR scales, per degradation (``training_outputs(...).dae_weights``). The paper's reading of its
+DAE (Sec. 3): the degradation-aware choice differs by task (global degradations lean on coarse scales, local ones
+on fine scales). A ``prior: fixed`` ablation model has uniform weights, which the figure then shows flat.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Dict, List
 
 import numpy as np
 import torch
 
-from varformer.analysis.common import PATCH_NUMS, TASK_COLOURS, TaskImages, batches, pyplot, write_csv
 from varformer.errors import ConfigError
+from varformer.methods.figures import (TASK_COLOURS, TaskImages, available, batches, pyplot, save_figure,
+                                       write_csv)
+from varformer.model.analysis.common import PATCH_NUMS, prepare
 
 
-@dataclass
-class DaeWeightsResult:
-    png: str
-    csv: str
-    weights: Dict[str, Dict[str, List[float]]]     # task -> level -> mean weight per scale
-
-
-def dae_weights_analysis(model, tasks: List[TaskImages], out_dir: str, batch_size: int = 4) -> DaeWeightsResult:
+def dae_weights(model, tasks: List[TaskImages], batch_size: int = 4) -> Dict[str, Dict[str, List[float]]]:
+    """task -> DAE level -> mean weight per scale."""
     if getattr(model, "stage", 1) != 2 or getattr(model, "prior", "none") == "none":
         raise ConfigError("the DAE weights analysis needs a stage-2 VarFormer with the VAR prior (a stage-1 model "
                           "or the prior=none ablation has no DAE)")
@@ -37,16 +32,10 @@ def dae_weights_analysis(model, tasks: List[TaskImages], out_dir: str, batch_siz
             for level, w in out.dae_weights.items():
                 sums[level] = sums.get(level, 0) + w.float().sum(0).cpu().numpy()
         result[t.task] = {level: list(s / len(t.names)) for level, s in sums.items()}
-    levels = list(next(iter(result.values())))
-    rows = [{"task": task, "level": level, **{f"scale_{pn}x{pn}": w[level][i] for i, pn in enumerate(PATCH_NUMS)}}
-            for task, w in result.items() for level in levels]
-    os.makedirs(out_dir, exist_ok=True)
-    png = os.path.join(out_dir, "dae_weights.png")
-    _plot(result, levels, png)
-    return DaeWeightsResult(png, write_csv(os.path.join(out_dir, "dae_weights.csv"), rows), result)
+    return result
 
 
-def _plot(result, levels: List[str], path: str) -> None:
+def _plot(result, levels: List[str], path: str) -> str:
     plt = pyplot()
     cols = 4
     rows = (len(levels) + cols - 1) // cols
@@ -68,5 +57,19 @@ def _plot(result, levels: List[str], path: str) -> None:
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("DAE scale weights per task (dotted: uniform 1/10)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
+    return path
+
+
+def run(args, info) -> List[str]:
+    plot = available("matplotlib")    # checked by the command, one line when missing, before this compute
+    inputs = prepare(args, info)
+    result = dae_weights(inputs.model, inputs.tasks, args.batch_size)
+    levels = list(next(iter(result.values())))
+    rows = [{"task": task, "level": level, **{f"scale_{pn}x{pn}": w[level][i] for i, pn in enumerate(PATCH_NUMS)}}
+            for task, w in result.items() for level in levels]
+    files = [write_csv(os.path.join(args.output_dir, "dae_weights.csv"), rows)]
+    if plot:
+        files.append(_plot(result, levels, os.path.join(args.output_dir, "dae_weights.png")))
+    return inputs.lines + ["wrote " + ", ".join(files)]
