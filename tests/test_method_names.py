@@ -35,18 +35,12 @@ ALLOWED = {
 # modules that still name a method on main; each entry must still fail (test_pending_modules_still_name_a_method)
 PENDING = {
     # ---- being converted to the registry by other branches (demo/, reproduce/, analysis/, commands/)
-    "varformer.analysis.common": "analysis loads VarFormer models directly (load_varformer), not through the registry",
-    "varformer.analysis.dae_weights": "the DAE-weights analysis names VarFormer in its error",
-    "varformer.commands.analyze": "help text names VarFormer weights",
     "varformer.commands.data": "imports restorevar.schedule for the RestoreVAR training-list schedule",
     "varformer.commands.demo": "--model choices varformer/restorevar and per-method demo branches",
     "varformer.commands.evaluate": "help text names VarFormer and RestoreVAR weights and the restorevar preset",
     "varformer.commands.restore": "help text names VarFormer and RestoreVAR weights and tile sizes",
     "varformer.demo": "exports restorevar_training_step",
     "varformer.demo.run": "per-method demo recipes (imports both method packages)",
-    "varformer.reproduce.ablations": "the ablation rows load VarFormer models directly",
-    "varformer.reproduce.paper": "the main table's row is titled VarFormer",
-    "varformer.reproduce.weights": "converts VarFormer's release through varformer.model",
     # ---- outside those areas
     "varformer.evaluation.saved_images": "RESTOREVAR_NR: the RestoreVAR paper's no-reference settings outside "
                                          "evaluation/protocols",

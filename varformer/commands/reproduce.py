@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, help="folder holding the test sets of the method's table "
                                                  "(`varformer data check ROOT` shows what is recognised)")
     p.add_argument("--protocol", nargs="+", default=None,
-                   help="the method's paper protocol(s) (default: its first; VarFormer: paper, and/or full)")
+                   help="the method's paper protocol(s) (default: its first; e.g. paper and/or full)")
     p.add_argument("--output-dir", "-o", default="outputs/reproduce", help="tables, per-image CSVs, summaries")
     p.add_argument("--offline", action="store_true",
                    help="never download: checkpoints/ and the Hugging Face cache only (local_files_only)")
@@ -42,8 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--method", default=None, help="whose ablations (default: the registry's default method)")
     a.add_argument("--small", action="store_true",
                    help="every row on the demo set with the small demo recipes (CPU, minutes)")
-    a.add_argument("--rows", nargs="+", default=None, help="row names (default: all; VarFormer: baseline fixed dae "
-                                                           "aft full)")
+    a.add_argument("--rows", nargs="+", default=None, help="row names (default: all; --dry-run lists them)")
     a.add_argument("--output-dir", "-o", default=None,
                    help="runs and tables (default runs/ablations, or runs/ablations-small with --small)")
     a.add_argument("--device", default="auto")
