@@ -10,8 +10,9 @@ and skipped; the run goes on. Before anything is restored (``plan_restore``) the
 checked: a folder (not ``-o result.png``), not one the inputs come from, writable; an existing output of the same
 name is replaced with a note.
 
-The restorer is a ``varformer.inference.Restorer`` (``load_restorer``: any VarFormer weights file, or
-``identity`` for a pipeline check without a model).
+The restorer is a ``varformer.inference.Restorer`` (``load_restorer``: a weights file of any method, or
+``identity`` for a pipeline check without a model); images meet its network as its method's release runs them
+(``varformer.inference.images``: tiles or a resize, a super-resolver's pre-upsampling, per-image contexts).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from tqdm import tqdm
 from varformer.data.image_io import IMAGE_EXTENSIONS, image_size, read_image, tensor_to_uint8, to_tensor
 from varformer.errors import DataError, VarformerError
 from varformer.inference import Restorer
-from varformer.inference.tiling import count_tiles, tiled_forward_stream
+from varformer.inference.images import calls_needed, image_run, restore_stream
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -176,19 +177,16 @@ class RestoreReport:
                 f"{len(self.failed)} failed")
 
 
-def restore_paths(inputs: Sequence[str], out_dir: str, restorer: Restorer, *,
-                  tile: Optional[int] = None, overlap: int = 32, batch_size: int = 4, skip_existing: bool = False,
-                  device: Optional[torch.device] = None, progress: bool = True,
+def restore_paths(inputs: Sequence[str], out_dir: str, restorer: Union[Restorer, Callable], *,
+                  tile: Optional[int] = None, overlap: Optional[int] = None, batch_size: int = 4,
+                  fit: Optional[str] = None, skip_existing: bool = False, device: Optional[torch.device] = None,
+                  progress: bool = True,
                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> RestoreReport:
-    """Restore every input image into ``out_dir``; returns what was written, skipped and why files failed."""
-    need = getattr(restorer, "input_size", None)
-    tile = tile if tile is not None else (need or 256)     # the model's input size (VarFormer 256, RestoreVAR 512)
-    if need is not None and tile != need:
-        raise VarformerError(f"this model takes {need}x{need} inputs: use --tile {need} (got {tile})")
-    if not 0 <= overlap < tile:
-        raise VarformerError(f"--overlap must be in [0, {tile}) for --tile {tile}, got {overlap}")
-    if batch_size < 1:
-        raise VarformerError(f"--batch must be >= 1, got {batch_size}")
+    """Restore every input image into ``out_dir``; returns what was written, skipped and why files failed.
+    ``tile`` (any-size restorers; default 256), ``overlap``, ``fit``: the method's defaults unless given."""
+    if not isinstance(restorer, Restorer):  # a plain callable on (B, 3, H, W): an any-size restorer
+        restorer = Restorer(getattr(restorer, "__name__", "restorer"), restorer, device=device or torch.device("cpu"))
+    run = image_run(restorer, fit=fit, tile=tile, overlap=overlap, batch_size=batch_size)
     device = device or getattr(restorer, "device", torch.device("cpu"))
     report = RestoreReport()
     jobs, report.notes = plan_restore(inputs, out_dir)
@@ -205,7 +203,7 @@ def restore_paths(inputs: Sequence[str], out_dir: str, restorer: Restorer, *,
         except DataError as e:
             report.failed.append((j.src, str(e)))
             continue
-        todo.append((j, count_tiles(h, w, tile, overlap)))
+        todo.append((j, calls_needed(restorer, h, w, run)))
 
     bar = tqdm(total=sum(n for _, n in todo), unit="tile", disable=not progress, file=sys.stderr,
                desc=f"restoring {len(todo)} image(s)")
@@ -222,7 +220,7 @@ def restore_paths(inputs: Sequence[str], out_dir: str, restorer: Restorer, *,
             yield j, x_3HW.to(device)
 
     try:
-        for j, y_3HW in tiled_forward_stream(restorer, source(), tile, overlap, batch_size, on_batch=bar.update):
+        for j, y_3HW in restore_stream(restorer, source(), run, on_batch=bar.update):
             try:
                 write_png_atomic(j.out, tensor_to_uint8(y_3HW))
             except OSError as e:

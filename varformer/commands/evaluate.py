@@ -8,8 +8,14 @@ import os
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restorer", default="identity",
                         help="'identity' (the degraded input itself), VarFormer weights (a model file, ours or "
-                             "official, or a stage-2 training run's final_ema.pt / ckpt_*.pt: EMA weights) or a "
-                             "RestoreVAR checkpoint of ours (varformer convert restorevar)")
+                             "official, or a stage-2 training run's final_ema.pt / ckpt_*.pt: EMA weights), or a "
+                             "RestoreVAR / VARestorer model file of ours (varformer convert restorevar / varestorer)")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="output scale of a pre-upsampling super-resolver (VARestorer: 4); 'identity' with a "
+                             "scale: bicubic upsampling")
+    parser.add_argument("--prompt", default=None, metavar="TEXT",
+                        help="one text prompt for every image (text-conditioned models; VARestorer's benchmarks: a "
+                             "BLIP caption of each LQ, the default)")
     parser.add_argument("--benchmarks", nargs="+", default=None, metavar="NAME[=ROOT]",
                         help="benchmark names ('varformer data list'), each optionally with its own root; "
                              "'demo' = every demo-<task> set")
@@ -22,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo-cache", default=None, help="demo set folder (default: the user's cache directory)")
     parser.add_argument("--protocol", nargs="+", default=None,
                         help="paper (256x256, official code), full (native resolution) or a peer preset: "
-                             "varformer-code, restormer, diffuir, airnet, restorevar; several protocols write one "
-                             "sub-folder each")
+                             "varformer-code, restormer, diffuir, airnet, restorevar, varestorer; several protocols "
+                             "write one sub-folder each")
     parser.add_argument("--output-dir", "-o", default=None, help="where results go (default: outputs/eval)")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
     parser.add_argument("--save-images", action="store_true", help="also write the restored images (PNG)")
@@ -94,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     for name, proto in protos.items():
         precision = run_precision(args.precision, ev.precision, proto)
         if precision not in restorers:
-            restorers[precision] = load_restorer(args.restorer, args.device, precision)
+            restorers[precision] = load_restorer(args.restorer, args.device, precision, scale=args.scale,
+                                                 prompt=args.prompt)
         out = outs[name]
         result = evaluate(restorers[precision], benchmarks, proto, lists=args.lists or [], list_root=root,
                           metrics=metrics, output_dir=out, batch_size=args.batch_size or ev.batch_size,

@@ -9,9 +9,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder (PNG files named like the inputs); not a file name, not an input folder")
     p.add_argument("--weights", default=None, metavar="PATH",
-                   help="VarFormer or RestoreVAR weights: a model file (default: checkpoints/varformer_d16.pt, made by "
-                        "'varformer convert official'; RestoreVAR: 'varformer convert restorevar'), a stage-2 training "
+                   help="a model file of any method (default: checkpoints/varformer_d16.pt, made by 'varformer convert "
+                        "official'; RestoreVAR / VARestorer: 'varformer convert restorevar' / 'varestorer'), a training "
                         "run's final_ema.pt or ckpt_*.pt (EMA weights), or 'identity' (the pipeline without a model)")
+    p.add_argument("--scale", type=int, default=None,
+                   help="output scale of a super-resolver that upsamples its input first (VARestorer: 4 by default, "
+                        "its release's sr_scale); 'identity' with a scale: bicubic upsampling")
+    p.add_argument("--prompt", default=None, metavar="TEXT",
+                   help="the text prompt of a text-conditioned model (VARestorer; default: a BLIP caption of each "
+                        "input, through its text cache)")
+    p.add_argument("--fit", choices=["tile", "resize"], default=None,
+                   help="images of another size than the model's input: overlapping tiles, or resized to the input "
+                        "and back (default: as the method's release does: VARestorer resize, the others tile)")
     p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto (default): bf16 where the device computes it natively (CUDA, CPUs with AVX-512 BF16 "
@@ -19,8 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the U-Net (CUDA: with CUDA graphs); the first call compiles for minutes")
     p.add_argument("--tile", type=int, default=None,
-                   help="tile size: the model's input size (default: VarFormer 256, RestoreVAR 512)")
-    p.add_argument("--overlap", type=int, default=32, help="minimum overlap of neighbouring tiles in px (default 32)")
+                   help="tile size: the model's input size (default: VarFormer 256, RestoreVAR and VARestorer 512)")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="minimum overlap of neighbouring tiles in px (default: the method's, 32; VARestorer 128)")
     p.add_argument("--batch", type=int, default=4, help="tiles per model call, shared across images (default 4)")
     p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output PNG already exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -32,8 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from varformer.restore import plan_restore, restore_paths
 
     plan_restore(args.inputs, args.output)  # inputs and output folder checked before a model is loaded
-    restorer = load_restorer(args.weights, device=args.device, precision=args.precision, compile_unet=args.compile)
+    restorer = load_restorer(args.weights, device=args.device, precision=args.precision, compile_unet=args.compile,
+                             scale=args.scale, prompt=args.prompt)
     report = restore_paths(args.inputs, args.output, restorer, tile=args.tile, overlap=args.overlap,
-                           batch_size=args.batch, skip_existing=args.skip_existing, progress=not args.no_progress)
+                           batch_size=args.batch, fit=args.fit, skip_existing=args.skip_existing,
+                           progress=not args.no_progress)
     print(f"{report.summary()} -> {args.output}")
     return 1 if report.failed else 0

@@ -195,8 +195,13 @@ class BenchmarkDataset(Dataset):
             return self._add_noise(clean, index, name) + (False,)
         lq, _ = self._read(self.located.lq_dir, lq_rel, self.lq_reader)
         gt, gt_gray = self._read(self.located.gt_dir, gt_rel, self.gt_reader)
-        if lq.shape != gt.shape:
+        k = self.benchmark.scale
+        if lq.shape != gt.shape and not (k > 1 and gt.shape[:2] == (k * lq.shape[0], k * lq.shape[1])):
             (h, w), (H, W) = lq.shape[:2], gt.shape[:2]
+            if k > 1:
+                raise DataError(f"{self.benchmark.name}: the ground truth {os.path.join(self.located.gt_dir, gt_rel)} "
+                                f"({W}x{H}) is not x{k} its input {os.path.join(self.located.lq_dir, lq_rel)} "
+                                f"({w}x{h})")
             if self.benchmark.size_policy == "center-crop-gt" and H >= h and W >= w:
                 self._note("crop-gt", f"{self.benchmark.name}: ground truth centre-cropped to the input size "
                                       f"(e.g. {W}x{H} -> {w}x{h} for {gt_rel})")

@@ -19,11 +19,15 @@ from varformer.data.image_io import is_image_file
 from varformer.data.sidd import GT_FILE as SIDD_GT_FILE, NOISY_FILE as SIDD_NOISY_FILE
 from varformer.errors import DataError
 
-TASKS = ("rain", "haze", "blur", "lowlight", "noise", "realnoise", "snow", "udc", "mixed")
+TASKS = ("rain", "haze", "blur", "lowlight", "noise", "realnoise", "snow", "udc", "mixed", "sr")
 MAX_SEARCH_DEPTH = 6
 
 _PAIRS_DERAIN = (("input", "target"), ("rainy", "gt"), ("input", "gt"), ("rain", "norain"), ("data", "gt"))
 _PAIRS_GENERIC = (("input", "target"), ("input", "groundtruth"), ("input", "gt"), ("lq", "gt"))
+_PAIRS_SR = (("lq", "gt"), ("test_LR", "test_HR"), ("LR", "HR"), ("input", "target"))
+_STABLESR_NOTE = ("a StableSR test set (Hugging Face Iceclear/StableSR-TestSets): 512x512 GT crops with their "
+                  "128x128 LQ; that VARestorer's table uses these sets is unverified (its evaluation data was not "
+                  "released; consistent with its fixed 512 pipeline), and the folder names are not checked on a copy")
 
 
 def normalise(name: str) -> str:
@@ -48,6 +52,7 @@ class Benchmark:
     nested: bool = False                       # LQ/GT folders hold one folder per video: <lq>/<video>/<frame>
     member_pairs: Tuple[Tuple[str, str], ...] = (("blur", "sharp"), ("blur_gamma", "sharp"))  # "sequences": per member
     members: Tuple[str, ...] = ()              # "sequences": only these member folders (normalised); () = any
+    scale: int = 1                             # super-resolution sets: GT side / LQ side
 
     @property
     def expected_layout(self) -> str:
@@ -148,6 +153,16 @@ BENCHMARKS: Dict[str, Benchmark] = {b.name: b for b in [
               (("haze_rain", "clear"), ("input", "target")), ("stem",), None,
               layout="CDD-11_test/{haze_rain,clear} (OneRestore's composite set: the haze + rain subset)",
               note="count unknown; RestoreVAR stores these results as JPEG quality 95"),
+    # x4 real-world super-resolution (VARestorer's table; StableSR's test sets)
+    Benchmark("div2k-val", "sr", "paired", (("div2kval",), ("div2kv2val",), ("div2k", "val")), _PAIRS_SR,
+              ("stem", "sr-suffix"), 3000, scale=4, layout="DIV2K_V2_val/{lq,gt} (StableSR test sets; 3,000 pairs)",
+              note="synthetic: " + _STABLESR_NOTE),
+    Benchmark("drealsr", "sr", "paired", (("drealsr",), ("drealsrval",), ("drealsrvalcrop128",)), _PAIRS_SR,
+              ("stem", "sr-suffix"), 93, scale=4, layout="DrealSRVal_crop128/{test_LR,test_HR} (StableSR test sets; 93 pairs)",
+              note="real (DRealSR): " + _STABLESR_NOTE),
+    Benchmark("realsr", "sr", "paired", (("realsr",), ("realsrval",), ("realsrvalcrop128",)), _PAIRS_SR,
+              ("stem", "sr-suffix"), 100, scale=4, layout="RealSRVal_crop128/{test_LR,test_HR} (StableSR test sets; 100 pairs)",
+              note="real (RealSR v3): " + _STABLESR_NOTE),
     Benchmark("sice", "lowlight", "paired", (("sice",), ("sice", "test")),
               (("low", "high"), ("input", "target"), ("input", "gt")), ("stem",), None,
               layout="SICE/{low,high} or {input,target}",

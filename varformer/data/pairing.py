@@ -9,7 +9,10 @@ wins, else the one that pairs most):
 - ``haze-prefix``: hazy ``0001_0.8_0.2.jpg`` <-> clear ``0001.png`` (RESIDE OTS/SOTS: the text before the first
   ``_``); several hazy images may share one clear image;
 - ``sequence-frame``: per-sequence folders, ``GOPR0384_11_00/blur/000001.png`` <-> ``.../sharp/000001.png``
-  (key ``sequence/frame``: the folder between them is ignored).
+  (key ``sequence/frame``: the folder between them is ignored);
+- ``sr-suffix``: super-resolution pairs named by their resolution, ``Canon_001_LR4.png`` <-> ``Canon_001_HR.png``
+  (RealSR), ``0801x4.png`` <-> ``0801.png`` (DIV2K): a trailing ``_LR<n>``/``_HR``/``_lq``/``_gt`` or ``x<n>`` is
+  dropped from the stem.
 
 Listing-order pairing (what Restormer's MATLAB evaluator and VarFormer's/DiffUIR's loaders do silently) is used
 only when no name matches at all and the two lists have the same length; the result says so, so callers report it.
@@ -21,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Sequence, Tuple
 
-RULES = ("stem", "rain-norain", "haze-prefix", "sequence-frame")
+RULES = ("stem", "rain-norain", "haze-prefix", "sequence-frame", "sr-suffix")
 
 
 def _stem(path: str) -> str:
@@ -29,6 +32,7 @@ def _stem(path: str) -> str:
 
 
 _RAIN_PREFIX = re.compile(r"^(no)?rain(y)?[-_]?", re.IGNORECASE)
+_SR_SUFFIX = re.compile(r"([-_](lr|hr|lq|gt)\d*|x\d)$", re.IGNORECASE)
 
 
 def _key_functions(rule: str) -> Tuple[Callable[[str], str], Callable[[str], str]]:
@@ -45,6 +49,10 @@ def _key_functions(rule: str) -> Tuple[Callable[[str], str], Callable[[str], str
             d, b = os.path.split(_stem(p))
             return os.path.join(d, _RAIN_PREFIX.sub("", b))
         return key, key
+    if rule == "sr-suffix":
+        def sr_key(p: str) -> str:
+            return _SR_SUFFIX.sub("", _stem(p))
+        return sr_key, sr_key
     if rule == "haze-prefix":
         def lq_key(p: str) -> str:
             d, b = os.path.split(_stem(p))

@@ -39,3 +39,19 @@ def resize_lanczos_pil(x_3HW: torch.Tensor, size: int) -> torch.Tensor:
 def resize_to(x_3HW: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
     """Bicubic with antialiasing (MATLAB ``imresize`` default) - used for DiffUIR's SOTS GT resize."""
     return F.interpolate(x_3HW[None].float(), size=hw, mode="bicubic", align_corners=False, antialias=True)[0].clamp(0, 1)
+
+
+PIL_FILTERS = {"lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+def resize_pil(x_3HW: torch.Tensor, hw: Tuple[int, int], filter: str = "lanczos") -> torch.Tensor:
+    """PIL ``Image.resize((w, h), filter)`` on the 8-bit image (rounded to 8 bits first: exact for images read from
+    8-bit files), as releases that work on PIL images resize; float32 (3, h, w) in [0, 1] on the input's device."""
+    if filter not in PIL_FILTERS:
+        raise DataError(f"unknown resize filter {filter!r} (known: {', '.join(PIL_FILTERS)})")
+    h, w = int(hw[0]), int(hw[1])
+    if h < 1 or w < 1:
+        raise DataError(f"cannot resize to {h}x{w}")
+    arr = x_3HW.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    out = np.asarray(Image.fromarray(arr).resize((w, h), PIL_FILTERS[filter]), dtype=np.float32) / 255.0
+    return torch.from_numpy(out).permute(2, 0, 1).contiguous().to(x_3HW.device)

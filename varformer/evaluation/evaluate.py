@@ -46,7 +46,7 @@ from varformer.evaluation.realblur import realblur_psnr_ssim, require_opencv
 from varformer.evaluation.saved_images import to_uint8
 from varformer.evaluation.report import render_markdown
 from varformer.inference import Restorer
-from varformer.inference.tiling import tiled_forward
+from varformer.inference.images import image_run, restore_batch
 
 RESULT_FILES = ("per_image.csv", "summary.json", "results.md", "images", "crops", "report.html")
 
@@ -72,24 +72,32 @@ def official_test_protocol(model: Callable[[torch.Tensor], torch.Tensor], image_
 
 
 def run_restorer(restorer: Restorer, lq_B3HW: torch.Tensor, protocol: Protocol, overlap: int = 32,
-                 tile_batch: int = 4, tile: Optional[int] = None) -> torch.Tensor:
-    """The restorer on a batch of same-size images: fixed-size restorers on overlapping blended tiles of their
-    size; any-size ones on the whole image padded to their (and the protocol's) size multiple, or on ``tile``-sized
-    tiles when the image is larger than ``tile`` (memory bound)."""
+                 tile_batch: int = 4, tile: Optional[int] = None,
+                 contexts: Optional[Sequence[object]] = None) -> torch.Tensor:
+    """The restorer on a batch of same-size images (``varformer.inference.images``): fixed-size restorers as their
+    method runs other sizes (overlapping blended tiles of their size, or a resize); any-size ones on the whole
+    image padded to their (and the protocol's) size multiple, or on ``tile``-sized tiles when the image is larger
+    than ``tile`` (memory bound). A super-resolver's output is ``scale`` times the input, except under a protocol
+    that brought the LQ to the output size itself (``lq_upsample``). ``contexts``: per image, from the LQ as read."""
     H, W = lq_B3HW.shape[-2:]
+    upsampled = protocol.lq_upsample is not None
     m = math.lcm(restorer.size_multiple, protocol.pad_multiple)
-    if restorer.input_size is not None:
-        out = tiled_forward(restorer, lq_B3HW, tile=restorer.input_size, overlap=overlap, batch_size=tile_batch)
-    elif tile is not None and max(H, W) > tile:
-        if tile % m:
+    s = restorer.network_scale if upsampled else restorer.scale
+    if restorer.image_context is not None and contexts is None:
+        contexts = restorer.contexts_of(lq_B3HW)
+    if restorer.input_size is not None or (tile is not None and max(H, W) > tile):
+        if restorer.input_size is None and tile % m:
             raise ConfigError(f"tile {tile} is not a multiple of the restorer's size multiple {m}")
-        out = tiled_forward(restorer, lq_B3HW, tile=tile, overlap=overlap, batch_size=tile_batch)
+        run = image_run(restorer, tile=tile, overlap=overlap, batch_size=tile_batch, upsampled=upsampled)
+        out = restore_batch(restorer, lq_B3HW, run, contexts)
     else:
-        ph, pw = (-H) % m, (-W) % m
-        x = F.pad(lq_B3HW, (0, pw, 0, ph), mode="reflect" if ph < H and pw < W else "replicate") if ph or pw \
-            else lq_B3HW
-        out = restorer(x)[..., :H, :W]
-    if out.shape != lq_B3HW.shape:
+        x = lq_B3HW if upsampled else restorer.upsampled(lq_B3HW)
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % m, (-w) % m
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate") if ph or pw else x
+        ns = restorer.network_scale
+        out = restorer.network(x, contexts)[..., :ns * h, :ns * w]
+    if tuple(out.shape) != (*lq_B3HW.shape[:2], s * H, s * W):
         raise DataError(f"restorer '{restorer.name}' returned {tuple(out.shape)} for input {tuple(lq_B3HW.shape)}")
     return out.float().clamp(0, 1)
 
@@ -171,13 +179,14 @@ def open_lists(lists: Sequence[str], root: Optional[str], protocol: Protocol) ->
 def _batches(ds, protocol: Protocol, batch_size: int, workers: int):
     """Prepared (lq, gt, names) groups of up to ``batch_size`` images of one size (dataset order kept)."""
     loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers)
-    group: List[Tuple[torch.Tensor, torch.Tensor, str, str, bool]] = []
+    group: List[Tuple[torch.Tensor, torch.Tensor, str, str, bool, torch.Tensor]] = []
     for item in loader:
         lq, gt = protocol.prepare(item["lq"], item["gt"])
         if group and (group[0][0].shape != lq.shape or len(group) == batch_size):
             yield group
             group = []
-        group.append((lq, gt, item["name"], item.get("file", item["name"]), bool(item.get("gt_gray", False))))
+        group.append((lq, gt, item["name"], item.get("file", item["name"]), bool(item.get("gt_gray", False)),
+                      item["lq"]))
     if group:
         yield group
 
@@ -302,6 +311,17 @@ def _score(out: torch.Tensor, gt: torch.Tensor, settings: MetricSettings, names:
     return scores
 
 
+def _seeded(seed: int, call: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``call()`` right after ``torch.manual_seed(seed)`` (the CPU generator and every CUDA one); the global
+    generator's state is restored afterwards, so an evaluation does not reseed its caller."""
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        return call()
+    finally:
+        torch.random.set_rng_state(state)
+
+
 def _file_stem(name: str) -> str:
     return name.replace("/", "_").replace(os.sep, "_")
 
@@ -320,10 +340,24 @@ def _evaluate_benchmark(restorer: Restorer, ds: BenchmarkDataset, proto: Protoco
     for group in _batches(ds, proto, batch_size, n_workers):
         lq = torch.stack([g[0] for g in group]).to(restorer.device)
         gt = torch.stack([g[1] for g in group]).to(restorer.device)
-        out = run_restorer(restorer, lq, proto, overlap=overlap, tile_batch=batch_size, tile=tile)
+        # a per-image context (e.g. a caption) comes from the LQ as read, before the protocol's resizes
+        contexts = [restorer.contexts_of(g[5][None])[0] for g in group] if restorer.image_context else None
+        if proto.seed_per_image is None:
+            out = run_restorer(restorer, lq, proto, overlap=overlap, tile_batch=batch_size, tile=tile,
+                               contexts=contexts)
+        else:  # the protocol's seed before each image, one image per call (a batch would share the draws)
+            out = torch.cat([_seeded(proto.seed_per_image, lambda i=i: run_restorer(
+                restorer, lq[i:i + 1], proto, overlap=overlap, tile_batch=batch_size, tile=tile,
+                contexts=contexts[i:i + 1] if contexts is not None else None)) for i in range(lq.shape[0])])
         if bench.name in proto.gt_resize_benchmarks and gt.shape != out.shape:
             gt = torch.stack([resize_to(g, tuple(out.shape[-2:])) for g in gt])
+        if gt.shape != out.shape:
+            raise DataError(f"{bench.name}/{group[0][2]}: the restored image is {tuple(out.shape[-2:])}, its ground "
+                            f"truth {tuple(gt.shape[-2:])} (a x{restorer.scale} restorer on a set of that scale, or "
+                            "a protocol that resizes; --scale sets a pre-upsampling restorer's)")
         scores = _score(out, gt, settings, names, [g[4] for g in group], [g[2] for g in group])
+        # the report's crops show the LQ at the output size (nearest: its own pixels) beside a super-resolver's
+        shown_lq = lq if lq.shape == out.shape else F.interpolate(lq, size=tuple(out.shape[-2:]), mode="nearest")
         if scorer is not None:  # no-reference metrics read the image as the paper stored it
             stored = proto.nr.saving.apply(lq, out, gt, [g[3] for g in group], bench.name)
             scores.update(scorer.per_image(stored))
@@ -332,13 +366,13 @@ def _evaluate_benchmark(restorer: Restorer, ds: BenchmarkDataset, proto: Protoco
                     stem = _file_stem(g[2]) + ".png"
                     write_image(os.path.join(set_dirs.name, "restored", stem), to_uint8(stored[i], "round"))
                     write_image(os.path.join(set_dirs.name, "reference", stem), to_uint8(gt[i], "round"))
-        for i, (_, _, img_name, _, _) in enumerate(group):
+        for i, img_name in enumerate(g[2] for g in group):
             row = {"benchmark": bench.name, "task": bench.task, "name": img_name,
                    "height": int(out.shape[-2]), "width": int(out.shape[-1])}
             row.update({k: v[i] for k, v in scores.items()})
             rows.append(row)
             if gallery is not None:
-                gallery.offer(row, lq[i], out[i], gt[i])
+                gallery.offer(row, shown_lq[i], out[i], gt[i])
             if images_dir is not None:
                 write_image(os.path.join(images_dir, bench.name, img_name + ".png"), tensor_to_uint8(out[i]))
         bar.update(len(group))

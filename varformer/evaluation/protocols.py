@@ -32,6 +32,13 @@ names them and the largest difference measured against literal translations of t
   authors' JSON lists (``--list``) capped at their first 5,001 entries as infer.py stops; fp32 (infer.py); no-reference
   metrics on the image as the release stores it (``saved_images.RESTOREVAR_NR``: 8-bit floor, its JPEG rule, pyiqa
   0.1.13 MUSIQ and CLIP-IQA).
+- ``varestorer``: super-resolution as VARestorer's benchmark driver (tools/infer4eval.py) runs it: the LQ alone
+  resized to 512x512 by PIL's default filter (bicubic), the network on it once (no further upsampling, no resize
+  back: the output is 512x512), a seed per image (``torch.manual_seed(seed)`` before each image, as its
+  ``seed_everything``), RGB; PSNR / SSIM / LPIPS of the 8-bit output against the GT as it is (the StableSR test
+  sets' 512x512 crops), no-reference metrics through ``--metrics``. Its metric script was not released: colour
+  space, SSIM variant, border crop and pyiqa version are not known; RGB, BasicSR SSIM, crop 0, LPIPS (AlexNet) and
+  pyiqa's defaults here (docs/varestorer.md).
 Published numbers are shown only beside the preset they were measured with (``published_tag``).
 """
 from __future__ import annotations
@@ -42,9 +49,9 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from varformer.data.resize import center_crop_to_multiple, resize_bilinear, resize_lanczos_pil
+from varformer.data.resize import center_crop_to_multiple, resize_bilinear, resize_lanczos_pil, resize_pil
 from varformer.errors import ConfigError
-from varformer.evaluation.saved_images import RESTOREVAR_NR, NrSettings
+from varformer.evaluation.saved_images import RESTOREVAR_NR, VARESTORER_NR, NrSettings
 from varformer.metrics import SSIM_MODES, Quantize
 
 
@@ -91,6 +98,10 @@ class Protocol:
     nr: NrSettings = NrSettings()              # how the paper's no-reference metrics read the restored image
     list_cap: Optional[int] = None             # --list sources: only the first N entries of each list file
     precision: Optional[str] = None            # the paper's evaluation precision; used unless --precision is given
+    # super-resolution presets: the LQ alone resized to the output size (PIL filter, side); a pre-upsampling
+    # restorer's network runs on it as it is (varformer.inference.images), the GT is kept
+    lq_upsample: Optional[Tuple[str, int]] = None
+    seed_per_image: Optional[int] = None       # torch.manual_seed(seed) before each image (stochastic samplers)
 
     def metrics_for(self, task: str, benchmark: str) -> MetricSettings:
         """The first override naming the benchmark, else the first naming its task, else the default."""
@@ -114,6 +125,9 @@ class Protocol:
         if self.resize is not None:
             kind, size = self.resize
             lq_3HW, gt_3HW = RESIZERS[kind](lq_3HW, size), RESIZERS[kind](gt_3HW, size)
+        if self.lq_upsample is not None:
+            kind, size = self.lq_upsample
+            lq_3HW = resize_pil(lq_3HW, (size, size), kind)
         return lq_3HW, gt_3HW
 
 
@@ -164,6 +178,10 @@ PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in [
              "SSIM, float outputs clipped to [0,1], LPIPS (AlexNet)", resize=("lanczos", 512),
              metrics=MetricSettings(ssim_mode="skimage_default", quantize=False, lpips=True),
              published_tag="restorevar", nr=RESTOREVAR_NR, list_cap=5001, precision="fp32"),
+    Protocol("varestorer", "preset varestorer: x4 super-resolution, LQ bicubic-resized (PIL) to 512x512, one step, "
+             "torch seed 0 before each image, RGB, BasicSR SSIM, crop 0, 8-bit, LPIPS (AlexNet); the paper's metric "
+             "settings are unpublished", lq_upsample=("bicubic", 512), seed_per_image=0,
+             metrics=MetricSettings(lpips=True), published_tag="varestorer", nr=VARESTORER_NR),
 ]}
 
 

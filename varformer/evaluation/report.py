@@ -16,7 +16,7 @@ import yaml
 # the VarFormer table's order first, then the tasks it does not report
 TASK_COLUMNS = (("rain", "Deraining"), ("blur", "Deblurring"), ("lowlight", "Low-light"), ("haze", "Dehazing"),
                 ("noise", "Denoising"), ("realnoise", "Real denoising"), ("snow", "Desnowing"),
-                ("udc", "Under-display camera"), ("mixed", "Mixed"))
+                ("udc", "Under-display camera"), ("mixed", "Mixed"), ("sr", "Super-resolution"))
 # decimals per metric: in the paper-style cells (as the papers print them) and in the per-benchmark table
 CELL_DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "musiq": 3, "clipiqa": 3, "maniqa": 4, "niqe": 3, "liqe": 3,
                "qalign": 3, "piqe": 2, "fid": 2}
@@ -43,11 +43,18 @@ def _join(parts: List[str]) -> str:
     return "/".join(parts) if parts else "–"
 
 
-def _fmt(values: Optional[Dict[str, Optional[float]]], metrics: Sequence[str]) -> str:
+def _digits(t: dict) -> Dict[str, int]:
+    """A published table's decimals: its own ``digits`` (as the paper prints them) over the defaults."""
+    return {**CELL_DIGITS, **(t.get("digits") or {})}
+
+
+def _fmt(values: Optional[Dict[str, Optional[float]]], metrics: Sequence[str],
+         digits: Optional[Dict[str, int]] = None) -> str:
     """One cell: the metrics' values joined with "/" (PSNR None beside other values: identical images, "inf")."""
     if not values or all(values.get(m) is None for m in metrics):
         return "–"
-    return _join([f"{values[m]:.{CELL_DIGITS[m]}f}" if values.get(m) is not None else
+    digits = digits or CELL_DIGITS
+    return _join([f"{values[m]:.{digits[m]}f}" if values.get(m) is not None else
                   ("inf" if m == "psnr" else "–") for m in metrics])
 
 
@@ -108,7 +115,7 @@ def published_tables(summary: dict) -> List[str]:
         if not any(v and any(x is not None for x in v.values()) for v, _ in covered):
             continue
         header = ["Method"] + [c["name"] for c in t["columns"]]
-        ours = [f"**ours: {summary['restorer']}**"] + [_fmt(v, t["metrics"]) + _partial(c, hit)
+        ours = [f"**ours: {summary['restorer']}**"] + [_fmt(v, t["metrics"], _digits(t)) + _partial(c, hit)
                                                         for c, (v, hit) in zip(t["columns"], covered)]
         out.append(f"**{t['title']}** - rows as published; ours measured with preset `{summary['protocol']}`, "
                    f"the protocol this table is matched to (`{t['protocol']}`). Source: {t['source']}.")
@@ -130,7 +137,8 @@ def _partial(column: dict, hit: Sequence[str]) -> str:
 
 def _published_rows(t: dict) -> List[List[str]]:
     """The table's rows as published ("–": a cell the paper does not report, None in published.yaml)."""
-    return [[name] + ["–" if cell is None else "/".join(f"{x:.{CELL_DIGITS[m]}f}" for m, x in zip(t["metrics"], cell))
+    d = _digits(t)
+    return [[name] + ["–" if cell is None else "/".join(f"{x:.{d[m]}f}" for m, x in zip(t["metrics"], cell))
                       for cell in cells]
             for name, cells in t["rows"].items()]
 
@@ -142,7 +150,7 @@ def _delta_row(t: dict, covered) -> List[str]:
         if not v or pub is None:
             delta.append("–")
             continue
-        delta.append(_join([_signed(v[m] - p, CELL_DIGITS[m]) if v.get(m) is not None else "–"
+        delta.append(_join([_signed(v[m] - p, _digits(t)[m]) if v.get(m) is not None else "–"
                             for m, p in zip(t["metrics"], pub)]))
     return delta
 
@@ -159,7 +167,7 @@ def paper_table(summary: dict, key: str) -> List[str]:
     ours = [f"**ours: {summary['restorer']}**"]
     for c, (v, hit) in zip(t["columns"], covered):
         partial = f" ({len(hit)}/{len(c['benchmarks'])} sets)" if v and len(hit) < len(c["benchmarks"]) else ""
-        ours.append(_fmt(v, t["metrics"]) + partial if v else "missing")
+        ours.append(_fmt(v, t["metrics"], _digits(t)) + partial if v else "missing")
     rows = (_published_rows(t) + [ours, _delta_row(t, covered)]) if matched else [ours]
     lines = [f"**{t['title']}**, ours under protocol `{summary['protocol']}`. "
              + (f"Published rows: {t['source']}." if matched else

@@ -11,21 +11,35 @@ bottom/right and cropped back.
 
 Tiles of several images share batches (``tiled_forward_stream``), so a folder of small images keeps the batch full.
 Used by ``varformer restore`` and by the evaluator's ``full`` protocol (the same function, so both agree).
+
+Options: ``scale`` for networks whose output is ``scale`` times their input (tiles are placed, weighted and
+accumulated at the output resolution); ``window="gaussian"``, the tiler of the super-resolution releases (DiffBIR's
+and VARestorer's): the image is reflect-padded by ``overlap`` on every side, tiles start every ``tile - overlap``
+pixels with the last one flush with the end, every tile is weighted by ``w(x, y) = g(x) g(y)``,
+``g(x) = exp(-(x - m)^2 / (2 * 0.01 * T^2))`` (``m = (T - 1) / 2``, a variance of 0.01 tile widths, normalised to
+a maximum of 1) and the padding is cropped off the blended result. ``contexts``: each image comes with one value
+(``(key, image, context)``) that every call for its tiles receives (``fn(tiles, contexts)``).
 """
 from __future__ import annotations
 
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Deque, Hashable, Iterable, Iterator, List, Tuple
+from typing import Callable, Deque, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-TileFn = Callable[[torch.Tensor], torch.Tensor]  # (N,3,t,t) in [0,1] -> (N,3,t,t) in [0,1], e.g. a Restorer
+TileFn = Callable[..., torch.Tensor]  # (N,3,t,t) in [0,1] [, contexts] -> (N,3,st,st) in [0,1], e.g. a Restorer
+WINDOWS = ("ramp", "gaussian")
+GAUSSIAN_VARIANCE = 0.01   # in tile widths squared (the SR releases' tilers)
 
 
-def check_tiling_args(tile: int, overlap: int, batch_size: int = 1) -> None:
+def check_tiling_args(tile: int, overlap: int, batch_size: int = 1, window: str = "ramp", scale: int = 1) -> None:
+    if window not in WINDOWS:
+        raise ValueError(f"unknown tile window {window!r} (known: {', '.join(WINDOWS)})")
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
     if tile < 1:
         raise ValueError(f"tile must be >= 1, got {tile}")
     if not 0 <= overlap < tile:
@@ -42,6 +56,25 @@ def tile_starts(size: int, tile: int, overlap: int) -> List[int]:
     n = math.ceil((size - overlap) / (tile - overlap))
     # even spread: stride (size - tile) / (n - 1) <= tile - overlap by the choice of n, and rounding keeps that
     return [round(i * (size - tile) / (n - 1)) for i in range(n)]
+
+
+def stride_starts(size: int, tile: int, overlap: int) -> List[int]:
+    """Start offsets of the SR releases' tilers: every ``tile - overlap`` pixels, plus one flush with the end."""
+    check_tiling_args(tile, overlap)
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile + 1, tile - overlap))
+    if (size - tile) % (tile - overlap):
+        starts.append(size - tile)
+    return starts
+
+
+def gaussian_window(length: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``g(x) = exp(-(x - m)^2 / (2 * 0.01 * length^2))``, ``m = (length - 1) / 2``, normalised to a maximum of 1
+    (the 1/sqrt(2 pi 0.01) factor of the releases cancels in the blend)."""
+    x = torch.arange(length, dtype=torch.float64)
+    g = torch.exp(-((x - (length - 1) / 2) / length) ** 2 / (2 * GAUSSIAN_VARIANCE))
+    return (g / g.max()).to(device=device, dtype=dtype)
 
 
 def ramp(length: int, rise: int, fall: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -70,16 +103,22 @@ class Tile:
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int, device=None,
-               dtype=torch.float32) -> List[Tile]:
-    """All tiles covering a (height, width) image already padded to at least ``tile`` on both sides."""
+               dtype=torch.float32, window: str = "ramp", scale: int = 1) -> List[Tile]:
+    """All tiles covering a (height, width) image already padded to at least ``tile`` on both sides; positions at
+    the input resolution, weights at the output's (``scale * tile`` square)."""
+    check_tiling_args(tile, overlap, window=window, scale=scale)
     if height < tile or width < tile:
         raise ValueError(f"image {height}x{width} is smaller than the tile {tile}: pad it first (pad_to_at_least)")
+    if window == "gaussian":
+        g = gaussian_window(scale * tile, device, dtype)
+        w = g[:, None] * g[None, :]
+        return [Tile(y, x, w) for y in stride_starts(height, tile, overlap) for x in stride_starts(width, tile, overlap)]
     ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
 
     def ramps(starts: List[int]) -> List[torch.Tensor]:
         # ramp each side over the overlap actually shared with the neighbour on that side (>= the requested one)
-        return [ramp(tile, starts[i - 1] + tile - s if i > 0 else 0,
-                     s + tile - starts[i + 1] if i + 1 < len(starts) else 0, device, dtype)
+        return [ramp(scale * tile, scale * (starts[i - 1] + tile - s) if i > 0 else 0,
+                     scale * (s + tile - starts[i + 1]) if i + 1 < len(starts) else 0, device, dtype)
                 for i, s in enumerate(starts)]
 
     wys, wxs = ramps(ys), ramps(xs)
@@ -101,6 +140,15 @@ def _mirror_pad_1d(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
     return x
 
 
+def reflect_pad(x_B3HW: torch.Tensor, pad: int) -> torch.Tensor:
+    """Mirror ``pad`` samples onto every side (``F.pad(mode="reflect")``, repeated for images of ``pad`` or fewer
+    pixels)."""
+    for dim in (-2, -1):
+        x_B3HW = _mirror_pad_1d(x_B3HW, pad, dim)
+        x_B3HW = _mirror_pad_1d(x_B3HW.flip(dim), pad, dim).flip(dim)
+    return x_B3HW
+
+
 def pad_to_at_least(x_B3HW: torch.Tensor, size: int, multiple: int = 1) -> Tuple[torch.Tensor, Tuple[int, int]]:
     """Mirror-pad bottom/right to at least ``size`` and a multiple of ``multiple``; returns (padded, original (H, W))."""
     H, W = x_B3HW.shape[-2:]
@@ -114,54 +162,72 @@ def pad_to_at_least(x_B3HW: torch.Tensor, size: int, multiple: int = 1) -> Tuple
 
 
 class TileAccumulator:
-    """Weighted sum of tile outputs for one image; ``result()`` divides by the summed weights and crops."""
+    """Weighted sum of tile outputs for one image; ``result()`` divides by the summed weights and crops. Sizes and
+    ``border`` (padding at the top and left) are at the input resolution; the sums at ``scale`` times it."""
 
     def __init__(self, padded_hw: Tuple[int, int], out_hw: Tuple[int, int], channels: int = 3,
-                 device=None, dtype=torch.float32):
-        self.acc = torch.zeros(channels, *padded_hw, device=device, dtype=dtype)
-        self.wsum = torch.zeros(1, *padded_hw, device=device, dtype=dtype)
-        self.out_hw = out_hw
+                 device=None, dtype=torch.float32, scale: int = 1, border: int = 0):
+        hw = (scale * padded_hw[0], scale * padded_hw[1])
+        self.acc = torch.zeros(channels, *hw, device=device, dtype=dtype)
+        self.wsum = torch.zeros(1, *hw, device=device, dtype=dtype)
+        self.out_hw, self.scale, self.border = out_hw, scale, border
 
     def add(self, t: Tile, out_Ctt: torch.Tensor) -> None:
         th, tw = out_Ctt.shape[-2:]
+        y, x = self.scale * t.y, self.scale * t.x
         w = t.weight_yx.to(self.acc.device, self.acc.dtype)
-        self.acc[:, t.y:t.y + th, t.x:t.x + tw] += out_Ctt.to(self.acc.device, self.acc.dtype) * w
-        self.wsum[:, t.y:t.y + th, t.x:t.x + tw] += w
+        self.acc[:, y:y + th, x:x + tw] += out_Ctt.to(self.acc.device, self.acc.dtype) * w
+        self.wsum[:, y:y + th, x:x + tw] += w
 
     def result(self) -> torch.Tensor:
+        s, b = self.scale, self.scale * self.border
         H, W = self.out_hw
-        return (self.acc / self.wsum)[:, :H, :W]
+        return (self.acc / self.wsum)[:, b:b + s * H, b:b + s * W]
+
+
+def padded_input(x_B3HW: torch.Tensor, tile: int, overlap: int, window: str = "ramp") -> Tuple[torch.Tensor, int]:
+    """(the image as tiled: ``ramp`` mirror-pads bottom/right up to a tile, ``gaussian`` reflect-pads every side by
+    the overlap first; the padding at the top and left)."""
+    border = overlap if window == "gaussian" else 0
+    x = reflect_pad(x_B3HW, border) if border else x_B3HW
+    return pad_to_at_least(x, tile)[0], border
 
 
 class _Pending:
-    """One image in flight: its padded input, the tiles still to run, and the accumulator."""
+    """One image in flight: its padded input, its context, the tiles still to run, and the accumulator."""
 
-    def __init__(self, key: Hashable, x_CHW: torch.Tensor, tile: int, overlap: int):
+    def __init__(self, key: Hashable, x_CHW: torch.Tensor, tile: int, overlap: int, window: str, scale: int,
+                 context=None):
         C, H, W = x_CHW.shape
-        self.key = key
+        self.key, self.context = key, context
         self.dtype = x_CHW.dtype
-        self.x_pad = pad_to_at_least(x_CHW[None], tile)[0][0]
+        x_pad, border = padded_input(x_CHW[None], tile, overlap, window)
+        self.x_pad = x_pad[0]
         Hp, Wp = self.x_pad.shape[-2:]
-        self.tiles = plan_tiles(Hp, Wp, tile, overlap, device=x_CHW.device)
-        self.acc = TileAccumulator((Hp, Wp), (H, W), C, device=x_CHW.device)
+        self.tiles = plan_tiles(Hp, Wp, tile, overlap, device=x_CHW.device, window=window, scale=scale)
+        self.acc = TileAccumulator((Hp, Wp), (H, W), C, device=x_CHW.device, scale=scale, border=border)
         self.remaining = len(self.tiles)
 
 
-def count_tiles(height: int, width: int, tile: int = 256, overlap: int = 32) -> int:
+def count_tiles(height: int, width: int, tile: int = 256, overlap: int = 32, window: str = "ramp") -> int:
     """Number of model calls (tiles) an image of this size needs."""
+    if window == "gaussian":
+        h, w = max(height + 2 * overlap, tile), max(width + 2 * overlap, tile)
+        return len(stride_starts(h, tile, overlap)) * len(stride_starts(w, tile, overlap))
     return len(tile_starts(max(height, tile), tile, overlap)) * len(tile_starts(max(width, tile), tile, overlap))
 
 
-def tiled_forward_stream(fn: TileFn, images: Iterable[Tuple[Hashable, torch.Tensor]], tile: int = 256,
-                         overlap: int = 32, batch_size: int = 4,
-                         on_batch: Callable[[int], None] | None = None) -> Iterator[Tuple[Hashable, torch.Tensor]]:
-    """Restore a stream of ``(key, image (C, H, W))`` of any sizes; yields ``(key, restored (C, H, W))`` in order.
+def tiled_forward_stream(fn: TileFn, images: Iterable[tuple], tile: int = 256, overlap: int = 32,
+                         batch_size: int = 4, on_batch: Callable[[int], None] | None = None, *, scale: int = 1,
+                         window: str = "ramp", contexts: bool = False) -> Iterator[Tuple[Hashable, torch.Tensor]]:
+    """Restore a stream of ``(key, image (C, H, W))`` (``contexts``: ``(key, image, context)``) of any sizes; yields
+    ``(key, restored (C, scale*H, scale*W))`` in order.
 
     Tiles of consecutive images share batches of ``batch_size``; images are pulled from ``images`` only when the
     batch needs more tiles, and each result is yielded as soon as its last tile is done, so the caller can save
     it before the next image is read. ``on_batch(n_tiles)`` is called after every model call (progress bars).
     """
-    check_tiling_args(tile, overlap, batch_size)
+    check_tiling_args(tile, overlap, batch_size, window, scale)
     source = iter(images)
     queue: Deque[Tuple[_Pending, Tile]] = deque()
     in_flight: Deque[_Pending] = deque()  # images not yet yielded, in input order
@@ -169,21 +235,22 @@ def tiled_forward_stream(fn: TileFn, images: Iterable[Tuple[Hashable, torch.Tens
     while True:
         while not exhausted and len(queue) < batch_size:
             try:
-                key, x_CHW = next(source)
+                item = next(source)
             except StopIteration:
                 exhausted = True
                 break
+            key, x_CHW, context = item if contexts else (*item, None)
             if x_CHW.dim() != 3:
                 raise ValueError(f"expected an image (C, H, W), got shape {tuple(x_CHW.shape)} for {key!r}")
-            p = _Pending(key, x_CHW, tile, overlap)
+            p = _Pending(key, x_CHW, tile, overlap, window, scale, context)
             in_flight.append(p)
             queue.extend((p, t) for t in p.tiles)
         if not queue:
             return
         chunk = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
         inp = torch.stack([p.x_pad[:, t.y:t.y + tile, t.x:t.x + tile] for p, t in chunk])
-        out = fn(inp)
-        if out.shape[0] != len(chunk) or out.shape[-2:] != inp.shape[-2:]:
+        out = fn(inp, [p.context for p, _ in chunk]) if contexts else fn(inp)
+        if out.shape[0] != len(chunk) or out.shape[-2:] != (scale * tile, scale * tile):
             raise RuntimeError(f"restorer returned shape {tuple(out.shape)} for input {tuple(inp.shape)}")
         for (p, t), o in zip(chunk, out):
             p.acc.add(t, o)
@@ -196,16 +263,25 @@ def tiled_forward_stream(fn: TileFn, images: Iterable[Tuple[Hashable, torch.Tens
 
 
 def tiled_forward(fn: TileFn, x_B3HW: torch.Tensor, tile: int = 256, overlap: int = 32,
-                  batch_size: int = 4) -> torch.Tensor:
+                  batch_size: int = 4, *, scale: int = 1, window: str = "ramp",
+                  contexts: Optional[Sequence] = None) -> torch.Tensor:
     """Apply ``fn`` (fixed ``tile`` x ``tile`` input) to a batch of same-size images of any size; tiles are batched.
+    ``contexts``: one value per image, passed with its tiles (``fn(tiles, contexts)``).
 
-    Images of exactly ``tile`` x ``tile`` go through ``fn`` unchanged (a single tile of weight 1).
+    With the ``ramp`` window, images of exactly ``tile`` x ``tile`` go through ``fn`` unchanged (a single tile of
+    weight 1; the ``gaussian`` tiler pads them and runs four tiles, as the releases do).
     """
-    check_tiling_args(tile, overlap, batch_size)
+    check_tiling_args(tile, overlap, batch_size, window, scale)
     if x_B3HW.dim() != 4:
         raise ValueError(f"expected (B, C, H, W), got shape {tuple(x_B3HW.shape)}")
     B, C, H, W = x_B3HW.shape
-    if (H, W) == (tile, tile):  # fast path, same result as one tile of weight 1
-        return torch.cat([fn(x_B3HW[i:i + batch_size]) for i in range(0, B, batch_size)]).to(x_B3HW.dtype)
-    outs = [o for _, o in tiled_forward_stream(fn, ((b, x_B3HW[b]) for b in range(B)), tile, overlap, batch_size)]
+    if contexts is not None and len(contexts) != B:
+        raise ValueError(f"expected {B} contexts (one per image), got {len(contexts)}")
+    if (H, W) == (tile, tile) and window == "ramp":  # fast path, same result as one tile of weight 1
+        call = (lambda i: fn(x_B3HW[i:i + batch_size], list(contexts[i:i + batch_size]))) if contexts is not None \
+            else (lambda i: fn(x_B3HW[i:i + batch_size]))
+        return torch.cat([call(i) for i in range(0, B, batch_size)]).to(x_B3HW.dtype)
+    items = ((b, x_B3HW[b], contexts[b]) if contexts is not None else (b, x_B3HW[b]) for b in range(B))
+    outs = [o for _, o in tiled_forward_stream(fn, items, tile, overlap, batch_size, scale=scale, window=window,
+                                               contexts=contexts is not None)]
     return torch.stack(outs)

@@ -119,12 +119,26 @@ class StageSpec:
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RestorerTraits:
-    """How a model of the method is run on images (``varformer.inference``)."""
+    """How a model of the method is run on images (``varformer.inference``; docs/architecture.md, "Restorers").
+
+    A restorer maps (B, 3, H, W) to (B, 3, scale*H, scale*W). A super-resolver either upsamples inside its network
+    (``upsample=None``: the network's output is ``scale`` times its input) or runs at the output resolution on the
+    input upsampled first (``upsample``: the filter, e.g. ``lanczos``; its network maps a size to itself). A model
+    with ``image_context`` gets, besides the pixels, one value per image computed once from the whole input as read
+    (e.g. the features of a text prompt or caption): its module has ``image_context(x_3HW)`` and
+    ``forward(x, contexts)``. A model with ``text_prompt`` takes ``set_prompt(text)`` (``restore --prompt``)."""
     input_size: Optional[int] = None    # a fixed square input: larger images are tiled at it (or resized, below)
     size_multiple: int = 1              # any-size models: inputs padded to a multiple of this
     resize_to_input: bool = False       # its papers resize every image to input_size (protocols may say otherwise)
     scale: int = 1                      # output size / input size (super-resolution)
     precision: Optional[str] = None     # the precision of its published evaluation (None: the device's default)
+    upsample: Optional[str] = None      # pre-upsampling super-resolvers: the filter bringing inputs to the output size
+    fit: str = "tile"                   # images of another size than input_size: "tile" (overlapping tiles) or
+                                        # "resize" (resized to input_size and back), as the method's release does
+    tile_overlap: Optional[int] = None  # its release's tile overlap in px at the network's resolution (None: 32)
+    tile_window: str = "ramp"           # tile blending: "ramp" (ours) or "gaussian" (the SR releases' tilers)
+    image_context: bool = False         # the model takes one value per image from the whole input (see above)
+    text_prompt: bool = False           # the model takes a user prompt (``set_prompt``)
 
 
 @dataclass
@@ -184,10 +198,15 @@ class BenchmarkEntry:
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    """``varformer demo --method NAME``: shipped configs trained in order, then evaluated on the demo set."""
+    """``varformer demo --method NAME``: shipped configs trained in order, then evaluated on the demo set. A
+    method without training stages yet gives ``untrained``: its small random-init model, evaluated as it is (the
+    demo then shows the pipeline running, not restoration; ``summary`` says so)."""
     stages: Tuple[Tuple[str, str], ...]                     # (stage name, shipped config) in training order
     carry: Callable[[str, str], List[str]]                  # (stage name, previous stage's export) -> overrides
     summary: str = ""                                       # what the demo's numbers can and cannot show
+    untrained: Optional[Callable[[], nn.Module]] = None     # no stages: () -> the demo's model (eval mode)
+    scale: Optional[int] = None                             # a super-resolver's scale on the demo's same-size
+                                                            # pairs (1), for ``inference.with_scale``
 
 
 # ---------------------------------------------------------------------------------------------------------------

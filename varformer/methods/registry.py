@@ -27,9 +27,10 @@ from varformer.errors import CheckpointMismatchError, ConfigError
 from varformer.methods.api import MethodSpec, WeightsFile
 from varformer.model.spec import SPEC as VARFORMER_SPEC
 from varformer.restorevar.spec import SPEC as RESTOREVAR_SPEC
+from varformer.varestorer.spec import SPEC as VARESTORER_SPEC
 
 ENTRY_POINT_GROUP = "varformer.methods"
-BUILT_IN: Tuple[MethodSpec, ...] = (VARFORMER_SPEC, RESTOREVAR_SPEC)
+BUILT_IN: Tuple[MethodSpec, ...] = (VARFORMER_SPEC, RESTOREVAR_SPEC, VARESTORER_SPEC)
 DEFAULT = VARFORMER_SPEC.name        # the method of a config that names none (this project's own)
 
 _loaded: Optional[Dict[str, MethodSpec]] = None

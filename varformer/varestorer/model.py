@@ -35,6 +35,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
+from torch.profiler import record_function
 
 from varformer.backbone.infinity.bit_sampling import sample_bits
 from varformer.backbone.infinity.bsq_quantizer import residual_pyramid, summed_codes
@@ -49,6 +50,14 @@ from varformer.varestorer.convert import convert_varestorer
 from varformer.varestorer.lora import lora_infinity, merge_lora
 from varformer.varestorer.settings import VARestorerSettings
 from varformer.varestorer.weights import SWINIR_FILE, VAE_FILE, VARESTORER_FILE, read_weights
+
+
+# record_function ranges around the parts of a forward pass (benchmark part timing)
+PART_SWINIR = "varestorer.swinir"
+PART_ENCODE = "varestorer.vae_encoder_pyramid"
+PART_TRANSFORMER = "varestorer.transformer"
+PART_DECODE = "varestorer.bits_vae_decoder"
+PARTS = (PART_SWINIR, PART_ENCODE, PART_TRANSFORMER, PART_DECODE)
 
 
 class VARestorerInputError(VarformerError, ValueError):
@@ -165,14 +174,19 @@ class VARestorer(nn.Module):
             return self.vae.decode(z).add(1).mul(0.5)
 
     def _sample(self, lq01, text, argmax_bits: bool, generator: Optional[torch.Generator]) -> SampleOutputs:
-        cleaned = self.clean(lq01)
-        lq_latent = self.encode(cleaned)
-        with fp32_region(lq01.device):
-            pyramid, _ = residual_pyramid(lq_latent, self.patch_nums, long_input=True)
-        logits = self.transformer(self.text_condition(text, generator), pyramid)
-        with fp32_region(lq01.device):
-            bits = sample_bits(logits, self.patch_nums, argmax=argmax_bits)
-        return SampleOutputs(cleaned, lq_latent, pyramid, logits, bits, self.decode_bits(bits))
+        with record_function(PART_SWINIR):
+            cleaned = self.clean(lq01)
+        with record_function(PART_ENCODE):
+            lq_latent = self.encode(cleaned)
+            with fp32_region(lq01.device):
+                pyramid, _ = residual_pyramid(lq_latent, self.patch_nums, long_input=True)
+        with record_function(PART_TRANSFORMER):
+            logits = self.transformer(self.text_condition(text, generator), pyramid)
+        with record_function(PART_DECODE):
+            with fp32_region(lq01.device):
+                bits = sample_bits(logits, self.patch_nums, argmax=argmax_bits)
+            image = self.decode_bits(bits)
+        return SampleOutputs(cleaned, lq_latent, pyramid, logits, bits, image)
 
     # ------------------------------------------------------------------ public calls
     def forward(self, lq01: torch.Tensor, text: Sequence[torch.Tensor], argmax_bits: bool = False,
