@@ -33,7 +33,7 @@ def task(seed=0, lpips=None, **loss_changes) -> DistillTask:
     cfg = loss_config(**loss_changes)
     s = student(seed)
     teacher = teacher_of(s, shared=cfg.teacher_shares_weights) if cfg.needs_teacher else None
-    t = DistillTask(s, teacher, cfg, PromptFeatures.from_config(cfg, SETTINGS.text_channels), lpips)
+    t = DistillTask(s, teacher, cfg, PromptFeatures.from_config("random", None, SETTINGS.text_channels), lpips)
     return t.train()
 
 

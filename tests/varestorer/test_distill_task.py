@@ -86,31 +86,27 @@ def test_text_drop_and_teacher_text():
     assert not torch.equal(text_S.features_BTC[1, :5], null[:5])
 
 
-@pytest.mark.parametrize("changes", [dict(), dict(bit_loss="ce", mse_weight=0.0), dict(cross_scale_attention=False)])
+@pytest.mark.parametrize("changes", [dict(), dict(bit_loss="ce"), dict(cross_scale_attention=False)])
 def test_a_few_steps_lower_the_loss(changes):
-    """The method and two ablations (no distillation: CE on the HQ bits; no cross-scale attention): Adam on the LoRA
-    tensors lowers the loss on one batch, measured before and after with the same three sets of random draws (the
-    straight-through decode samples its bits)."""
-    t = task(**changes)
+    """The distillation and two ablations (no distillation: CE on the HQ bits; no cross-scale attention): Adam on
+    the LoRA tensors lowers the bit loss on one batch. The pixel losses are off here: through this random-init
+    decoder their straight-through signal is below the noise of 8 steps (their gradient path is tested above)."""
+    t = task(mse_weight=0.0, **changes)
     b = batch()
     opt = torch.optim.Adam([p for p in t.parameters() if p.requires_grad], lr=1e-2)
 
-    def loss_at_seeds():
-        values = []
-        for seed in range(3):
-            torch.manual_seed(seed)
-            with torch.no_grad():
-                values.append(float(t(b).loss))
-        return sum(values) / len(values)
+    def loss_now():
+        with torch.no_grad():
+            return float(t(b).loss)
 
-    before = loss_at_seeds()
+    before = loss_now()
     for step in range(8):
         torch.manual_seed(100 + step)
         t(b).loss.backward()
         opt.step()
         opt.zero_grad()
     assert (t.teacher is None) == (changes.get("bit_loss") == "ce")
-    assert loss_at_seeds() < before
+    assert loss_now() < 0.95 * before
 
 
 def test_export_is_the_release_layout_and_loads(tmp_path):

@@ -46,12 +46,9 @@ class VARestorerDistillConfig:
                                           # (its constructor default 0.1): an image's text becomes the null text
     text_drop_teacher: bool = True        # UNKNOWN: the dropped image's teacher also gets the null text (a
                                           # consistent pair; the release's drop overwrites the shared text tensor)
-    text_encoder: str = "t5"              # t5: Flan-T5-XL features through the text cache (the method); random:
-                                          # seeded random features per prompt, for random-init tests/demo ONLY
-    text_cache: Optional[str] = None      # the text cache folder (varestorer.text); None: its default folder
-    t5_model: str = "google/flan-t5-xl"   # name or local folder; loaded only on a cache miss
-    t5_device: str = "auto"
-    t5_local_files_only: bool = False
+    text_encoder: str = "t5"              # t5: Flan-T5-XL features through the text cache (the method; model.text_*
+                                          # say which model, cache, device); random: seeded random features per
+                                          # prompt, for random-init tests/demo ONLY
     val_prompt: str = ""                  # validation images have no captions: this prompt for all
     # ---- pixel losses on the straight-through decode ---------------------------------------------------------
     mse_weight: float = 1.0               # UNKNOWN ("perceptual and MSE losses"); 1 as OSEDiff's L2 (the one-step
@@ -76,10 +73,9 @@ class VARestorerDistillConfig:
                                           # images: `varformer convert varestorer-captions`); fixed: fixed_prompt
     fixed_prompt: str = ""
     short_caption_prob: float = 0.2       # Infinity's get_text_input: the short caption with this probability
-    # ---- frozen weights --------------------------------------------------------------------------------------
-    infinity_path: Optional[str] = None   # infinity_2b_reg.pth: the teacher and the student's frozen base
-    vae_path: Optional[str] = None        # infinity_vae_d32reg.pth
-    swinir_path: Optional[str] = None     # general_swinir_v1.ckpt (model.swinir=true)
+    # ---- frozen weights (the VAE and SwinIR: model.vae_path, model.swinir_path) ------------------------------
+    infinity_path: Optional[str] = None   # infinity_2b_reg.pth: the teacher and the student's frozen base; None:
+                                          # checkpoints/, then the Hugging Face cache / hub (FoundationVision/Infinity)
     random_init_backbone: bool = False    # tests/demo only: random Infinity, VAE, SwinIR and LPIPS trunk, explicitly
 
     def validate(self) -> "VARestorerDistillConfig":

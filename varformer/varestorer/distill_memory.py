@@ -25,7 +25,8 @@ from varformer.varestorer.distill_models import (cast_frozen_blocks, decoder_che
                                                  freeze_for_distillation, teacher_of)
 from varformer.varestorer.distill_stage import loss_config, model_settings
 from varformer.varestorer.distill_task import DistillTask
-from varformer.varestorer.distill_text import PromptFeatures, RandomPromptEncoder
+from varformer.varestorer.demo import RandomPromptEncoder
+from varformer.varestorer.distill_text import PromptFeatures
 from varformer.varestorer.model import VARestorer
 from varformer.varestorer.perceptual import load_training_lpips
 

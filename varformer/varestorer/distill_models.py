@@ -67,7 +67,7 @@ def student_from_files(settings: VARestorerSettings, infinity_file, vae_file, sw
     sources = {part: (str(f) if not isinstance(f, dict) else f"the {part} state dict") for part, f in files.items()
                if f is not None}
     if settings.swinir and "swinir" not in raw:
-        raise CheckpointMismatchError("model.swinir=true needs general_swinir_v1.ckpt (train.loss.swinir_path)")
+        raise CheckpointMismatchError("model.swinir=true needs general_swinir_v1.ckpt (model.swinir_path)")
     src = sources["transformer"]
     inf_sd = raw["transformer"]
     if not isinstance(inf_sd, dict):

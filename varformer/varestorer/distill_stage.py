@@ -7,7 +7,7 @@ settings ``distill_config`` (``train.loss:``); docs/varestorer.md, "Training (re
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Callable, List, Tuple
 
 import torch
 from omegaconf import OmegaConf
@@ -16,7 +16,7 @@ from varformer.data.resize import resize_lanczos_pil
 from varformer.data.roots import resolve_root
 from varformer.data.sr_degradations import settings_from
 from varformer.data.sr_train import SRTrainingDataset, list_sr_sources
-from varformer.errors import ConfigError, DataError
+from varformer.errors import ConfigError, DataError, WeightsNotFoundError
 from varformer.methods.api import InputsFound, StageSpec, settings_from_section
 from varformer.methods.validation import validation_pairs
 from varformer.runtime import resolve_device, resolve_precision
@@ -28,7 +28,7 @@ from varformer.varestorer.distill_text import PromptFeatures
 from varformer.varestorer.model import VARestorer
 from varformer.varestorer.perceptual import find_trunk_weights, load_training_lpips
 from varformer.varestorer.settings import VARestorerSettings
-from varformer.varestorer.weights import INFINITY_FILE, SWINIR_FILE, VAE_FILE, find_weight_file
+from varformer.varestorer.weights import INFINITY_FILE, SWINIR_FILE, VAE_FILE, locate_release_file
 
 DESCRIPTION = ("one-step distillation (a reconstruction: the release has no training code): LoRA of the student "
                "on the LQ long pyramid, KL to the frozen teacher on the HQ pyramid + MSE + LPIPS of the "
@@ -75,24 +75,43 @@ def check_settings(cfg) -> tuple:
     return loss, s
 
 
+def _locate(filename: str, path, local_files_only: bool):
+    """(where a frozen file is, a note) without downloading: a file only on the hub is a note (downloaded at
+    start) unless the hub is off-limits, then the one-line error."""
+    try:
+        return str(locate_release_file(filename, path, local_files_only=True)), None
+    except WeightsNotFoundError:
+        if path is not None or local_files_only:
+            raise
+    return (f"{filename} not found locally", f"{filename} will be downloaded from the Hugging Face hub at start "
+                                             "(model.local_files_only=true forbids it)")
+
+
+def frozen_files(cfg, loss: VARestorerDistillConfig, s: VARestorerSettings) -> List[Tuple[str, str, object]]:
+    """(what, file name, configured path) of every frozen weights file the run reads."""
+    files = [("Infinity (teacher and student base)", INFINITY_FILE, loss.infinity_path),
+             ("BSQ-VAE", VAE_FILE, cfg.model.vae_path)]
+    return files + ([("SwinIR", SWINIR_FILE, cfg.model.swinir_path)] if s.swinir else [])
+
+
 def check_inputs(cfg) -> InputsFound:
-    """The stage's rules, then its weight files located (not read)."""
+    """The stage's rules, then its weight files located (not read, not downloaded)."""
     loss, s = check_settings(cfg)
     found = InputsFound()
     if loss.random_init_backbone:
         found.weights.append("Infinity (teacher, student base), BSQ-VAE, SwinIR, LPIPS trunk: RANDOM-INIT "
                              "(train.loss.random_init_backbone=true: tests and the demo only)")
     else:
-        found.weights.append(f"Infinity (teacher and student base): {find_weight_file(INFINITY_FILE, loss.infinity_path)}")
-        found.weights.append(f"BSQ-VAE: {find_weight_file(VAE_FILE, loss.vae_path)}")
-        if s.swinir:
-            found.weights.append(f"SwinIR: {find_weight_file(SWINIR_FILE, loss.swinir_path)}")
+        for what, filename, path in frozen_files(cfg, loss, s):
+            where, note = _locate(filename, path, bool(cfg.model.local_files_only))
+            found.weights.append(f"{what}: {where}")
+            found.notes += [note] if note else []
         if loss.needs_decode and loss.lpips_weight > 0:
             found.weights.append(f"LPIPS ({loss.lpips_net}) trunk: "
                                  f"{find_trunk_weights(loss.lpips_net, loss.lpips_weights)}")
     if loss.text_encoder == "t5":
-        found.notes.append(f"prompt features from the text cache; {loss.t5_model} is loaded only for prompts not in "
-                           "it (fill it first: varformer convert varestorer-captions ... --encode)")
+        found.notes.append(f"prompt features from the text cache; {cfg.model.text_model} is loaded only for prompts "
+                           "not in it (fill it first: varformer convert varestorer-captions ... --encode)")
     if not loss.needs_teacher:
         found.notes.append(f"no teacher (train.loss.bit_loss={loss.bit_loss}, weight {loss.bit_loss_weight:g}): "
                            "an ablation of the method")
@@ -124,11 +143,12 @@ def build_student(cfg, loss: VARestorerDistillConfig, s: VARestorerSettings, ann
         announce("model: RANDOM-INIT Infinity, BSQ-VAE and SwinIR (train.loss.random_init_backbone=true): tests and "
                  "the demo only")
         return VARestorer(**s.constructor_kwargs(), drop_path_rate=loss.student_drop_path)
-    files = [find_weight_file(INFINITY_FILE, loss.infinity_path), find_weight_file(VAE_FILE, loss.vae_path),
-             find_weight_file(SWINIR_FILE, loss.swinir_path) if s.swinir else None]
-    announce(f"model: student and teacher base from {files[0]}, VAE {files[1]}" + (f", SwinIR {files[2]}"
-                                                                                   if files[2] else ""))
-    return student_from_files(s, *[str(f) if f else None for f in files], drop_path_rate=loss.student_drop_path)
+    lfo = bool(cfg.model.local_files_only)
+    files = [str(locate_release_file(f, path, lfo)) for _, f, path in frozen_files(cfg, loss, s)]
+    announce(f"model: student and teacher base from {files[0]}, VAE {files[1]}"
+             + (f", SwinIR {files[2]}" if s.swinir else ""))
+    return student_from_files(s, files[0], files[1], files[2] if s.swinir else None,
+                              drop_path_rate=loss.student_drop_path)
 
 
 def build_task(cfg, announce: Callable[[str], None] = print) -> DistillTask:
@@ -144,7 +164,7 @@ def build_task(cfg, announce: Callable[[str], None] = print) -> DistillTask:
     if cfg.train.grad_checkpointing:
         units = decoder_checkpoint_units(student) if loss.needs_decode else []
         checkpoint_frozen(units + ([] if lpips is None else list(lpips.net.children())))
-    text = PromptFeatures.from_config(loss, s.text_channels)
+    text = PromptFeatures.from_config(loss.text_encoder, cfg.model, s.text_channels)
     announce(f"VARestorer distill: {n_lora} LoRA tensors (rank {s.lora_rank}) train; bit loss {loss.bit_loss} "
              f"x{loss.bit_loss_weight:g} ({loss.bit_loss_reduction}), MSE x{loss.mse_weight:g}, LPIPS "
              f"({loss.lpips_net}) x{loss.lpips_weight:g}; student attention "
@@ -163,8 +183,8 @@ def released_size(cfg) -> bool:
 
 
 def distill_stage() -> StageSpec:
-    # memory plan: imported here, it pulls in fake-tensor machinery only --dry-run needs (start-up time)
     def estimate(cfg, micro: int, precision: str):
+        # start-up time: the fake-tensor machinery only --dry-run needs
         from varformer.varestorer.distill_memory import estimate_distill_memory
         return estimate_distill_memory(cfg, micro, precision)
 

@@ -2,43 +2,26 @@
 
 - ``t5`` (the method): Flan-T5-XL rows through the on-disk text cache (``varformer.varestorer.text``); T5 is loaded
   only on a cache miss (fill the cache beforehand: ``varformer convert varestorer-captions ... --encode``);
-- ``random``: seeded random rows per prompt (one row per word + one), for random-init tests and the offline demo
-  ONLY -- not text features of any model.
+- ``random``: seeded random rows per prompt (``varestorer.demo.RandomPromptEncoder``: the untrained demo's), for
+  random-init tests and the offline demo ONLY -- not text features of any model.
 
 Features met once stay in memory (a bounded dict), so a step does not read the disk for a prompt it has seen.
 
-    features = PromptFeatures.from_config(cfg.train.loss, text_channels=2048)
+    features = PromptFeatures.from_config("t5", cfg.model, text_channels=2048)
     rows = features(["a dog on grass", ""])        # [(L_0, 2048), (L_1, 2048)]
 """
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from typing import Callable, List, Sequence
 
 import torch
 
 from varformer.errors import ConfigError
+from varformer.varestorer.demo import RandomPromptEncoder
 from varformer.varestorer.text import T5PromptEncoder, TextCache
 
 MEMORY_ENTRIES = 8192
-
-
-class RandomPromptEncoder:
-    """(words + 1, channels) standard-normal rows per prompt, seeded by the prompt's SHA-256: deterministic and
-    distinct per prompt, meaningless as text (tests, the offline demo)."""
-
-    def __init__(self, channels: int):
-        self.channels = channels
-        self.identity = f"random-prompt-features channels={channels}"
-
-    def encode(self, prompts: Sequence[str]) -> List[torch.Tensor]:
-        out = []
-        for p in prompts:
-            seed = int(hashlib.sha256(p.encode("utf-8")).hexdigest()[:15], 16)
-            g = torch.Generator().manual_seed(seed)
-            out.append(torch.randn(len(p.split()) + 1, self.channels, generator=g))
-        return out
 
 
 class PromptFeatures:
@@ -47,15 +30,17 @@ class PromptFeatures:
         self.memory: "OrderedDict[str, torch.Tensor]" = OrderedDict()
 
     @classmethod
-    def from_config(cls, loss_cfg, text_channels: int) -> "PromptFeatures":
-        if loss_cfg.text_encoder == "random":
+    def from_config(cls, encoder: str, model_cfg, text_channels: int) -> "PromptFeatures":
+        """``encoder`` (train.loss.text_encoder) ``t5``: the text model, cache, device and dtype of the ``model:``
+        section; ``random``: the demo's seeded random features (the same the untrained demo restores with)."""
+        if encoder == "random":
             enc = RandomPromptEncoder(text_channels)
             return cls(enc.encode, text_channels, enc.identity)
-        if loss_cfg.text_encoder != "t5":
-            raise ConfigError(f"train.loss.text_encoder must be t5 or random, got {loss_cfg.text_encoder!r}")
-        cache = TextCache(loss_cfg.text_cache)
-        t5 = T5PromptEncoder(loss_cfg.t5_model, local_files_only=loss_cfg.t5_local_files_only,
-                             device=loss_cfg.t5_device)
+        if encoder != "t5":
+            raise ConfigError(f"train.loss.text_encoder must be t5 or random, got {encoder!r}")
+        cache = TextCache(model_cfg.text_cache)
+        t5 = T5PromptEncoder(model_cfg.text_model, local_files_only=model_cfg.local_files_only,
+                             device=model_cfg.text_device, dtype=model_cfg.text_dtype)
         return cls(lambda prompts: cache.prompt_features(prompts, t5), text_channels, t5.identity)
 
     def __call__(self, prompts: Sequence[str]) -> List[torch.Tensor]:
