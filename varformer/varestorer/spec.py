@@ -1,6 +1,7 @@
 """VARestorer as a method of this package: the one ``MethodSpec`` the registry holds for it (docs/extending.md,
-docs/varestorer.md "Use"). It has no training stage yet (the release ships no training code; distillation comes
-later): its model files come from the release (``varformer convert varestorer``)."""
+docs/varestorer.md "Use"). Its model files come from the release (``varformer convert varestorer``); its one
+training stage, ``distill``, is a reconstruction (the release ships no training code; docs/varestorer.md "Training
+(reconstructed)")."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,8 @@ from varformer.methods.api import BenchmarkEntry, Converter, DemoRecipe, MethodS
 from varformer.varestorer.config import VARestorerModelConfig
 from varformer.varestorer.convert import to_official_varestorer
 from varformer.varestorer.demo import SUMMARY, demo_model
+from varformer.varestorer.distill_config import VARestorerDistillConfig
+from varformer.varestorer.distill_stage import distill_stage
 from varformer.varestorer.files import (CONVERT_COMMAND, METHOD, architecture_of, describe, read_varestorer,
                                         recognize, restorer_model, save_varestorer)
 from varformer.varestorer.model import PARTS, VARestorer
@@ -80,8 +83,9 @@ SPEC = MethodSpec(
     title="VARestorer",
     settings=VARestorerSettings,
     model_config=VARestorerModelConfig,
+    loss_config=VARestorerDistillConfig,
     build=lambda settings: VARestorer(**settings.constructor_kwargs()),
-    stages=(),
+    stages=(distill_stage(),),
     restorer=restorer_traits,
     load_model=restorer_model,
     describe=describe,
