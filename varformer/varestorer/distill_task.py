@@ -19,6 +19,7 @@ their EMA); everything frozen comes back from its files (or the seed, for random
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Dict, List, Optional
 
 import torch
@@ -28,6 +29,7 @@ from torch import nn
 from varformer.backbone.infinity.bsq_quantizer import residual_pyramid, summed_codes
 from varformer.backbone.infinity.text_pool import PaddedText
 from varformer.backbone.infinity.transformer import Infinity
+from varformer.checkpoints import save_model_file
 from varformer.files import save_torch_atomic
 from varformer.methods.api import StepOutput, TrainTask
 from varformer.methods.validation import restoration_metrics
@@ -37,7 +39,9 @@ from varformer.varestorer.distill_config import VARestorerDistillConfig
 from varformer.varestorer.distill_losses import (attention_mask, bit_accuracy, bitwise_cross_entropy, bitwise_kl,
                                                  flat_bits, straight_through_bits, transformer_logits)
 from varformer.varestorer.distill_text import PromptFeatures
+from varformer.varestorer.files import METHOD
 from varformer.varestorer.model import VARestorer
+from varformer.varestorer.weights import SWINIR_FILE, VAE_FILE, VARESTORER_FILE
 
 
 class ValidationRestorer(nn.Module):
@@ -189,20 +193,31 @@ class DistillTask(TrainTask):
         return self._val_visuals
 
     def export(self, model: nn.Module, path: str) -> Optional[str]:
-        """``path.pth``: the trained student in the layout of the release's ``varestorer.pth`` (float32, the
-        LoRA not merged: what the official ``load_infinity`` loads strictly); with random-init frozen parts also
-        ``path_vae.pth`` (``{"vae": ...}``) and ``path_swinir.ckpt``, which the released files replace otherwise."""
-        return export_official(model, path, self.export_frozen)
+        """``path.safetensors``: our model file (``varformer restore`` / ``evaluate`` take it); and the folder
+        ``path_official/`` in the release's layout: ``varestorer.pth`` (float32, LoRA apart: what the official
+        ``load_infinity`` loads strictly, and ``VARestorer.from_official``), with random-init frozen parts also
+        their ``infinity_vae_d32reg.pth`` and ``general_swinir_v1.ckpt`` (otherwise the released files are the
+        frozen parts)."""
+        export_official(model, path + "_official", self.export_frozen)
+        # float32 (frozen blocks trained in bf16 hold bf16 values): a model file that runs under any precision
+        return save_model_file(path + ".safetensors", METHOD, model.settings().to_metadata(), float32_state(model))
 
 
-def export_official(model: VARestorer, path: str, with_frozen_parts: bool = False) -> str:
-    """Write ``path.pth`` (varestorer.pth layout), and with ``with_frozen_parts`` the VAE and SwinIR files."""
-    sd = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-    parts = to_official_varestorer(sd, model.settings())
-    out = path + ".pth"
-    save_torch_atomic(parts["model"], out)
+def float32_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+
+
+def export_official(model: VARestorer, folder: str, with_frozen_parts: bool = False) -> List[str]:
+    """Write ``folder/varestorer.pth`` (and with ``with_frozen_parts`` the VAE and SwinIR files) as the
+    ``varestorer-to-official`` converter does; returns the paths."""
+    parts = to_official_varestorer(float32_state(model), model.settings())
+    files = [(VARESTORER_FILE, parts["model"])]
     if with_frozen_parts:
-        save_torch_atomic({"vae": parts["vae"]}, path + "_vae.pth")
+        files.append((VAE_FILE, {"vae": parts["vae"]}))
         if parts["swinir"] is not None:
-            save_torch_atomic({"state_dict": parts["swinir"]}, path + "_swinir.ckpt")
+            files.append((SWINIR_FILE, {"state_dict": parts["swinir"]}))
+    out = []
+    for name, obj in files:
+        out.append(os.path.join(folder, name))
+        save_torch_atomic(obj, out[-1])
     return out
