@@ -1,6 +1,8 @@
 """One distillation step on the reduced model (varformer/varestorer/distill_task.py, distill_models.py): what
 trains, the straight-through decode, the teacher's shared weights, text drop, a few optimiser steps, the export in
 the release's file layout."""
+import os
+
 import pytest
 import torch
 from distill_testutils import SETTINGS, batch, student, task
@@ -115,13 +117,13 @@ def test_export_is_the_release_layout_and_loads(tmp_path):
     t = task()
     for blk in t.model.transformer.iter_blocks():
         torch.nn.init.normal_(blk.ca.proj.lora_up.weight, std=0.02)      # "trained" LoRA
-    path = export_official(t.model, str(tmp_path / "final_ema"), with_frozen_parts=True)
-    assert path.endswith("final_ema.pth")
+    path, vae, swinir = export_official(t.model, str(tmp_path / "official"), with_frozen_parts=True)
+    assert [os.path.basename(p) for p in (path, vae, swinir)] == ["varestorer.pth", "infinity_vae_d32reg.pth",
+                                                                  "general_swinir_v1.ckpt"]
     sd = torch.load(path, weights_only=True)
     assert all(v.dtype == torch.float32 for v in sd.values())
     assert any(k.endswith("sa.mat_qkv.lora_up.weight") for k in sd) and "cfg_uncond" in sd
-    loaded = VARestorer.from_official(path, str(tmp_path / "final_ema_vae.pth"),
-                                      str(tmp_path / "final_ema_swinir.ckpt"), patch_nums=PN)
+    loaded = VARestorer.from_official(path, vae, swinir, patch_nums=PN)
     own = t.model.state_dict()
     assert set(loaded.state_dict()) == set(own)
     assert all(torch.equal(v, own[k]) for k, v in loaded.state_dict().items())
