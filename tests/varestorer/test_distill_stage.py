@@ -109,3 +109,27 @@ def test_dry_run_prints_the_memory_plan_per_gpu(clean_folder, tmp_path):
     assert memory[0].startswith("memory: ~") and "activation checkpointing on" in memory[0]
     assert [m.split(":")[1].strip().split(" ")[0] for m in memory[1:]] == ["24", "40", "80"]
     assert all("micro-batch up to" in m for m in memory[1:])
+
+
+def test_caption_list_feeds_the_jsonl_data_source(clean_folder, tmp_path):
+    """`varformer convert varestorer-captions`' work: every image captioned once through the cache, Infinity's
+    jsonl written (paths relative to the list when the images are under it), the captions' features cached; the
+    list is then a data.root the training dataset reads."""
+    from text_testutils import FakeCaptioner, FakeEncoder
+
+    from varformer.data.sr_train import SRTrainingDataset, list_sr_sources
+    from varformer.varestorer.distill_captions import caption_folder
+    from varformer.varestorer.text import TextCache
+
+    cache, blip, t5 = TextCache(tmp_path / "cache"), FakeCaptioner(), FakeEncoder()
+    out = str(tmp_path / "list.jsonl")
+    lines = caption_folder(clean_folder, out, cache, blip, t5)
+    assert lines[0].startswith("4 images") and "4 captioned now" in lines[0] and blip.images == 4
+    again = caption_folder(clean_folder, out, cache, FakeCaptioner(), None)
+    assert "0 captioned now" in again[0]
+    sources = list_sr_sources(out)
+    assert [os.path.basename(s.path) for s in sources] == [f"img{i}.png" for i in range(4)]
+    assert all(s.text in ("a red photo", "a photo of the sea") for s in sources)
+    assert t5.calls == 1 and set(t5.prompts) == {s.text for s in sources}
+    item = SRTrainingDataset(sources, size=64, caption_source="jsonl")[0]
+    assert item["caption"] == sources[0].text

@@ -14,6 +14,7 @@ from varformer.files import save_torch_atomic
 from varformer.methods.api import BenchmarkEntry, Converter, DemoRecipe, MethodSpec
 from varformer.varestorer.config import VARestorerModelConfig
 from varformer.varestorer.convert import to_official_varestorer
+from varformer.varestorer import distill_captions
 from varformer.varestorer.demo import SUMMARY, demo_model
 from varformer.varestorer.distill_config import VARestorerDistillConfig
 from varformer.varestorer.distill_stage import distill_stage
@@ -97,7 +98,11 @@ SPEC = MethodSpec(
                   _add_official_arguments, _convert_official),
         Converter("varestorer-to-official", f"our VARestorer model file -> OUT/{VARESTORER_FILE}, OUT/{VAE_FILE} and "
                                             f"OUT/{SWINIR_FILE} in the official layouts",
-                  lambda parser: None, _to_official, writes_folder=True)),
+                  lambda parser: None, _to_official, writes_folder=True),
+        Converter("varestorer-captions", "a folder of clean training images -> OUT.jsonl, Infinity's metadata with "
+                                         "BLIP-large captions (through the text cache; --encode: their T5 features "
+                                         "too), the distill stage's data.root",
+                  distill_captions.add_arguments, distill_captions.run)),
     benchmark=BenchmarkEntry(released=lambda: VARestorerSettings(), inputs=_benchmark_inputs,
                              input_size=lambda settings: settings.image_size, parts=PARTS),
     demo=DemoRecipe(stages=(), carry=lambda stage, previous: [], summary=SUMMARY, untrained=demo_model, scale=1),
