@@ -18,6 +18,7 @@ import os
 from typing import List, Optional
 
 from varformer.data.image_io import read_image, to_tensor
+from varformer.data.roots import resolve_root
 from varformer.data.sr_train import list_sr_sources
 from varformer.errors import DataError
 from varformer.files import write_text_atomic
@@ -37,7 +38,9 @@ def _listed_path(image: str, out_folder: str) -> str:
 
 def caption_folder(folder: str, out_jsonl: str, cache: TextCache, captioner: Captioner,
                    encoder: Optional[PromptEncoder] = None) -> List[str]:
-    """Write ``out_jsonl`` for every image under ``folder``; returns lines to print."""
+    """Write ``out_jsonl`` for every image under ``folder`` (a path or a named source: ``demo:train/clean``);
+    returns lines to print."""
+    folder = resolve_root(folder)
     if not os.path.isdir(folder):
         raise DataError(f"{folder} is not a folder of clean images")
     sources = list_sr_sources(folder)
