@@ -64,7 +64,8 @@ def gpu_fit_lines(state: int, per_image: int, micro: int, checkpointing: bool) -
         usable = gb * GIB - CUDA_RESERVE_GIB * GIB
         fits = int((usable - state) // per_image) if per_image > 0 and usable > state else 0
         if fits >= 1:
-            note = "" if fits >= micro else f" (data.batch_size={micro} does NOT fit: lower it, with gradient accumulation)"
+            note = ("" if fits >= micro else
+                    f" (data.batch_size={micro} does NOT fit: lower it, with gradient accumulation)")
             lines.append(f"{gb} GB GPU: micro-batch up to {fits} ({state / GIB:.1f} GiB state + {fits} x "
                          f"{per_image / GIB:.2f} GiB){note}")
         elif usable > state:

@@ -8,7 +8,8 @@ What is captioned: each clean image as read (8-bit RGB, whole), not the 512 crop
 is its centre after a short-side resize). The release's inference captions the LQ input; which images its training
 captioned is not known (docs/varestorer.md, "Training (reconstructed)").
 
-    lines = caption_folder("data/LSDIR/HR", "data/LSDIR/captions.jsonl", TextCache(), BlipCaptioner(), T5PromptEncoder())
+    lines = caption_folder("data/LSDIR/HR", "data/LSDIR/captions.jsonl", TextCache(), BlipCaptioner(),
+                           T5PromptEncoder())
 """
 from __future__ import annotations
 

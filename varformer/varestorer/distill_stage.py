@@ -119,7 +119,7 @@ def check_inputs(cfg) -> InputsFound:
 
 
 def training_data(cfg) -> SRTrainingDataset:
-    loss, s = loss_config(cfg), model_settings(cfg)
+    loss = loss_config(cfg)
     if not cfg.data.root:
         raise DataError("data.root is not set: a folder of clean images or Infinity metadata (.jsonl), e.g. "
                         "data.root=demo:train/clean for the built-in demo set")
@@ -169,8 +169,9 @@ def build_task(cfg, announce: Callable[[str], None] = print) -> DistillTask:
              f"x{loss.bit_loss_weight:g} ({loss.bit_loss_reduction}), MSE x{loss.mse_weight:g}, LPIPS "
              f"({loss.lpips_net}) x{loss.lpips_weight:g}; student attention "
              f"{'full' if loss.cross_scale_attention else 'BLOCK-CAUSAL (ablation)'}; teacher "
-             + ("none" if teacher is None else f"{'sharing the student base' if loss.teacher_shares_weights else 'a copy'}"
-                f", temperature {loss.teacher_temperature:g}, cfg {loss.teacher_cfg:g}, text {loss.teacher_text}")
+             + ("none" if teacher is None else
+                ("sharing the student base" if loss.teacher_shares_weights else "a copy")
+                + f", temperature {loss.teacher_temperature:g}, cfg {loss.teacher_cfg:g}, text {loss.teacher_text}")
              + f"; frozen blocks {loss.frozen_dtype}; text {text.identity}")
     pairs = validation_pairs(cfg, partial(resize_lanczos_pil, size=s.image_size))
     random_init = bool(loss.random_init_backbone)
