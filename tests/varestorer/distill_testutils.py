@@ -42,3 +42,33 @@ def batch(n=2, seed=1):
     gt = torch.rand(n, 3, SIZE, SIZE, generator=g)
     lq = (gt + 0.2 * torch.rand(n, 3, SIZE, SIZE, generator=g)).clamp(0, 1)
     return {"lq": lq, "gt": gt, "caption": ["a dog", "a cat on the sea"][:n] + ["a tree"] * max(0, n - 2)}
+
+
+def official_files(folder, seed=0):
+    """The three pre-trained files the distillation starts from, in the official layouts, at the reduced size:
+    (infinity_2b_reg.pth: a plain Infinity, infinity_vae_d32reg.pth, general_swinir_v1.ckpt), written to folder."""
+    import infinity_reference as ref
+
+    from varformer.backbone.swin import relative_position_index, shifted_window_mask
+    from varformer.backbone.swinir import official_shapes
+
+    s = SETTINGS
+    inf = ref.random_state_dict(ref.official_infinity_shapes(s.depth, s.embed_dim, s.num_heads, s.text_channels,
+                                                             s.block_chunks, lora_rank=0), seed=seed, scale=0.05)
+    g = torch.Generator().manual_seed(seed + 1)
+    vae = {k: (1 + 0.1 * torch.randn(sh, generator=g)) if ".norm.weight" in k else 0.1 * torch.randn(sh, generator=g)
+           for k, sh in ref.official_vae_shapes(s.vae_base_ch, tuple(s.vae_ch_mult), s.vae_num_res_blocks).items()}
+    vae["quantizer.lfq.mask"] = 2 ** torch.arange(31, -1, -1)
+    shapes, _ = official_shapes(s.swinir_kwargs())
+    sw = {}
+    for k, sh in shapes.items():
+        if k.endswith("relative_position_index"):
+            sw[k] = relative_position_index(s.swinir_window)
+        elif k.endswith("attn_mask"):
+            sw[k] = shifted_window_mask(64, 64, s.swinir_window, s.swinir_window // 2)
+        else:
+            sw[k] = (1.0 if "norm" in k and k.endswith("weight") else 0.0) + 0.05 * torch.randn(sh, generator=g)
+    paths = [str(folder / n) for n in ("infinity_2b_reg.pth", "infinity_vae_d32reg.pth", "general_swinir_v1.ckpt")]
+    for path, obj in zip(paths, (inf, {"vae": vae, "ema": vae}, {"state_dict": sw})):
+        torch.save(obj, path)
+    return paths, inf

@@ -133,3 +133,39 @@ def test_caption_list_feeds_the_jsonl_data_source(clean_folder, tmp_path):
     assert t5.calls == 1 and set(t5.prompts) == {s.text for s in sources}
     item = SRTrainingDataset(sources, size=64, caption_source="jsonl")[0]
     assert item["caption"] == sources[0].text
+
+
+def test_built_from_the_pretrained_files(clean_folder, tmp_path):
+    """Without random init: the student's base and the teacher are infinity_2b_reg.pth's tensors (the wrapped
+    linears under .linear), the LoRA fresh (up = 0), the VAE and SwinIR from their files; a LoRA file in place of
+    the base is refused in one line."""
+    from distill_testutils import official_files
+
+    from varformer.errors import CheckpointMismatchError
+    from varformer.varestorer.distill_stage import build_task, check_inputs
+
+    (inf_path, vae_path, sw_path), inf = official_files(tmp_path)
+    cfg = config(clean_folder, str(tmp_path / "run"), **{"train.loss.random_init_backbone": False,
+                                                          "train.loss.text_encoder": "t5",
+                                                          "model.text_cache": str(tmp_path / "cache"),
+                                                          "train.loss.infinity_path": inf_path,
+                                                          "model.vae_path": vae_path, "model.swinir_path": sw_path})
+    found = check_inputs(cfg)
+    assert [w.split(":")[0] for w in found.weights] == ["Infinity (teacher and student base)", "BSQ-VAE", "SwinIR"]
+    task = build_task(cfg, announce=lambda line: None)
+    sd = task.model.state_dict()
+    key = "block_chunks.1.module.0.ca.mat_kv.weight"
+    assert torch.equal(sd["transformer." + key.replace("mat_kv.", "mat_kv.linear.")], inf[key])
+    assert torch.equal(sd["transformer.cfg_uncond"], inf["cfg_uncond"])
+    assert torch.equal(dict(task.teacher.named_parameters())[key], inf[key])
+    assert not sd["transformer." + key.replace("mat_kv.", "mat_kv.lora_up.")].any()
+    assert task.model.swinir is not None and task.text.identity.startswith("t5-encoder")
+    lora_file = str(tmp_path / "lora.pth")
+    with_lora = dict(inf, **{key.replace("mat_kv.weight", "mat_kv.lora_down.weight"): torch.zeros(4, 128)})
+    torch.save(with_lora, lora_file)
+    with pytest.raises(CheckpointMismatchError, match="already holds LoRA"):
+        build_task(config(clean_folder, str(tmp_path / "run"), **{"train.loss.random_init_backbone": False,
+                                                                  "train.loss.text_encoder": "t5",
+                                                                  "train.loss.infinity_path": lora_file,
+                                                                  "model.vae_path": vae_path,
+                                                                  "model.swinir_path": sw_path}), lambda line: None)

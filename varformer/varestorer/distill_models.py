@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from varformer.backbone.infinity.load import (bsq_vae_from_official, bsq_vae_layout, infinity_layout,
+from varformer.backbone.infinity.load import (LORA_KEY, bsq_vae_from_official, bsq_vae_layout, infinity_layout,
                                               strip_infinity_buffers, unwrap_vae_file)
 from varformer.backbone.infinity.transformer import Infinity
 from varformer.backbone.swinir import swinir_from_official, swinir_layout, unwrap_swinir_file
@@ -73,7 +73,7 @@ def student_from_files(settings: VARestorerSettings, infinity_file, vae_file, sw
     if not isinstance(inf_sd, dict):
         raise CheckpointMismatchError(f"{src} is not a state dict")
     lay = infinity_layout(inf_sd, src)
-    if lay["lora_rank"]:
+    if lay["lora_rank"] or any(LORA_KEY.search(k) for k in inf_sd):
         raise CheckpointMismatchError(f"{src} already holds LoRA tensors (varestorer.pth?): the distillation starts "
                                       "from the plain pre-trained Infinity, infinity_2b_reg.pth")
     want = {k: getattr(settings, k) for k in ("depth", "embed_dim", "num_heads", "text_channels", "block_chunks",
