@@ -134,3 +134,20 @@ def test_export_is_the_release_layout_and_loads(tmp_path):
     a = t.model(lq, text)
     torch.manual_seed(3)
     assert torch.equal(loaded(lq, text), a)
+
+
+def test_validation_restores_with_the_val_prompt():
+    """Held-out pairs are restored by the student with argmax bits and the validation prompt (under bf16 autocast
+    when the frozen blocks are stored in bf16): PSNR/SSIM of output and input, and visuals."""
+    for frozen in ("fp32", "bf16"):
+        t = task(frozen_dtype=frozen, val_prompt="a photo")
+        if frozen == "bf16":
+            cast_frozen_blocks(t.model, torch.bfloat16)
+        b = batch(3)
+        t.val_pairs, t.val_batch = [{"lq": b["lq"][i], "gt": b["gt"][i]} for i in range(3)], 2
+        t.eval()
+        with torch.no_grad():
+            metrics = t.validate(t.model, step=0)
+            again = t.validate(t.model, step=0)
+        assert set(metrics) == {"psnr", "ssim", "psnr_input"} and metrics == again      # argmax bits: deterministic
+        assert t.validation_visuals()["output"].shape == (3, 3, SETTINGS.image_size, SETTINGS.image_size)
