@@ -10,9 +10,9 @@ from typing import Optional
 
 from varformer.data.sr_degradations import SRDegradationSettings
 from varformer.errors import ConfigError
+from varformer.varestorer.distill_losses import REDUCTIONS
 
 BIT_LOSSES = ("kl", "ce", "none")
-REDUCTIONS = ("mean", "sum", "scale_mean")
 TEACHER_TEXTS = ("caption", "null")
 TEXT_ENCODERS = ("t5", "random")
 CAPTION_SOURCES = ("jsonl", "fixed")

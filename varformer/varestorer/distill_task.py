@@ -30,6 +30,7 @@ from varformer.backbone.infinity.bsq_quantizer import residual_pyramid, summed_c
 from varformer.backbone.infinity.text_pool import PaddedText
 from varformer.backbone.infinity.transformer import Infinity
 from varformer.checkpoints import save_model_file
+from varformer.errors import ConfigError
 from varformer.files import save_torch_atomic
 from varformer.methods.api import StepOutput, TrainTask
 from varformer.methods.validation import restoration_metrics
@@ -75,11 +76,11 @@ class DistillTask(TrainTask):
         self.export_frozen = export_frozen         # also write the VAE / SwinIR (not the released files)
         self._val_visuals: Dict[str, torch.Tensor] = {}
         if loss_cfg.needs_teacher and teacher is None:
-            raise ValueError("bit_loss 'kl' needs the teacher")
+            raise ConfigError("train.loss.bit_loss=kl needs the teacher")
         if loss_cfg.needs_decode and loss_cfg.lpips_weight > 0 and lpips is None:
-            raise ValueError("lpips_weight > 0 needs the LPIPS network")
+            raise ConfigError("train.loss.lpips_weight > 0 needs the LPIPS network")
         if loss_cfg.preclean_lq and student.swinir is None:
-            raise ValueError("preclean_lq needs a student with SwinIR (model.swinir=true)")
+            raise ConfigError("train.loss.preclean_lq needs a student with SwinIR (model.swinir=true)")
 
     # -- modes and groups --------------------------------------------------------------------------------------
     def train(self, mode: bool = True):
