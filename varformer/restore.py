@@ -29,7 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from varformer.data.image_io import IMAGE_EXTENSIONS, image_size, read_image, tensor_to_uint8, to_tensor
-from varformer.errors import DataError, VarformerError
+from varformer.errors import DataError
 from varformer.inference import Restorer
 from varformer.inference.images import calls_needed, image_run, restore_stream
 

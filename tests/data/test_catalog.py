@@ -157,3 +157,21 @@ def test_sidd_v73_without_h5py_is_a_clear_error(tmp_path):
         (tmp_path / name).write_bytes(header + b"\x00" * 512)
     with pytest.raises(DataError, match="v7.3.*h5py"):
         benchmark_dataset("sidd-val", str(tmp_path))
+
+
+def test_super_resolution_sets_pair_by_resolution_suffix_and_check_the_scale(tmp_path):
+    assert pair_files(["Canon_001_LR4.png", "0801x4.png", "img_lq.png"],
+                      ["Canon_001_HR.png", "0801.png", "img_gt.png"], ("stem", "sr-suffix")).complete
+    for name, folder, (lq_dir, gt_dir) in (("div2k-val", "DIV2K_V2_val", ("lq", "gt")),
+                                           ("realsr", "RealSRVal_crop128", ("test_LR", "test_HR")),
+                                           ("drealsr", "DrealSRVal_crop128", ("test_LR", "test_HR"))):
+        write_rgb(tmp_path / folder / lq_dir / "a_LR4.png", 8, 6)
+        write_rgb(tmp_path / folder / gt_dir / "a_HR.png", 32, 24)
+        ds = benchmark_dataset(name, str(tmp_path))
+        assert get_benchmark(name).task == "sr" and len(ds) == 1
+        assert ds[0]["lq"].shape == (3, 8, 6) and ds[0]["gt"].shape == (3, 32, 24)
+    assert [get_benchmark(n).expected for n in ("div2k-val", "drealsr", "realsr")] == [3000, 93, 100]
+    write_rgb(tmp_path / "bad" / "RealSR" / "test_LR" / "b.png", 8, 8)
+    write_rgb(tmp_path / "bad" / "RealSR" / "test_HR" / "b.png", 24, 24)
+    with pytest.raises(DataError, match="not x4"):
+        benchmark_dataset("realsr", str(tmp_path / "bad"))[0]

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from varformer.inference.tiling import (TileAccumulator, count_tiles, pad_to_at_least, plan_tiles, ramp, tile_starts,
-                              tiled_forward, tiled_forward_stream)
+from varformer.inference.tiling import (TileAccumulator, count_tiles, gaussian_window, pad_to_at_least, plan_tiles,
+                                        ramp, stride_starts, tile_starts, tiled_forward, tiled_forward_stream)
 
 
 def box_blur(radius: int):
@@ -187,3 +187,62 @@ def test_accumulator_crops_and_normalises():
 def test_restorer_returning_wrong_shape_is_reported():
     with pytest.raises(RuntimeError, match="restorer returned"):
         tiled_forward(lambda t: t[:, :, :10], torch.rand(1, 3, 80, 80), tile=64, overlap=8)
+
+
+def test_gaussian_window_is_the_releases_formula():
+    for T in (8, 33, 512):
+        x = torch.arange(T, dtype=torch.float64)
+        g = torch.exp(-(x - (T - 1) / 2) ** 2 / (T * T) / (2 * 0.01)) / math.sqrt(2 * math.pi * 0.01)
+        assert torch.allclose(gaussian_window(T).double(), g / g.max(), rtol=1e-6, atol=0)
+    assert stride_starts(768, 512, 128) == [0, 256] and stride_starts(1280, 512, 128) == [0, 384, 768]
+    assert stride_starts(512, 512, 128) == [0] and stride_starts(896, 512, 128) == [0, 384]
+    assert count_tiles(512, 512, 512, 128, window="gaussian") == 4       # padded to 768: two tiles per axis
+
+
+@pytest.mark.parametrize("scale,hw", [(1, (50, 37)), (2, (40, 61)), (1, (16, 16))])
+def test_gaussian_tiling_matches_a_direct_blend(scale, hw):
+    """Reflect padding by the overlap, tiles every tile - overlap px (last flush), w(x, y) = g(x) g(y), sum of
+    weighted outputs over the summed weights, padding cropped; a network that upsamples by ``scale``."""
+    tile, overlap = 16, 4
+    x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0))
+    offsets = iter(torch.linspace(0, 0.5, 100).tolist())
+
+    def fn(t):  # a different offset per tile makes every weight visible
+        return torch.stack([F.interpolate(ti[None], scale_factor=scale, mode="nearest")[0] + next(offsets)
+                            for ti in t])
+
+    got = tiled_forward(fn, x, tile=tile, overlap=overlap, batch_size=3, scale=scale, window="gaussian")
+    offsets = iter(torch.linspace(0, 0.5, 100).tolist())
+    pad = F.pad(x, (overlap,) * 4, mode="reflect")[0]
+    H, W = pad.shape[-2:]
+    starts = [list(range(0, n - tile + 1, tile - overlap)) + ([n - tile] if (n - tile) % (tile - overlap) else [])
+              for n in (H, W)]
+    g = torch.exp(-((torch.arange(scale * tile) - (scale * tile - 1) / 2) / (scale * tile)) ** 2 / 0.02)
+    w = (g[:, None] * g[None, :]) / (g.max() ** 2)
+    acc, wsum = torch.zeros(3, scale * H, scale * W), torch.zeros(scale * H, scale * W)
+    for y in starts[0]:
+        for x0 in starts[1]:
+            out = fn(pad[None, :, y:y + tile, x0:x0 + tile])[0]
+            acc[:, scale * y:scale * (y + tile), scale * x0:scale * (x0 + tile)] += out * w
+            wsum[scale * y:scale * (y + tile), scale * x0:scale * (x0 + tile)] += w
+    s, o = scale, scale * overlap
+    want = (acc / wsum)[:, o:o + s * hw[0], o:o + s * hw[1]]
+    assert got.shape == (1, 3, s * hw[0], s * hw[1]) and torch.allclose(got[0], want, atol=1e-5)
+    ident = tiled_forward(lambda t: F.interpolate(t, scale_factor=scale, mode="nearest"), x, tile=tile,
+                          overlap=overlap, scale=scale, window="gaussian")
+    assert torch.allclose(ident, F.interpolate(x, scale_factor=scale, mode="nearest"), atol=1e-5)
+
+
+def test_contexts_travel_with_their_images_tiles():
+    images = [(k, torch.full((3, h, w), 0.1 * k)) for k, (h, w) in enumerate([(20, 30), (16, 16), (40, 18)])]
+    calls = []
+
+    def fn(t, ctx):  # each tile gets its own image's context (its index), whatever the batch mixes
+        calls.append(list(ctx))
+        return t * 0 + torch.tensor(ctx, dtype=t.dtype)[:, None, None, None]
+
+    outs = dict(tiled_forward_stream(fn, ((k, x, k) for k, x in images), tile=16, overlap=4, batch_size=5,
+                                     contexts=True))
+    assert any(len(set(c)) > 1 for c in calls)                            # batches mixed images
+    for k, x in images:
+        assert outs[k].shape == x.shape and torch.all(outs[k] == k)

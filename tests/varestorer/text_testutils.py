@@ -28,11 +28,12 @@ class FakeCaptioner:
     """A caption from an image's mean colour; counts its calls."""
 
     def __init__(self, identity: str = "fake-captioner"):
-        self.identity, self.calls, self.images = identity, 0, 0
+        self.identity, self.calls, self.images, self.shapes = identity, 0, 0, []
 
     def caption(self, images) -> List[str]:
         self.calls += 1
         self.images += len(images)
+        self.shapes += [img.shape for img in images]
         return ["a red photo" if img[..., 0].mean() > img[..., 2].mean() else "a photo of the sea" for img in images]
 
 

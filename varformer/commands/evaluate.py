@@ -100,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     for name, proto in protos.items():
         precision = run_precision(args.precision, ev.precision, proto)
         if precision not in restorers:
-            restorers[precision] = load_restorer(args.restorer, args.device, precision, scale=args.scale,
-                                                 prompt=args.prompt)
+            extra = {k: v for k, v in (("scale", args.scale), ("prompt", args.prompt)) if v is not None}
+            restorers[precision] = load_restorer(args.restorer, args.device, precision, **extra)
         out = outs[name]
         result = evaluate(restorers[precision], benchmarks, proto, lists=args.lists or [], list_root=root,
                           metrics=metrics, output_dir=out, batch_size=args.batch_size or ev.batch_size,

@@ -9,9 +9,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder (PNG files named like the inputs); not a file name, not an input folder")
     p.add_argument("--weights", default=None, metavar="PATH",
-                   help="a model file of any method (default: checkpoints/varformer_d16.pt, made by 'varformer convert "
-                        "official'; RestoreVAR / VARestorer: 'varformer convert restorevar' / 'varestorer'), a training "
-                        "run's final_ema.pt or ckpt_*.pt (EMA weights), or 'identity' (the pipeline without a model)")
+                   help="a model file of any method (default: checkpoints/varformer_d16.pt, made by 'varformer "
+                        "convert official'; RestoreVAR / VARestorer: 'varformer convert restorevar' / 'varestorer'), "
+                        "a training run's final_ema.pt or ckpt_*.pt (EMA weights), or 'identity' (the pipeline "
+                        "without a model)")
     p.add_argument("--scale", type=int, default=None,
                    help="output scale of a super-resolver that upsamples its input first (VARestorer: 4 by default, "
                         "its release's sr_scale); 'identity' with a scale: bicubic upsampling")

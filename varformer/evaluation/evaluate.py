@@ -1,8 +1,11 @@
 """``evaluate``: run a restorer on benchmarks under a protocol and measure it; ``official_test_protocol``.
 
 The restorer is a ``varformer.inference.Restorer`` (a plain callable on (B, 3, H, W) in [0, 1] is wrapped in one
-as an any-size restorer). Protocols are in ``varformer.evaluation.protocols``, the tables in
-``varformer.evaluation.report``.
+as an any-size restorer), run on whole images as its method runs them (``varformer.inference.images``): a
+super-resolver's output is ``scale`` times its input unless the protocol brings the LQ to the output size itself
+(``lq_upsample``); per-image contexts (e.g. a caption's text features) come from the LQ as read, before the
+protocol's resizes; a protocol with ``seed_per_image`` reseeds torch before each image, one image per call.
+Protocols are in ``varformer.evaluation.protocols``, the tables in ``varformer.evaluation.report``.
 
 Data: catalogue benchmarks under a root (``varformer.data.catalog``) and the authors' JSON lists
 (``varformer.data.json_list``; the protocol's ``list_cap`` applies), each read as the protocol's authors read their
@@ -88,7 +91,8 @@ def run_restorer(restorer: Restorer, lq_B3HW: torch.Tensor, protocol: Protocol, 
     if restorer.input_size is not None or (tile is not None and max(H, W) > tile):
         if restorer.input_size is None and tile % m:
             raise ConfigError(f"tile {tile} is not a multiple of the restorer's size multiple {m}")
-        run = image_run(restorer, tile=tile, overlap=overlap, batch_size=tile_batch, upsampled=upsampled)
+        run = image_run(restorer, tile=tile if restorer.input_size is None else None, overlap=overlap,
+                        batch_size=tile_batch, upsampled=upsampled)
         out = restore_batch(restorer, lq_B3HW, run, contexts)
     else:
         x = lq_B3HW if upsampled else restorer.upsampled(lq_B3HW)

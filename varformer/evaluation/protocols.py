@@ -51,7 +51,7 @@ import torch
 
 from varformer.data.resize import center_crop_to_multiple, resize_bilinear, resize_lanczos_pil, resize_pil
 from varformer.errors import ConfigError
-from varformer.evaluation.saved_images import RESTOREVAR_NR, VARESTORER_NR, NrSettings
+from varformer.evaluation.saved_images import RESTOREVAR_NR, NrSettings, SavedImageRule
 from varformer.metrics import SSIM_MODES, Quantize
 
 
@@ -79,6 +79,12 @@ class MetricSettings:
 
 
 PAPER_METRICS = MetricSettings(crop_border=4)
+# VARestorer's no-reference settings, as far as its release shows them (the preset below)
+VARESTORER_NR = NrSettings(
+    pyiqa_version="", metrics=("maniqa", "musiq", "niqe", "clipiqa", "liqe", "qalign", "fid"), colour="RGB",
+    crop="none (the 512x512 output)", saving=SavedImageRule(to_uint8="floor", jpeg_first=95),
+    source="VARestorer tools/infer4eval.py writes the 8-bit output (truncated) with cv2.imwrite under the LQ's file "
+           "name (JPEG quality 95, OpenCV's default, for .jpg names); its metric script was not released")
 
 
 @dataclass(frozen=True)

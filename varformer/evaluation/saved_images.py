@@ -136,9 +136,3 @@ RESTOREVAR_NR = NrSettings(
     saving=SavedImageRule(to_uint8="floor", grid3=True, jpeg_first=75, jpeg_again=95,
                           jpeg_benchmarks=("cdd", "lolblur"), jpeg_forced=95),
     source="RestoreVAR infer.py, split_saved_imgs.py, conv_png.py, calc_metric.py, requirements_iqa.txt")
-
-VARESTORER_NR = NrSettings(
-    pyiqa_version="", metrics=("maniqa", "musiq", "niqe", "clipiqa", "liqe", "qalign", "fid"), colour="RGB",
-    crop="none (the 512x512 output)", saving=SavedImageRule(to_uint8="floor", jpeg_first=95),
-    source="VARestorer tools/infer4eval.py writes the 8-bit output (truncated) with cv2.imwrite under the LQ's file "
-           "name (JPEG quality 95, OpenCV's default, for .jpg names); its metric script was not released")

@@ -58,8 +58,9 @@ def image_run(restorer: Restorer, *, fit: Optional[str] = None, tile: Optional[i
     if fit == "resize" and need is None:
         raise ConfigError(f"restorer '{restorer.name}' takes any size: there is no input size to resize to")
     tile = need if need is not None else (tile or DEFAULT_ANY_SIZE_TILE)
-    overlap = overlap if overlap is not None else (traits.tile_overlap if traits.tile_overlap is not None
-                                                   else min(DEFAULT_OVERLAP, tile // 4))
+    if overlap is None:
+        overlap = traits.tile_overlap if traits.tile_overlap is not None else \
+            (DEFAULT_OVERLAP if DEFAULT_OVERLAP < tile else tile // 4)
     if not 0 <= overlap < tile:
         raise ConfigError(f"--overlap must be in [0, {tile}) for --tile {tile}, got {overlap}")
     window = window or traits.tile_window

@@ -13,12 +13,12 @@ Tiles of several images share batches (``tiled_forward_stream``), so a folder of
 Used by ``varformer restore`` and by the evaluator's ``full`` protocol (the same function, so both agree).
 
 Options: ``scale`` for networks whose output is ``scale`` times their input (tiles are placed, weighted and
-accumulated at the output resolution); ``window="gaussian"``, the tiler of the super-resolution releases (DiffBIR's
-and VARestorer's): the image is reflect-padded by ``overlap`` on every side, tiles start every ``tile - overlap``
-pixels with the last one flush with the end, every tile is weighted by ``w(x, y) = g(x) g(y)``,
-``g(x) = exp(-(x - m)^2 / (2 * 0.01 * T^2))`` (``m = (T - 1) / 2``, a variance of 0.01 tile widths, normalised to
-a maximum of 1) and the padding is cropped off the blended result. ``contexts``: each image comes with one value
-(``(key, image, context)``) that every call for its tiles receives (``fn(tiles, contexts)``).
+accumulated at the output resolution); ``window="gaussian"``, the tiler of diffusion / VAR super-resolution releases
+(DiffBIR's and later ones; a method's traits choose it): the image is reflect-padded by ``overlap`` on every side,
+tiles start every ``tile - overlap`` pixels with the last one flush with the end, every tile is weighted by
+``w(x, y) = g(x) g(y)``, ``g(x) = exp(-(x - m)^2 / (2 * 0.01 * T^2))`` (``m = (T - 1) / 2``, a variance of 0.01
+tile widths, normalised to a maximum of 1) and the padding is cropped off the blended result. ``contexts``: each image
+comes with one value (``(key, image, context)``) that every call for its tiles receives (``fn(tiles, contexts)``).
 """
 from __future__ import annotations
 
@@ -112,7 +112,8 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, device=None,
     if window == "gaussian":
         g = gaussian_window(scale * tile, device, dtype)
         w = g[:, None] * g[None, :]
-        return [Tile(y, x, w) for y in stride_starts(height, tile, overlap) for x in stride_starts(width, tile, overlap)]
+        ys, xs = stride_starts(height, tile, overlap), stride_starts(width, tile, overlap)
+        return [Tile(y, x, w) for y in ys for x in xs]
     ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
 
     def ramps(starts: List[int]) -> List[torch.Tensor]:

@@ -119,7 +119,7 @@ class StageSpec:
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RestorerTraits:
-    """How a model of the method is run on images (``varformer.inference``; docs/architecture.md, "Restorers").
+    """How a model of the method is run on images (``varformer.inference.restorer``, ``inference.images``).
 
     A restorer maps (B, 3, H, W) to (B, 3, scale*H, scale*W). A super-resolver either upsamples inside its network
     (``upsample=None``: the network's output is ``scale`` times its input) or runs at the output resolution on the
@@ -239,6 +239,9 @@ class MethodSpec:
         for s in self.stages:
             if s.name == name:
                 return s
+        if not self.stages:
+            raise ConfigError(f"{self.title} has no training stage here (yet): its models come from its release "
+                              f"({self.release or 'see its docs'})")
         raise ConfigError(f"{self.title} has no training stage '{name}'; its stages: "
                           + ", ".join(f"{s.name} ({s.description})" for s in self.stages))
 

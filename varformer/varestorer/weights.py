@@ -107,7 +107,7 @@ def locate_release_file(filename: str, path: Optional[str | os.PathLike] = None,
     except Exception as exc:  # offline, cache miss, missing repo or file, network error: all mean "not available"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         where = "in the Hugging Face cache (offline)" if local_files_only else "from the Hugging Face hub"
+        dirs = ", ".join(str(d) for d in checkpoint_dirs(checkpoints_dir))
         raise WeightsNotFoundError(
-            f"{filename} ({SOURCES[filename][0]}) is not in {', '.join(str(d) for d in checkpoint_dirs(checkpoints_dir))} "
-            f"and not available {where} ({type(exc).__name__}: {first}); download it with `{hub_command(filename)}` "
-            "or pass its path") from None
+            f"{filename} ({SOURCES[filename][0]}) is not in {dirs} and not available {where} "
+            f"({type(exc).__name__}: {first}); download it with `{hub_command(filename)}` or pass its path") from None

@@ -133,8 +133,9 @@ def load_infinity(sd_or_path, patch_nums: Sequence[int] = SCHEDULE_025M, text_ma
     source = str(sd_or_path) if isinstance(sd_or_path, (str, os.PathLike)) else "the Infinity state dict"
     sd = tensors_only(read_checkpoint(sd_or_path, source), source)
     if any(LORA_KEY.search(k) for k in sd):
-        raise CheckpointMismatchError(f"{source} is a LoRA-injected model (…lora_down / …linear keys: "
-                                      "varestorer.pth?); load it with VARestorer.from_official")
+        raise CheckpointMismatchError(f"{source} is a LoRA-injected model (…lora_down / …linear keys), not the plain "
+                                      "Infinity transformer: `varformer convert --help` lists the converters of "
+                                      "the methods built on it")
     lay = infinity_layout(sd, source)
     sd = {k: v.to(map_location) for k, v in strip_infinity_buffers(sd, text_maxlen, source).items()}
     with torch.device("meta"):
