@@ -53,13 +53,13 @@ def runner(model, prompt="a dog", captioner=None, **kw):
 
 def test_spec_is_registered(model):
     assert "varestorer" in registry.names() and registry.get("varestorer") is SPEC
-    assert SPEC.stage_names() == () and SPEC.default_protocol == "varestorer"
+    assert SPEC.stage_names() == ("distill",) and SPEC.default_protocol == "varestorer"
     assert registry.method_of_model(runner(model)) is SPEC
     traits = SPEC.restorer(runner(model))
     assert (traits.input_size, traits.scale, traits.upsample, traits.fit, traits.tile_overlap, traits.tile_window) \
         == (SIZE, 4, "lanczos", "resize", SIZE // 4, "gaussian")
     assert traits.image_context and traits.text_prompt
-    assert {c.name for c in SPEC.converters} == {"varestorer", "varestorer-to-official"}
+    assert {c.name for c in SPEC.converters} == {"varestorer", "varestorer-to-official", "varestorer-captions"}
     cfg = load_config(None, ["method=varestorer", "model.prompt=a cat", "model.depth=2"])
     assert cfg.method == "varestorer" and cfg.model.prompt == "a cat" and cfg.model.text_model == "google/flan-t5-xl"
 

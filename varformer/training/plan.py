@@ -52,11 +52,38 @@ def describe_validation(cfg, found: Preflight) -> str:
             f"model's validation size, PSNR/SSIM on RGB; {', '.join(when)}")
 
 
-def estimate_memory(cfg, stage: StageSpec, batch: BatchPlan, precision: str, device: torch.device) -> str:
+GPU_SIZES_GB = (24, 40, 80)   # common single-GPU memories: RTX 3090/4090, A100 40 GB, A100/H100 80 GB
+CUDA_RESERVE_GIB = 1.5        # the CUDA context, kernels' workspaces and allocator slack, per process
+
+
+def gpu_fit_lines(state: int, per_image: int, micro: int, checkpointing: bool) -> List[str]:
+    """Per common GPU size: the largest micro-batch whose counted memory fits, or that nothing fits (DDP holds a
+    full copy of the state on every GPU; only sharding it, e.g. FSDP, would help then)."""
+    lines = []
+    for gb in GPU_SIZES_GB:
+        usable = gb * GIB - CUDA_RESERVE_GIB * GIB
+        fits = int((usable - state) // per_image) if per_image > 0 and usable > state else 0
+        if fits >= 1:
+            note = ("" if fits >= micro else
+                    f" (data.batch_size={micro} does NOT fit: lower it, with gradient accumulation)")
+            lines.append(f"{gb} GB GPU: micro-batch up to {fits} ({state / GIB:.1f} GiB state + {fits} x "
+                         f"{per_image / GIB:.2f} GiB){note}")
+        elif usable > state:
+            lines.append(f"{gb} GB GPU: not one image fits ({per_image / GIB:.1f} GiB of activations over "
+                         f"{(usable - state) / GIB:.1f} GiB left)"
+                         + ("" if checkpointing else "; set train.grad_checkpointing=true"))
+        else:
+            lines.append(f"{gb} GB GPU: the state alone ({state / GIB:.1f} GiB) does not fit: DDP keeps a full copy "
+                         "per GPU; it needs the state sharded (FSDP/ZeRO, not implemented here) or a larger GPU")
+    return lines
+
+
+def estimate_memory(cfg, stage: StageSpec, batch: BatchPlan, precision: str, device: torch.device) -> List[str]:
     """Bytes a training step holds per device: weights, gradients, Adam and EMA states, plus the activations of
-    one micro-batch saved for backward (frozen loss networks and the data loader's buffers are not counted)."""
+    one micro-batch saved for backward (frozen loss networks and the data loader's buffers are not counted);
+    then the largest micro-batch per common GPU size. Lines (the first is the summary)."""
     if stage.estimate_memory is None:
-        return f"not estimated (the {stage.name} stage gives no estimate)"
+        return [f"not estimated (the {stage.name} stage gives no estimate)"]
     t0 = time.perf_counter()
     state, per_image, pb = stage.estimate_memory(cfg, batch.micro_batch, precision)
     total = state + batch.micro_batch * per_image
@@ -73,7 +100,7 @@ def estimate_memory(cfg, stage: StageSpec, batch: BatchPlan, precision: str, dev
         text += (f"; MORE than this machine's {have / GIB:.0f} GiB ({device_name(device)}): lower data.batch_size "
                  "(with train.global_batch_size set, gradient accumulation keeps the global batch)"
                  + ("" if cfg.train.grad_checkpointing else " or set train.grad_checkpointing=true"))
-    return text
+    return [text] + gpu_fit_lines(state, per_image, batch.micro_batch, bool(cfg.train.grad_checkpointing))
 
 
 def plan_run(stage: str, cfg, world_size: int = 1, overwrite: bool = False, memory: bool = True,
@@ -110,6 +137,7 @@ def plan_run(stage: str, cfg, world_size: int = 1, overwrite: bool = False, memo
     if memory:
         if log:
             log("estimating the memory of a training step on fake tensors (--no-memory skips it) ...")
-        lines.append(f"memory: {estimate_memory(cfg, stage_spec, batch, precision, device)}")
+        first, *per_gpu = estimate_memory(cfg, stage_spec, batch, precision, device)
+        lines += [f"memory: {first}"] + [f"memory per GPU: {line}" for line in per_gpu]
     notes = batch.notes(stage_spec, t.lr, stage_spec.released_size(cfg)) + found.notes + decision.notes
     return lines + [f"note: {n}" for n in notes]

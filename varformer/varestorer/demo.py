@@ -1,4 +1,5 @@
-"""What ``varformer demo --method varestorer`` runs while VARestorer has no training stage here: a small random-init
+"""What ``varformer demo --method varestorer`` runs (untrained: the release's training is only reconstructed here, see
+configs/demo_varestorer_distill.yaml for the same model distilled): a small random-init
 VARestorer (2 blocks of width 128, 5 scales: 128x128 inputs, a BSQ-VAE of width 32, no SwinIR), deterministic
 (argmax) bits and one fixed prompt whose text features are seeded random numbers (no T5 is loaded), at scale 1 on
 the demo set's same-size pairs, through the shared restore / evaluate path. Its numbers show that pipeline running
@@ -19,7 +20,7 @@ DEMO_SETTINGS = dict(depth=2, embed_dim=128, num_heads=2, text_channels=128, lor
                      patch_nums=[1, 2, 4, 6, 8], vae_base_ch=32, vae_ch_mult=[1, 2, 2, 2, 2], vae_num_res_blocks=1,
                      swinir=False)
 DEMO_PROMPT = "a photograph, sharp and clean"
-SUMMARY = ("VARestorer has no training stage here yet: the demo runs a small random-init VARestorer (Infinity depth "
+SUMMARY = ("VARestorer's demo is untrained: it runs a small random-init VARestorer (Infinity depth "
            "2, width 128, 128x128 inputs, no SwinIR; argmax bits; one fixed prompt with seeded random text "
            "features) at scale 1 through restore and evaluate: it shows the pipeline, not restoration")
 

@@ -1,6 +1,7 @@
 """VARestorer as a method of this package: the one ``MethodSpec`` the registry holds for it (docs/extending.md,
-docs/varestorer.md "Use"). It has no training stage yet (the release ships no training code; distillation comes
-later): its model files come from the release (``varformer convert varestorer``)."""
+docs/varestorer.md "Use"). Its model files come from the release (``varformer convert varestorer``); its one
+training stage, ``distill``, is a reconstruction (the release ships no training code; docs/varestorer.md "Training
+(reconstructed)")."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,10 @@ from varformer.files import save_torch_atomic
 from varformer.methods.api import BenchmarkEntry, Converter, DemoRecipe, MethodSpec
 from varformer.varestorer.config import VARestorerModelConfig
 from varformer.varestorer.convert import to_official_varestorer
+from varformer.varestorer import distill_captions
 from varformer.varestorer.demo import SUMMARY, demo_model
+from varformer.varestorer.distill_config import VARestorerDistillConfig
+from varformer.varestorer.distill_stage import distill_stage
 from varformer.varestorer.files import (CONVERT_COMMAND, METHOD, architecture_of, describe, read_varestorer,
                                         recognize, restorer_model, save_varestorer)
 from varformer.varestorer.model import PARTS, VARestorer
@@ -80,8 +84,9 @@ SPEC = MethodSpec(
     title="VARestorer",
     settings=VARestorerSettings,
     model_config=VARestorerModelConfig,
+    loss_config=VARestorerDistillConfig,
     build=lambda settings: VARestorer(**settings.constructor_kwargs()),
-    stages=(),
+    stages=(distill_stage(),),
     restorer=restorer_traits,
     load_model=restorer_model,
     describe=describe,
@@ -93,7 +98,11 @@ SPEC = MethodSpec(
                   _add_official_arguments, _convert_official),
         Converter("varestorer-to-official", f"our VARestorer model file -> OUT/{VARESTORER_FILE}, OUT/{VAE_FILE} and "
                                             f"OUT/{SWINIR_FILE} in the official layouts",
-                  lambda parser: None, _to_official, writes_folder=True)),
+                  lambda parser: None, _to_official, writes_folder=True),
+        Converter("varestorer-captions", "a folder of clean training images -> OUT.jsonl, Infinity's metadata with "
+                                         "BLIP-large captions (through the text cache; --encode: their T5 features "
+                                         "too), the distill stage's data.root",
+                  distill_captions.add_arguments, distill_captions.run)),
     benchmark=BenchmarkEntry(released=lambda: VARestorerSettings(), inputs=_benchmark_inputs,
                              input_size=lambda settings: settings.image_size, parts=PARTS),
     demo=DemoRecipe(stages=(), carry=lambda stage, previous: [], summary=SUMMARY, untrained=demo_model, scale=1),
