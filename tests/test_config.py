@@ -84,6 +84,7 @@ SHIPPED = {
     "demo_restorevar_stage1.yaml": "restorevar", "demo_restorevar_stage2.yaml": "restorevar",
     "ablations/baseline.yaml": "varformer", "ablations/fixed.yaml": "varformer", "ablations/dae.yaml": "varformer",
     "ablations/aft.yaml": "varformer", "ablations/full.yaml": "varformer",
+    "varestorer_distill.yaml": "varestorer", "demo_varestorer_distill.yaml": "varestorer",
 }
 
 
