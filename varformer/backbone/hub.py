@@ -54,6 +54,25 @@ def checkpoint_dirs(checkpoints_dir: str | os.PathLike | None = None) -> list[Pa
     return unique
 
 
+def find_local_file(filename: str, path: str | os.PathLike | None = None,
+                    checkpoints_dir: str | os.PathLike | None = None, hint: str = "") -> Path:
+    """``path`` (a file, or a folder holding ``filename``), else ``filename`` in the checkpoint folders (no hub);
+    one ``WeightsNotFoundError`` line ending with ``hint`` (where the file comes from) when neither has it."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if p.is_dir():
+            p = p / filename
+        if p.is_file():
+            return p
+        raise WeightsNotFoundError(f"{p} does not exist" + (f"; {hint}" if hint else ""))
+    dirs = checkpoint_dirs(checkpoints_dir)
+    for d in dirs:
+        if (d / filename).is_file():
+            return d / filename
+    raise WeightsNotFoundError(f"{filename} not found in {', '.join(str(d) for d in dirs)}"
+                               + (f"; {hint}" if hint else ""))
+
+
 def _download_hint(filename: str, repo_id: str, dirs: list[Path]) -> str:
     return (f"download it from https://huggingface.co/{repo_id}/resolve/main/{filename} "
             f"(e.g. `hf download {repo_id} {filename} --local-dir checkpoints`; `huggingface-cli download ...` with "

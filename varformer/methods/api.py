@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from varformer.errors import ConfigError
+from varformer.errors import CheckpointMismatchError, ConfigError
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -368,6 +368,29 @@ class MethodSpec:
                 return a
         have = ", ".join(a.name for a in self.analyses) or "none"
         raise ConfigError(f"{self.title} has no analysis '{name}' (its analyses: {have})")
+
+
+class SettingsMetadata:
+    """What a checkpoint records about a settings dataclass that lists its recorded fields in ``NAMES`` and checks
+    itself in ``validate()``: ``from_metadata`` (unknown names and invalid values are one line naming the file)
+    and ``replace``. ``TITLE`` names the method in messages."""
+
+    NAMES: Tuple[str, ...] = ()
+    TITLE: str = "model"
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, object], source: str = "checkpoint"):
+        unknown = sorted(set(meta) - set(cls.NAMES))
+        if unknown:
+            raise CheckpointMismatchError(f"{source}: unknown {cls.TITLE} settings {unknown} "
+                                          f"(known: {', '.join(cls.NAMES)})")
+        try:
+            return cls(**dict(meta)).validate()
+        except (ConfigError, TypeError) as e:
+            raise CheckpointMismatchError(f"{source}: {e}") from None
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes).validate()
 
 
 def settings_from_section(settings_cls: type, section) -> Any:

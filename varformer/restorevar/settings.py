@@ -11,7 +11,6 @@ sampled ``f_hat`` directly, the paper's "w/o refiner" ablation, which the releas
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional
@@ -19,6 +18,7 @@ from typing import Dict, List, Mapping, Optional
 import torch
 
 from varformer.errors import CheckpointMismatchError, ConfigError
+from varformer.methods.api import SettingsMetadata
 
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)   # VAR's 512-px scales (official train.sh / test_*.sh)
 HEAD_DIM = 64                                           # official: width 64 * depth, depth heads
@@ -26,7 +26,7 @@ VAE_DOWNSAMPLE = 16
 
 
 @dataclass
-class RestoreVARSettings:
+class RestoreVARSettings(SettingsMetadata):
     depth: int = 16                     # VAR depth (released: 16)
     embed_dim: Optional[int] = None     # VAR width, 64 per head; None: 64 * depth (the official pairing)
     vae_ch: int = 160                   # VQVAE base width (official 160; tests use 32)
@@ -37,6 +37,7 @@ class RestoreVARSettings:
     refiner_mlp_dim: int = 768
     separate_tokenizer: bool = False    # a second VQVAE (``tokenizer_vae``) gives the teacher-forcing tokens
 
+    TITLE = "RestoreVAR"
     NAMES = ("depth", "embed_dim", "vae_ch", "patch_nums", "refiner_depth", "refiner_dim", "refiner_heads",
              "refiner_mlp_dim", "separate_tokenizer")
 
@@ -75,16 +76,6 @@ class RestoreVARSettings:
     def to_metadata(self) -> Dict[str, object]:
         return {k: (list(getattr(self, k)) if k == "patch_nums" else getattr(self, k)) for k in self.NAMES}
 
-    @classmethod
-    def from_metadata(cls, meta: Mapping[str, object], source: str = "checkpoint") -> "RestoreVARSettings":
-        unknown = sorted(set(meta) - set(cls.NAMES))
-        if unknown:
-            raise CheckpointMismatchError(f"{source}: unknown RestoreVAR settings {unknown} "
-                                          f"(known: {', '.join(cls.NAMES)})")
-        try:
-            return cls(**dict(meta)).validate()
-        except (ConfigError, TypeError) as e:
-            raise CheckpointMismatchError(f"{source}: {e}") from None
 
     @classmethod
     def from_config(cls, section) -> "RestoreVARSettings":
@@ -92,8 +83,6 @@ class RestoreVARSettings:
         return cls(**{k: (list(getattr(section, k)) if k == "patch_nums" else getattr(section, k))
                       for k in cls.NAMES}).validate()
 
-    def replace(self, **changes) -> "RestoreVARSettings":
-        return dataclasses.replace(self, **changes).validate()
 
 
 def architecture_of(state_dict: Mapping[str, object]) -> Dict[str, Optional[object]]:

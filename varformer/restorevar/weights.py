@@ -17,8 +17,8 @@ from typing import Dict, Optional
 
 import torch
 
-from varformer.backbone.hub import VAE_FILENAME, checkpoint_dirs, read_state_dict
-from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
+from varformer.backbone.hub import VAE_FILENAME, find_local_file, read_state_dict
+from varformer.errors import CheckpointMismatchError
 
 RESTOREVAR_FILE = "restorevar.pth"
 DECODER_VAE_FILE = "vae_restorevar.ckpt"
@@ -40,18 +40,7 @@ def download_hint(filename: str) -> str:
 def find_weight_file(filename: str, path: Optional[str | os.PathLike] = None,
                      checkpoints_dir: Optional[str | os.PathLike] = None) -> Path:
     """``path`` (a file, or a folder holding ``filename``), else ``filename`` in the checkpoint folders."""
-    if path is not None:
-        p = Path(path).expanduser()
-        if p.is_dir():
-            p = p / filename
-        if p.is_file():
-            return p
-        raise WeightsNotFoundError(f"{p} does not exist; {download_hint(filename)}")
-    dirs = checkpoint_dirs(checkpoints_dir)
-    for d in dirs:
-        if (d / filename).is_file():
-            return d / filename
-    raise WeightsNotFoundError(f"{filename} not found in {', '.join(str(d) for d in dirs)}; {download_hint(filename)}")
+    return find_local_file(filename, path, checkpoints_dir, download_hint(filename))
 
 
 def read_weights(sd_or_path, filename: str, map_location="cpu") -> Dict[str, torch.Tensor]:

@@ -11,18 +11,18 @@ the official files' tensors determine.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping
+from typing import Dict, List
 
 from varformer.backbone.infinity.rope2d import SCHEDULE_025M, SCHEDULE_1M
-from varformer.errors import CheckpointMismatchError, ConfigError
+from varformer.errors import ConfigError
+from varformer.methods.api import SettingsMetadata
 
 LIST_FIELDS = ("patch_nums", "vae_ch_mult", "swinir_depths", "swinir_num_heads")
 
 
 @dataclass
-class VARestorerSettings:
+class VARestorerSettings(SettingsMetadata):
     depth: int = 32                      # transformer blocks
     embed_dim: int = 2048                # transformer width
     num_heads: int = 16
@@ -43,6 +43,7 @@ class VARestorerSettings:
     swinir_mlp_ratio: float = 2.0
     swinir_num_feat: int = 64
 
+    TITLE = "VARestorer"
     NAMES = ("depth", "embed_dim", "num_heads", "text_channels", "text_maxlen", "lora_rank", "block_chunks",
              "codebook_dim", "patch_nums", "vae_base_ch", "vae_ch_mult", "vae_num_res_blocks", "swinir",
              "swinir_embed_dim", "swinir_depths", "swinir_num_heads", "swinir_window", "swinir_mlp_ratio",
@@ -99,19 +100,7 @@ class VARestorerSettings:
     def to_metadata(self) -> Dict[str, object]:
         return self.constructor_kwargs()
 
-    @classmethod
-    def from_metadata(cls, meta: Mapping[str, object], source: str = "checkpoint") -> "VARestorerSettings":
-        unknown = sorted(set(meta) - set(cls.NAMES))
-        if unknown:
-            raise CheckpointMismatchError(f"{source}: unknown VARestorer settings {unknown} "
-                                          f"(known: {', '.join(cls.NAMES)})")
-        try:
-            return cls(**dict(meta)).validate()
-        except (ConfigError, TypeError) as e:
-            raise CheckpointMismatchError(f"{source}: {e}") from None
 
-    def replace(self, **changes) -> "VARestorerSettings":
-        return dataclasses.replace(self, **changes).validate()
 
     def transformer_kwargs(self) -> Dict[str, object]:
         return dict(depth=self.depth, embed_dim=self.embed_dim, num_heads=self.num_heads,

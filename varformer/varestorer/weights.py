@@ -24,7 +24,7 @@ from typing import Optional
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download
 
-from varformer.backbone.hub import checkpoint_dirs
+from varformer.backbone.hub import checkpoint_dirs, find_local_file
 from varformer.files import read_torch_file
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
 
@@ -62,19 +62,7 @@ def download_hint(filename: str) -> str:
 def find_weight_file(filename: str, path: Optional[str | os.PathLike] = None,
                      checkpoints_dir: Optional[str | os.PathLike] = None) -> Path:
     """``path`` (a file, or a folder holding ``filename``), else ``filename`` in the checkpoint folders."""
-    if path is not None:
-        p = Path(path).expanduser()
-        if p.is_dir():
-            p = p / filename
-        if p.is_file():
-            return p
-        raise WeightsNotFoundError(f"{p} does not exist; {download_hint(filename)}")
-    dirs = checkpoint_dirs(checkpoints_dir)
-    for d in dirs:
-        if (d / filename).is_file():
-            return d / filename
-    raise WeightsNotFoundError(f"{filename} not found in {', '.join(str(d) for d in dirs)}; "
-                               f"{download_hint(filename)}")
+    return find_local_file(filename, path, checkpoints_dir, download_hint(filename))
 
 
 def read_weights(obj_or_path, filename: str, map_location="cpu"):
