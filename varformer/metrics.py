@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from varformer.errors import CheckpointMismatchError, VarformerError, WeightsNotFoundError
+from varformer.files import read_state_dict
 
 ImageInput = Union[np.ndarray, torch.Tensor]
 Luma = Literal["matlab", "matlab_uint8", "full_range"]
@@ -351,40 +352,42 @@ def find_alexnet_weights(weights_path: str | os.PathLike | None = None) -> Path:
         f"{Path(torch.hub.get_dir()) / 'checkpoints'}).")
 
 
-def load_lpips(weights_path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
-    """The ``lpips`` package's LPIPS (AlexNet, v0.1) with the backbone read from a local file, never downloaded.
-
-    The package ships its linear-layer weights; the AlexNet trunk is built untrained (``pnet_rand=True``) and filled
-    from ``alexnet-owt-7be5be79.pth`` (found by :func:`find_alexnet_weights`).
-    """
+def lpips_with_trunk(net: str, state: dict | None, source: str) -> torch.nn.Module:
+    """The ``lpips`` package's LPIPS (v0.1) on ``net`` (``alex``, ``vgg``, ...), its trunk built untrained
+    (``pnet_rand=True``) and filled from ``state``, a torchvision state dict read from ``source`` (None: the
+    trunk stays random, tests only). The package ships its linear-layer weights."""
     # imported here: the lpips package loads torchvision's models, start-up time only LPIPS runs should pay
     import lpips
 
-    path = find_alexnet_weights(weights_path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated download, HTML error page saved as .pth, ...
-        raise CheckpointMismatchError(
-            f"cannot read {path} as a weight file ({type(e).__name__}); download it again from {ALEXNET_URL}") from None
-    if not isinstance(state, dict):
-        raise CheckpointMismatchError(f"{path} does not hold a state dict; download it again from {ALEXNET_URL}")
     with warnings.catch_warnings():  # lpips calls torchvision with the deprecated `pretrained=` argument
         warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(pretrained=True, net="alex", version="0.1", pnet_rand=True, verbose=False)
-    # lpips keeps torchvision's `features` indices inside its slices: net.sliceK.<i>.weight <- features.<i>.weight
-    trunk_state = {}
-    for slice_name, block in model.net.named_children():
-        for idx, layer in block.named_children():
-            for pname in dict(layer.named_parameters(recurse=False)):
-                key = f"features.{idx}.{pname}"
-                if key not in state:
-                    raise CheckpointMismatchError(f"{path} is not torchvision's AlexNet: missing '{key}'")
-                trunk_state[f"{slice_name}.{idx}.{pname}"] = state[key]
+        model = lpips.LPIPS(pretrained=True, net=net, version="0.1", pnet_rand=True, verbose=False)
+    if state is not None:
+        # lpips keeps torchvision's `features` indices inside its slices: net.sliceK.<i>.weight <- features.<i>.weight
+        trunk = {}
+        for slice_name, block in model.net.named_children():
+            for idx, layer in block.named_children():
+                for pname in dict(layer.named_parameters(recurse=False)):
+                    key = f"features.{idx}.{pname}"
+                    if key not in state:
+                        raise CheckpointMismatchError(f"{source} is not torchvision's {net} weights: no '{key}'")
+                    trunk[f"{slice_name}.{idx}.{pname}"] = state[key]
+        try:
+            model.net.load_state_dict(trunk, strict=True)
+        except RuntimeError as e:
+            raise CheckpointMismatchError(f"{source} does not fit torchvision's {net}: {e}") from None
+    return model.eval().requires_grad_(False)
+
+
+def load_lpips(weights_path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+    """The ``lpips`` package's LPIPS (AlexNet, v0.1) with the backbone read from a local file, never downloaded
+    (``alexnet-owt-7be5be79.pth``, found by :func:`find_alexnet_weights`)."""
+    path = find_alexnet_weights(weights_path)
     try:
-        model.net.load_state_dict(trunk_state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointMismatchError(f"{path} does not fit torchvision's AlexNet: {e}") from None
-    return model.eval().requires_grad_(False).to(device)
+        state = read_state_dict(path)
+    except CheckpointMismatchError as e:  # truncated download, HTML error page saved as .pth, ...
+        raise CheckpointMismatchError(f"{e}; download it again from {ALEXNET_URL}") from None
+    return lpips_with_trunk("alex", state, str(path)).to(device)
 
 
 _LPIPS_MODELS: dict[tuple[str, str], torch.nn.Module] = {}

@@ -10,7 +10,6 @@ input. ``net='vgg'`` (VGG16, ``vgg16-397923af.pth``: the LPIPS of one-step SR di
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,8 +17,9 @@ import torch
 from torch import nn
 
 from varformer.backbone.hub import checkpoint_dirs
-from varformer.errors import CheckpointMismatchError, ConfigError, WeightsNotFoundError
+from varformer.errors import ConfigError, WeightsNotFoundError
 from varformer.files import read_torch_file
+from varformer.metrics import lpips_with_trunk
 
 TRUNKS = {"vgg": ("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
           "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth")}
@@ -53,23 +53,7 @@ def load_training_lpips(net: str = "vgg", weights_path: Optional[str] = None, ra
     """The frozen LPIPS network in train-loss form (module doc)."""
     if net not in TRUNKS:
         raise ConfigError(f"LPIPS network must be one of {sorted(TRUNKS)}, got {net!r}")
-    # optional dependency with torchvision underneath: imported only when the loss is used (start-up time)
-    import lpips
-
-    with warnings.catch_warnings():  # lpips calls torchvision with the deprecated `pretrained=` argument
-        warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(pretrained=True, net=net, version="0.1", pnet_rand=True, verbose=False)
-    if not random_trunk:
-        path = find_trunk_weights(net, weights_path)
-        state = read_torch_file(path)
-        # lpips keeps torchvision's `features` indices inside its slices: net.sliceK.<i>.w <- features.<i>.w
-        trunk = {}
-        for slice_name, block in model.net.named_children():
-            for idx, layer in block.named_children():
-                for pname in dict(layer.named_parameters(recurse=False)):
-                    key = f"features.{idx}.{pname}"
-                    if key not in state:
-                        raise CheckpointMismatchError(f"{path} is not torchvision's {net} weights: no '{key}'")
-                    trunk[f"{slice_name}.{idx}.{pname}"] = state[key]
-        model.net.load_state_dict(trunk, strict=True)
-    return model.eval().requires_grad_(False)
+    if random_trunk:
+        return lpips_with_trunk(net, None, "a random trunk")
+    path = find_trunk_weights(net, weights_path)
+    return lpips_with_trunk(net, read_torch_file(path), str(path))
