@@ -4,8 +4,9 @@
 
 Order: the inputs are checked (``preflight``: config numbers, training data, validation set, weight files), then
 the output folder is locked and its state decided (``run_folder``: a new run, or the same run continued), and
-only then is ``config.yaml`` written and the model built. A bad input thus stops the run in seconds with one
-line, and never leaves anything in a folder that holds another run.
+only then is the folder marked as a run's, ``config.yaml`` written and the model built. A bad input thus stops
+the run in seconds with one line, and never leaves anything in a folder that holds another run or the user's
+files.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from varformer.errors import VarformerError
 from varformer.training.distributed import (DistInfo, broadcast_object, cleanup_distributed, seed_everything,
                                             setup_distributed)
 from varformer.training.preflight import check_run_inputs
-from varformer.training.run_folder import FolderDecision, open_run_folder, run_lock
+from varformer.training.run_folder import FolderDecision, check_ownership, open_run_folder, run_lock
 from varformer.training.trainer import FitResult, Trainer
 
 
@@ -56,6 +57,7 @@ def run_training(stage: str, cfg, progress: bool = True, print_config: bool = Tr
 
         found = check_run_inputs(cfg, stage_spec)  # before anything is built or written
         out_dir = cfg.train.output_dir
+        check_ownership(out_dir)  # a folder of the user's is refused before the lock is put into it
         with contextlib.ExitStack() as stack:
             if info.is_main:
                 for note in stack.enter_context(run_lock(out_dir)):
