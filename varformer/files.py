@@ -69,7 +69,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+    """UTF-8, line endings as given (``newline=""``: CSV rows keep their ``\\r\\n``)."""
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         fh.write(text)
 
 
@@ -228,18 +229,26 @@ def folder_entries(folder: str | os.PathLike) -> List[str]:
         return []
 
 
-def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
-    """One ``OutputError`` line if ``folder`` cannot become a folder this process writes into: it (or a folder
-    above it) is a file, or the nearest existing folder above it is not writable. Nothing is created."""
-    path = os.path.abspath(folder)
+def _unwritable(path: str | os.PathLike) -> Optional[str]:
+    """Why ``path`` cannot become a folder this process writes into (a file on the way, no write permission in
+    the nearest existing folder above it), or None."""
+    path = os.path.abspath(path)
     probe = path
     while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
-        where = "is a file" if probe == path else f"is under {probe}, which is a file"
-        raise OutputError(f"{what} {folder} cannot be a folder: it {where}")
+        return "it is a file, not a folder" if probe == path else f"{probe} is a file, not a folder"
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {folder} cannot be written: no write permission in {probe}")
+        return f"no write permission in {probe}"
+    return None
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
+    """One ``OutputError`` line if ``folder`` cannot become a folder this process writes into: it (or a folder
+    above it) is a file, or the nearest existing folder above it is not writable. Nothing is created."""
+    why = _unwritable(folder)
+    if why:
+        raise OutputError(f"{what} {folder} cannot be written: {why}")
 
 
 def make_folder(folder: str | os.PathLike, what: str = "output folder") -> None:
@@ -326,7 +335,9 @@ def check_output_file(path: str | os.PathLike, inputs: Sequence[str | os.PathLik
                               f"output; choose another output")
     if os.path.isdir(path):
         raise OutputError(f"{what} {path} is a folder; give the output file's name")
-    check_writable_folder(os.path.dirname(os.path.abspath(path)), f"the folder of {what}")
+    why = _unwritable(os.path.dirname(os.path.abspath(path)))
+    if why:
+        raise OutputError(f"{what} {path} cannot be written: {why.replace('it is a file', 'its folder is a file')}")
     if not os.path.lexists(path):
         return None
     what_it_is = _described(path, describe)
