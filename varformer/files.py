@@ -76,8 +76,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def save_torch_atomic(obj, path: str | os.PathLike, fsync: bool = False) -> None:
     """``torch.save`` through a temporary; what is saved must load with ``weights_only=True``."""
-    with atomic_output(path, fsync=fsync) as tmp:
-        torch.save(obj, tmp)
+    with atomic_output(path, fsync=fsync) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def save_safetensors_atomic(tensors: Dict[str, torch.Tensor], path: str | os.PathLike,
@@ -170,6 +170,20 @@ def safetensors_metadata(path: str | os.PathLike) -> Dict[str, str]:
         header, _ = _safetensors_header(path, fh)
     meta = header.get("__metadata__") or {}
     return {str(k): str(v) for k, v in meta.items()}
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """One ``CheckpointMismatchError`` line if a ``.safetensors`` file is not whole: its header unreadable, or
+    its tensors' bytes running past (or stopping short of) the end of the file. Reads the header only."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        header, start = _safetensors_header(path, fh)
+    ends = [info["data_offsets"][1] for name, info in header.items()
+            if name != "__metadata__" and isinstance(info, dict) and "data_offsets" in info]
+    described = start + max(ends, default=0)
+    if described != size:
+        raise CheckpointMismatchError(f"{path} is truncated or corrupt: its header describes {described:,} bytes, "
+                                      f"the file has {size:,}")
 
 
 def read_safetensors(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:

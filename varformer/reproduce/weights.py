@@ -12,7 +12,9 @@ the frozen parts must be equal, the VAR embeddings and head may differ (the offi
 
 Cache: ``$VARFORMER_CACHE`` else ``$XDG_CACHE_HOME/varformer`` else ``~/.cache/varformer``; the converted file is
 ``converted/<sha256 of the source>.safetensors`` beside a JSON record of the conversion and the backbone check.
-The hash itself is remembered per (path, size, mtime), so a second run does not read the 7 GB source again.
+The hash itself is remembered per (path, size, mtime), so a second run does not read the 7 GB source again. The
+folder is marked as this program's cache (``varformer.files.MARKER_NAME``); a cached file that is cut short or
+unreadable, or a record that is not valid JSON, is converted again (what is replaced is the cache's own file).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from huggingface_hub import constants as hf_constants
 from varformer.backbone.hub import (VAE_FILENAME, VAR_REPO_ID, checkpoint_dirs, load_vae, load_var,
                                     read_state_dict, resolve_weight_file, var_filename)
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
+from varformer.files import check_safetensors, claim_folder, folder_entries, mark_folder, write_text_atomic
 from varformer.model import VarFormerSettings, save_varformer
 from varformer.model.files import build_from_state_dict, convert_official
 from varformer.model.convert import read_official
@@ -121,10 +124,33 @@ def file_sha256(path: Path, memo_path: Optional[Path] = None) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
+
+
+CACHE_KIND = "converted weights cache"     # the cache folder's marker (varformer.files.mark_folder)
+_CACHE_ENTRY = re.compile(r"^([0-9a-f]{64}\.(safetensors|json)|hashes\.json|\..*\.tmp)$")
+
+
+def _cache_entries_only(folder: str) -> bool:
+    """An unmarked folder holding only what an earlier version cached there."""
+    return all(_CACHE_ENTRY.match(n) for n in folder_entries(folder))
+
+
+def _cached_problem(out: Path, record_path: Path, digest: str) -> Optional[str]:
+    """Why the cached conversion cannot be used (missing, cut short, unreadable), or None."""
+    if not out.is_file() or not record_path.is_file():
+        return "incomplete (a file of the pair is missing)"
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError) as e:
+        return f"its record {record_path.name} is not valid JSON ({type(e).__name__})"
+    if not isinstance(record, dict) or record.get("sha256") != digest:
+        return f"its record {record_path.name} is not this file's"
+    try:
+        check_safetensors(out)
+    except CheckpointMismatchError as e:
+        return str(e)
+    return None
 
 
 @dataclass
@@ -139,24 +165,25 @@ def converted_checkpoint(files: Dict[str, Path], cache_dir: Optional[Path] = Non
                          log: Optional[Callable[[str], None]] = print) -> Converted:
     """``net_g_last.pth`` converted into our format once: ``<cache>/converted/<sha256>.safetensors``."""
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "converted"
+    claim_folder(folder, CACHE_KIND, "the converted-weights cache (--cache-dir)", recognized=_cache_entries_only)
+    mark_folder(folder, CACHE_KIND)
     source = files[OFFICIAL_FILENAME]
     digest = file_sha256(source, folder / "hashes.json")
     out, record_path = folder / f"{digest}.safetensors", folder / f"{digest}.json"
-    if out.is_file() and record_path.is_file():
-        record = json.loads(record_path.read_text())
+    problem = _cached_problem(out, record_path, digest) if out.exists() or record_path.exists() else "absent"
+    if problem is None:
         if log:
             log(f"converted checkpoint (cached, sha256 {digest[:12]}): {out}")
-        return Converted(out, digest, False, record)
+        return Converted(out, digest, False, json.loads(record_path.read_text()))
+    if log and problem != "absent":
+        log(f"the cached conversion {out} is unusable ({problem}): converting again")
     if log:
         log(f"converting {source} (sha256 {digest[:12]}) into {out} ...")
     arch, state_dict, report = convert_official(read_official(str(source)), with_report=True)
     model = build_from_state_dict(VarFormerSettings(**arch), state_dict, source=str(source))
     record = {"source": str(source), "sha256": digest, "settings": model.settings().to_metadata(),
               "conversion": report.summary(), "backbone": check_backbone(model, files)}
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{digest}.tmp-{os.getpid()}.safetensors"
-    save_varformer(tmp, model)
-    os.replace(tmp, out)
+    save_varformer(out, model)  # through a temporary (varformer.files)
     _atomic_write(record_path, json.dumps(record, indent=1))
     if log:
         log(report.summary())
