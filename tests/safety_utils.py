@@ -29,6 +29,13 @@ def one_line(err: str) -> str:
     return lines[0]
 
 
+def error_line(err: str) -> str:
+    """The one error line of a command that printed progress first (no traceback, one ``error:`` line)."""
+    errors = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
 def bomb_png(path, side: int = 100_000) -> None:
     """A tiny PNG whose header claims ``side`` x ``side`` pixels (a decompression bomb for Pillow)."""
     Image.new("RGB", (1, 1)).save(path, format="PNG")

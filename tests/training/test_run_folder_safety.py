@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from safety_utils import one_line, snapshot
+from safety_utils import error_line, one_line, snapshot
 from varformer.cli import main
 from varformer.config import load_config
 from varformer.errors import RunFolderError
@@ -103,11 +103,14 @@ def test_values_that_would_fail_at_step_one_stop_before_the_folder_exists(tmp_pa
 
 
 def test_a_bad_vgg19_file_stops_the_run_before_it_writes(tmp_path, capsys):
+    """Weight files are located by the checks (a dry run reads none) and read when the model is built, which
+    happens before the run's folder is touched."""
     (tmp_path / "vgg.pth").write_bytes(b"\x80\x02cposix\nsystem\nq\x00X\x05\x00\x00\x00echo!q\x01\x85q\x02Rq\x03.")
     out = tmp_path / "run"
     assert main(["train", "stage2", "--config", "demo_stage2.yaml", f"train.output_dir={out}",
                  "train.loss.perceptual=1", f"train.loss.vgg_path={tmp_path / 'vgg.pth'}", "--no-progress"]) == 2
-    assert "vgg.pth holds objects that torch.load(weights_only=True) refuses" in one_line(capsys.readouterr().err)
+    # the model was built (announced) and its VGG19 file read before anything was written: no folder left
+    assert "vgg.pth holds objects that torch.load(weights_only=True) refuses" in error_line(capsys.readouterr().err)
     assert not out.exists()
 
 
@@ -138,3 +141,14 @@ def test_a_dry_run_into_a_run_folder_changes_nothing(small_runs, tmp_path, capsy
     assert main(_train(small_runs, out, "train.resume=none", "--overwrite", "--dry-run", "--no-memory")) == 0
     assert "--overwrite would remove the old run's files" in capsys.readouterr().out
     assert snapshot(out) == before
+
+
+def test_overwrite_removes_nothing_when_the_model_cannot_be_built(small_runs, tmp_path, capsys):
+    out = tmp_path / "s1"
+    shutil.copytree(small_runs["s1"], out)
+    before = snapshot(out)
+    (tmp_path / "var.pth").write_bytes(b"\x80\x02cposix\nsystem\nq\x00X\x05\x00\x00\x00echo!q\x01\x85q\x02Rq\x03.")
+    argv = _train(small_runs, out, "train.resume=none", f"model.var_path={tmp_path / 'var.pth'}", "--overwrite")
+    assert main(argv) == 2
+    assert "var.pth holds objects that torch.load(weights_only=True) refuses" in error_line(capsys.readouterr().err)
+    assert snapshot(out) == before  # the old run is still there: it is removed only once the new one can start

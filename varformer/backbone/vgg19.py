@@ -64,14 +64,6 @@ def trunk_tensors(weights_path: str, last: int = max(VGG19_RELU.values())) -> Di
     return {k: own[k] for k in needed}
 
 
-def check_vgg19_weights(path: Optional[str] = None) -> str:
-    """``find_vgg19_weights``, and the file read (memory-mapped where its format allows) and checked: what a run
-    does before it writes anything, so a bad file stops it in one line before its first step."""
-    found = find_vgg19_weights(path)
-    trunk_tensors(found)
-    return found
-
-
 class VGGPerceptualLoss(nn.Module):
     """Distance between frozen VGG19 features of two [-1, 1] images (ImageNet-normalised, as torchvision's
     weights expect), at one ReLU layer (official: ``relu5_4``, L1)."""

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from varformer.backbone.hub import VAE_FILENAME, locate_backbone_file, var_filename
-from varformer.backbone.vgg19 import check_vgg19_weights
+from varformer.backbone.vgg19 import find_vgg19_weights
 from varformer.checkpoints import ema_weights, is_training_checkpoint, open_weights
 from varformer.data.resize import resize_bilinear
 from varformer.data.train_sets import build_training_dataset
@@ -320,7 +320,7 @@ def check_inputs(cfg, stage: int) -> InputsFound:
             found.notes += [note] if note else []
     loss = cfg.train.loss
     if stage == 2 and loss.perceptual > 0:
-        found.weights.append(f"VGG19 (perceptual loss): {check_vgg19_weights(loss.vgg_path)}")
+        found.weights.append(f"VGG19 (perceptual loss): {find_vgg19_weights(loss.vgg_path)}")
     if stage == 2 and m.stage1_weights:
         if not os.path.isfile(m.stage1_weights):
             raise WeightsNotFoundError(f"model.stage1_weights: {m.stage1_weights} does not exist (a stage-1 run's "

@@ -35,7 +35,7 @@ from torch import nn
 
 from varformer.backbone.hub import (VAE_FILENAME, load_vae, locate_backbone_file, read_state_dict,
                                     resolve_weight_file, var_filename)
-from varformer.backbone.vgg19 import VGGPerceptualLoss, check_vgg19_weights, find_vgg19_weights
+from varformer.backbone.vgg19 import VGGPerceptualLoss, find_vgg19_weights
 from varformer.backbone.vqvae import VQVAE
 from varformer.checkpoints import ema_weights, is_training_checkpoint
 from varformer.data.resize import resize_lanczos_pil
@@ -330,5 +330,5 @@ def check_inputs(cfg, stage: int) -> InputsFound:
             found.weights.append(line)
             found.notes += [note] if note else []
     if stage == DECODER_STAGE and rv.decoder_perceptual > 0:
-        found.weights.append(f"VGG19 (perceptual loss): {check_vgg19_weights(cfg.train.loss.vgg_path)}")
+        found.weights.append(f"VGG19 (perceptual loss): {find_vgg19_weights(cfg.train.loss.vgg_path)}")
     return found

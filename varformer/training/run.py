@@ -2,11 +2,12 @@
 ``method`` names the method (``varformer.methods.registry``); ``stage`` is one of its ``StageSpec`` names, whose
 ``build_task`` gives the ``TrainTask`` the shared ``Trainer`` runs.
 
-Order: the inputs are checked (``preflight``: config numbers, training data, validation set, weight files), then
-the output folder is locked and its state decided (``run_folder``: a new run, or the same run continued), and
-only then is the folder marked as a run's, ``config.yaml`` written and the model built. A bad input thus stops
-the run in seconds with one line, and never leaves anything in a folder that holds another run or the user's
-files.
+Order: the inputs are checked (``preflight``: config numbers, training data, validation set, weight files located),
+then the output folder is locked and its state decided (``run_folder``: a new run, or the same run continued;
+a refusal stops here), then the model is built (its weight files read), and only then is the decision carried
+out (an old run removed with ``--overwrite``, the folder marked as a run's) and ``config.yaml`` written. A bad
+input thus stops the run with one line and leaves the folder as it was: nothing of another run or of the user's
+is touched, and a new folder is not left behind.
 """
 from __future__ import annotations
 
@@ -62,6 +63,11 @@ def run_training(stage: str, cfg, progress: bool = True, print_config: bool = Tr
             if info.is_main:
                 for note in stack.enter_context(run_lock(out_dir)):
                     announce(note)
+            # decided (a refusal raised) before the model is built, carried out after: a weight file that fails
+            # to load stops the run with the folder as it was
+            _decided_on_rank0(info, lambda: open_run_folder(out_dir, cfg, overwrite, dry_run=True))
+            seed_everything(cfg.train.seed, info.rank)  # official: 114514 + rank
+            task = stage_spec.build_task(cfg, announce)
             decision = _decided_on_rank0(info, lambda: open_run_folder(out_dir, cfg, overwrite))
             for note in found.notes + decision.notes:
                 announce(f"note: {note}")
@@ -71,8 +77,6 @@ def run_training(stage: str, cfg, progress: bool = True, print_config: bool = Tr
                 announce(f"resolved config saved to {save_config(cfg, out_dir)}")
             if decision.resume_path:
                 announce(f"resuming {out_dir} from {decision.resume_path} at step {decision.resume_step}")
-            seed_everything(cfg.train.seed, info.rank)  # official: 114514 + rank
-            task = stage_spec.build_task(cfg, announce)
             announce(f"training data: {len(found.dataset)} samples per nominal epoch under {cfg.data.root}")
             train_cfg = OmegaConf.merge(cfg.train, {"resume": decision.resume_path or "none"})
             trainer = stack.enter_context(Trainer(task, found.dataset, train_cfg, cfg.data, info, out_dir,

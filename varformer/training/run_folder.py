@@ -310,6 +310,11 @@ def _in_use(folder: str, path: str, who: str) -> RunFolderError:
 @contextlib.contextmanager
 def run_lock(folder: str) -> Iterator[List[str]]:
     """Hold ``folder``'s lock for the block (the folder is created); yields notes (a stale lock removed)."""
+    created = []  # the folders made here, removed again if the run leaves them empty (a start that failed)
+    probe = os.path.abspath(folder)
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        created.append(probe)
+        probe = os.path.dirname(probe)
     try:
         check_writable_folder(folder, "train.output_dir")
         make_folder(folder, "train.output_dir")
@@ -339,3 +344,8 @@ def run_lock(folder: str) -> Iterator[List[str]]:
                 ours = fh.read() == mine
             if ours:
                 os.remove(path)
+        for made in created:  # innermost first; a folder with anything in it stays
+            try:
+                os.rmdir(made)
+            except OSError:
+                break
