@@ -1,15 +1,12 @@
 """The converted-weights cache of ``reproduce paper`` (issue #26): a record that is not JSON, or a cached file cut
-short, is converted again (the cache's own files), never a traceback; a --cache-dir of the user's is refused.
-``reproduce ablations --small --dry-run`` prints its plan and trains or writes nothing."""
+short, is converted again (the cache's own files), never a traceback; a --cache-dir of the user's is refused."""
 import json
-import os
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from safety_utils import snapshot
-from varformer.cli import main
 from varformer.errors import OutputError
 from varformer.files import MARKER_NAME, save_safetensors_atomic
 from varformer.reproduce import weights as W
@@ -60,10 +57,3 @@ def test_a_cache_dir_of_the_users_is_refused(tmp_path, fake_conversion):
         W.converted_checkpoint(files, mine, log=None)
     assert snapshot(tmp_path) == before
 
-
-def test_small_ablations_dry_run_trains_and_writes_nothing(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("varformer.reproduce.ablations.run_small_ablations", lambda *a, **k: pytest.fail("ran"))
-    assert main(["reproduce", "ablations", "--small", "--dry-run", "--demo-cache", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
-    assert "row 'full'" in out and "nothing was trained or written" in out and not os.listdir(tmp_path)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from varformer.analysis.common import (TASK_COLOURS, TaskImages, batches, between_class_fraction, pca_2d, pyplot,
-                                       save_figure, write_csv)
+                                       write_csv)
 from varformer.errors import ConfigError
 
 
@@ -110,5 +110,5 @@ def _plot(groups: Dict[str, np.ndarray], labels: List[str], summary, path: str) 
     axes[1].legend(fontsize=7, ncol=2, loc="best")
     fig.suptitle("VAR features (f_hat), one PCA for both panels: degraded x, clean o", fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -18,11 +18,8 @@ from varformer.data.benchmark_data import benchmark_dataset
 from varformer.data.catalog import demo_benchmarks, find_all
 from varformer.data.resize import resize_bilinear
 from varformer.data.roots import resolve_root
-from varformer.errors import CheckpointMismatchError, DataError
-from varformer.files import atomic_output
-from varformer.methods import registry
+from varformer.errors import DataError
 from varformer.model import load_varformer
-from varformer.model.files import model_from_file
 
 SIZE = 256
 # one or more sets per task (the paper's analysis covers rain, haze, blur, low light and noise); those found are used
@@ -39,16 +36,8 @@ class TaskImages:
 
 
 def load_model(weights: str, device: torch.device) -> torch.nn.Module:
-    """Any VarFormer weights file (ours, the official BasicSR file, or a training run's checkpoint: its EMA
-    weights), float32, eval mode, on ``device``; any other file is one line saying what it is."""
-    if not os.path.isfile(weights):
-        return load_varformer(weights)  # raises the missing-file line, with where to get the release
-    info = registry.inspect_weights(weights)
-    if info.method is not registry.get(registry.DEFAULT) or info.kind not in ("model", "official", "training"):
-        raise CheckpointMismatchError(f"{weights} is {info.describe()}; the analyses take VarFormer weights (a "
-                                      "model file, a training run's final_ema.pt or ckpt_*.pt, or the official "
-                                      "net_g_last.pth)")
-    return model_from_file(info).to(device).eval()
+    """Any VarFormer weights file (ours, or the official BasicSR file), float32, eval mode, on ``device``."""
+    return load_varformer(weights).to(device).eval()
 
 
 def _benchmarks_under(folder: str, benchmarks: Optional[Sequence[str]]) -> List[str]:
@@ -112,18 +101,12 @@ def between_class_fraction(features_ND: np.ndarray, labels: Sequence[str]) -> fl
 
 
 def write_csv(path: str, rows: List[Dict[str, object]]) -> str:
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         for r in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return path
-
-
-def save_figure(fig, path: str, dpi: int = 110) -> str:
-    """``fig.savefig`` through a temporary renamed into place (the format from the extension)."""
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=os.path.splitext(path)[1].lstrip(".") or "png")
     return path
 
 

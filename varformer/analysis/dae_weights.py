@@ -12,8 +12,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from varformer.analysis.common import (PATCH_NUMS, TASK_COLOURS, TaskImages, batches, pyplot, save_figure,
-                                       write_csv)
+from varformer.analysis.common import PATCH_NUMS, TASK_COLOURS, TaskImages, batches, pyplot, write_csv
 from varformer.errors import ConfigError
 
 
@@ -69,5 +68,5 @@ def _plot(result, levels: List[str], path: str) -> None:
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("DAE scale weights per task (dotted: uniform 1/10)", fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -16,8 +16,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from varformer.analysis.common import (PATCH_NUMS, TASK_COLOURS, TaskImages, batches, pyplot, save_figure,
-                                       write_csv)
+from varformer.analysis.common import PATCH_NUMS, TASK_COLOURS, TaskImages, batches, pyplot, write_csv
 from varformer.metrics import psnr
 
 DIRECTIONS = ("coarse", "fine")
@@ -91,5 +90,5 @@ def _plot(curves, n_scales: int, path: str) -> None:
     axes[1].legend(fontsize=8)
     fig.suptitle("Scale replacement: 0 = degraded image's reconstruction, 10 = clean image's", fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

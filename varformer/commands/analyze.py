@@ -33,10 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from varformer.errors import ConfigError
     from varformer.runtime import resolve_device
 
-    from varformer.files import check_writable_folder  # start-up: when the command runs
     if args.max_images < 1:
         raise ConfigError(f"--max-images must be >= 1, got {args.max_images}")
-    check_writable_folder(args.output_dir, "--output-dir")  # before the model is loaded
     device = resolve_device(args.device)
     model = load_model(args.weights, device)
     tasks = images_per_task(args.root, args.benchmarks, args.max_images)

@@ -143,6 +143,5 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_json(path, result) -> None:
     if path:
-        # start-up: the writer only when a file is asked for
-        from varformer.files import write_text_atomic
-        write_text_atomic(path, json.dumps(result, indent=2, default=str))
+        with open(path, "w") as fh:
+            json.dump(result, fh, indent=2, default=str)

@@ -3,7 +3,6 @@ table (full size on GPUs, or ``--small`` on the demo set on a CPU). README "Repr
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 
@@ -43,8 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--stage1-weights", default=None, help="full size: a stage-1 model every prior row starts from")
     a.add_argument("--stage1-root", default=None, help="full size: clean images to train stage 1 first (DF2K HR)")
     a.add_argument("--dry-run", action="store_true",
-                   help="print the plan and stop, nothing trained or written: full size, the training commands (e.g. "
-                        "to run them under torchrun); --small, the runs, their steps and folders")
+                   help="full size: print the training commands (e.g. to run them under torchrun) and stop")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.add_argument("overrides", nargs="*", metavar="key=value", help="full size: config overrides for every run")
 
@@ -64,22 +62,10 @@ def _paper(args) -> int:
 def _ablations(args) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.errors import ConfigError
-    from varformer.reproduce.ablations import (get_rows, plan_full_ablations, run_full_ablations,
-                                               run_small_ablations)
+    from varformer.reproduce.ablations import plan_full_ablations, run_full_ablations, run_small_ablations
     if args.small:
         if args.overrides or args.train_root or args.root:
             raise ConfigError("--small runs the demo recipes on the demo set: no data roots or overrides")
-        if args.dry_run:  # the plan only: no demo set built, nothing trained or written
-            out, rows = args.output_dir or "runs/ablations-small", get_rows(args.rows)
-            if any(r.switches["prior"] != "none" for r in rows):
-                print(f"stage 1 (shared by the rows with a VAR prior): {args.stage1_steps} steps -> "
-                      f"{os.path.join(out, 'stage1')}")
-            for r in rows:
-                print(f"row '{r.name}' ({r.label}): {args.steps} stage-2 steps, {' '.join(r.overrides())} -> "
-                      f"{os.path.join(out, r.name)}")
-            print(f"then every row evaluated on the demo test split; tables in {out} (dry run: nothing was trained "
-                  "or written)")
-            return 0
         outcome = run_small_ablations(args.output_dir or "runs/ablations-small", args.rows, args.stage1_steps,
                                       args.steps, args.device, args.demo_cache, progress=not args.quiet)
     else:

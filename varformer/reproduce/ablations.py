@@ -28,7 +28,6 @@ from varformer.data.demo_set import DemoSpec, ensure_demo
 from varformer.errors import ConfigError
 from varformer.evaluation import evaluate
 from varformer.evaluation.report import TASK_COLUMNS
-from varformer.files import write_text_atomic
 from varformer.inference import identity_restorer, model_restorer
 from varformer.model import load_varformer
 from varformer.reproduce.paper import locate_benchmarks
@@ -118,11 +117,14 @@ def _train_and_evaluate(row: AblationRow, cfg, benchmarks: Sequence[str], eval_r
 
 
 def _write(output_dir: str, results: List[RowResult], table: str, mode: str) -> None:
-    write_text_atomic(os.path.join(output_dir, "ablations.md"), table + "\n")
-    write_text_atomic(os.path.join(output_dir, "ablations.json"), json.dumps({"mode": mode, "rows": [
-        {"row": r.row.name, "label": r.row.label, "switches": r.row.switches, "paper_psnr": r.row.paper_psnr,
-         "steps": r.steps, "seconds_per_step": r.seconds_per_step, "trainable_params_m": r.params_m,
-         "psnr": r.psnr, "export": r.export} for r in results]}, indent=1))
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "ablations.md"), "w") as fh:
+        fh.write(table + "\n")
+    with open(os.path.join(output_dir, "ablations.json"), "w") as fh:
+        json.dump({"mode": mode, "rows": [
+            {"row": r.row.name, "label": r.row.label, "switches": r.row.switches, "paper_psnr": r.row.paper_psnr,
+             "steps": r.steps, "seconds_per_step": r.seconds_per_step, "trainable_params_m": r.params_m,
+             "psnr": r.psnr, "export": r.export} for r in results]}, fh, indent=1)
 
 
 def _paper_cell(row: AblationRow) -> str:

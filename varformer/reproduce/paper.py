@@ -23,7 +23,6 @@ from varformer.data.catalog import find_all, get_benchmark
 from varformer.errors import DataError
 from varformer.evaluation import EvalResult, check_output_dir, evaluate, get_protocol
 from varformer.evaluation.report import load_published, paper_table
-from varformer.files import write_text_atomic
 from varformer.inference import load_restorer
 from varformer.reproduce.weights import (OFFICIAL_FILENAME, Converted, converted_checkpoint,
                                          describe_backbone_check, fetch_paper_weights)
@@ -104,8 +103,10 @@ def reproduce_paper(root: str, protocols: Sequence[str] = ("paper",), output_dir
                               batch_size=batch_size, overwrite=overwrite, workers=workers, progress=progress,
                               log=log)
     table = render_main_table(results, root, present, missing, conv)
-    write_text_atomic(os.path.join(output_dir, "main_table.md"), table + "\n")
-    write_text_atomic(os.path.join(output_dir, "weights.json"), json.dumps(
-        {"files": {k: str(v) for k, v in files.items()}, "converted": str(conv.path),
-         "converted_now": conv.converted_now, **conv.record}, indent=1))
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "main_table.md"), "w") as fh:
+        fh.write(table + "\n")
+    with open(os.path.join(output_dir, "weights.json"), "w") as fh:
+        json.dump({"files": {k: str(v) for k, v in files.items()}, "converted": str(conv.path),
+                   "converted_now": conv.converted_now, **conv.record}, fh, indent=1)
     return PaperOutcome(conv, present, missing, results, table, output_dir)
