@@ -49,7 +49,7 @@ def _overrides(args) -> list:
 def run(args) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.config import load_config
-    from varformer.training.run import run_training
+    from varformer.training.run import run_training  # start-up
     cfg = load_config(args.config[0], _overrides(args))
     if args.world_size is not None and not args.dry_run:
         from varformer.errors import ConfigError  # start-up: the error class only on this path
