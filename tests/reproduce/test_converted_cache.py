@@ -1,59 +1,55 @@
-"""The converted-weights cache of ``reproduce paper`` (issue #26): a record that is not JSON, or a cached file cut
-short, is converted again (the cache's own files), never a traceback; a --cache-dir of the user's is refused."""
+"""The converted-weights cache of ``reproduce paper`` (issue #26): a record that is not JSON (a JSONDecodeError
+traceback before), or a cached model file cut short (named but not recognised before), makes the entry unusable
+and the release is converted again over the cache's own files; a --cache-dir of the user's is refused."""
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from safety_utils import snapshot
 from varformer.errors import OutputError
-from varformer.files import MARKER_NAME, save_safetensors_atomic
-from varformer.reproduce import weights as W
+from varformer.files import MARKER_NAME, folder_kind, save_safetensors_atomic
+from varformer.reproduce.weights import CACHE_KIND, cached_record, open_cache_folder
+
+DIGEST = "ab" * 32
 
 
-@pytest.fixture()
-def fake_conversion(tmp_path, monkeypatch):
-    """converted_checkpoint with the conversion itself replaced by a tiny stand-in (counted)."""
-    calls = []
-    report = SimpleNamespace(summary=lambda: "converted")
-    model = SimpleNamespace(settings=lambda: SimpleNamespace(to_metadata=lambda: {"depth": "2"}))
-    monkeypatch.setattr(W, "read_official", lambda path: {})
-    monkeypatch.setattr(W, "convert_official", lambda sd, with_report: (calls.append(1) or {}, {}, report))
-    monkeypatch.setattr(W, "build_from_state_dict", lambda *a, **k: model)
-    monkeypatch.setattr(W, "check_backbone", lambda m, files: {})
-    monkeypatch.setattr(W, "save_varformer", lambda path, m: save_safetensors_atomic({"w": torch.ones(256)}, path))
-    source = tmp_path / "net_g_last.pth"
-    source.write_bytes(b"the released file")
-    return calls, {W.OFFICIAL_FILENAME: source}
+def _entry(folder):
+    out, record = folder / f"{DIGEST}.safetensors", folder / f"{DIGEST}.json"
+    save_safetensors_atomic({"w": torch.ones(256)}, out)
+    record.write_text(json.dumps({"sha256": DIGEST, "conversion": "converted"}))
+    return out, record
 
 
-def test_a_corrupt_or_cut_short_cache_entry_is_converted_again(tmp_path, fake_conversion):
-    calls, files = fake_conversion
-    cache = tmp_path / "converted"
-    first = W.converted_checkpoint(files, cache, log=None)
-    assert first.converted_now and calls == [1] and (cache / MARKER_NAME).is_file()
-    assert not W.converted_checkpoint(files, cache, log=None).converted_now and calls == [1]
-    record = cache / f"{first.sha256}.json"
-    record.write_text('{"sha256": "')  # a record cut short: JSONDecodeError before
-    logs = []
-    again = W.converted_checkpoint(files, cache, log=logs.append)
-    assert again.converted_now and calls == [1, 1] and json.loads(record.read_text())["sha256"] == first.sha256
-    assert any("is not valid JSON" in m and "converting again" in m for m in logs)
-    data = first.path.read_bytes()
-    first.path.write_bytes(data[:-100])  # a cached file cut short
-    logs = []
-    assert W.converted_checkpoint(files, cache, log=logs.append).converted_now and calls == [1, 1, 1]
-    assert any("truncated or corrupt" in m for m in logs) and first.path.read_bytes() == data
+def test_a_cut_short_or_unreadable_entry_is_unusable_not_a_traceback(tmp_path):
+    open_cache_folder(tmp_path / "converted")
+    assert folder_kind(tmp_path / "converted") == CACHE_KIND
+    out, record = _entry(tmp_path / "converted")
+    assert cached_record(out, record, DIGEST) == ({"sha256": DIGEST, "conversion": "converted"}, None)
+    assert cached_record(out.with_name("cd" * 32 + ".safetensors"), record.with_name("cd" * 32 + ".json"),
+                         "cd" * 32) == (None, None)  # absent: converted without a word
+    record.write_text('{"sha256": "')  # a record cut short
+    assert "is not valid JSON (JSONDecodeError)" in cached_record(out, record, DIGEST)[1]
+    record.write_text(json.dumps({"sha256": "ef" * 32}))
+    assert "not this file's" in cached_record(out, record, DIGEST)[1]
+    _entry(tmp_path / "converted")
+    out.write_bytes(out.read_bytes()[:-100])  # a model file cut short
+    assert "truncated or corrupt" in cached_record(out, record, DIGEST)[1]
+    out.unlink()
+    assert "missing" in cached_record(out, record, DIGEST)[1]
 
 
-def test_a_cache_dir_of_the_users_is_refused(tmp_path, fake_conversion):
-    _, files = fake_conversion
+def test_a_cache_dir_of_the_users_is_refused_and_an_earlier_cache_is_taken(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.pdf").write_bytes(b"%PDF")
     before = snapshot(tmp_path)
     with pytest.raises(OutputError, match="converted-weights cache .* non-empty folder that varformer did not make"):
-        W.converted_checkpoint(files, mine, log=None)
+        open_cache_folder(mine)
     assert snapshot(tmp_path) == before
-
+    earlier = tmp_path / "earlier"  # an unmarked cache of an earlier version: its entries alone
+    earlier.mkdir()
+    _entry(earlier)
+    (earlier / "hashes.json").write_text("{}")
+    open_cache_folder(earlier)
+    assert (earlier / MARKER_NAME).is_file()

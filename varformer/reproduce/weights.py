@@ -136,21 +136,32 @@ def _cache_entries_only(folder: str) -> bool:
     return all(_CACHE_ENTRY.match(n) for n in folder_entries(folder))
 
 
-def _cached_problem(out: Path, record_path: Path, digest: str) -> Optional[str]:
-    """Why the cached conversion cannot be used (missing, cut short, unreadable), or None."""
+def open_cache_folder(folder: Path) -> None:
+    """The conversion cache, checked and marked before anything is written into it: a new or empty folder, a
+    marked cache or an earlier version's; a folder of the user's is refused in one line."""
+    claim_folder(folder, CACHE_KIND, "the converted-weights cache (--cache-dir)", recognized=_cache_entries_only)
+    mark_folder(folder, CACHE_KIND)
+
+
+def cached_record(out: Path, record_path: Path, digest: str) -> Tuple[Optional[dict], Optional[str]]:
+    """(the record, None) if the cached conversion of ``digest`` can be used; else (None, why not: absent, a
+    file of the pair missing, a record that is not JSON or not this file's, a model file cut short). The caller
+    converts again over the cache's own files."""
+    if not out.exists() and not record_path.exists():
+        return None, None
     if not out.is_file() or not record_path.is_file():
-        return "incomplete (a file of the pair is missing)"
+        return None, "incomplete (a file of the pair is missing)"
     try:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError) as e:
-        return f"its record {record_path.name} is not valid JSON ({type(e).__name__})"
+        return None, f"its record {record_path.name} is not valid JSON ({type(e).__name__})"
     if not isinstance(record, dict) or record.get("sha256") != digest:
-        return f"its record {record_path.name} is not this file's"
+        return None, f"its record {record_path.name} is not this file's"
     try:
         check_safetensors(out)
     except CheckpointMismatchError as e:
-        return str(e)
-    return None
+        return None, str(e)
+    return record, None
 
 
 @dataclass
@@ -165,17 +176,16 @@ def converted_checkpoint(files: Dict[str, Path], cache_dir: Optional[Path] = Non
                          log: Optional[Callable[[str], None]] = print) -> Converted:
     """``net_g_last.pth`` converted into our format once: ``<cache>/converted/<sha256>.safetensors``."""
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "converted"
-    claim_folder(folder, CACHE_KIND, "the converted-weights cache (--cache-dir)", recognized=_cache_entries_only)
-    mark_folder(folder, CACHE_KIND)
+    open_cache_folder(folder)
     source = files[OFFICIAL_FILENAME]
     digest = file_sha256(source, folder / "hashes.json")
     out, record_path = folder / f"{digest}.safetensors", folder / f"{digest}.json"
-    problem = _cached_problem(out, record_path, digest) if out.exists() or record_path.exists() else "absent"
-    if problem is None:
+    record, problem = cached_record(out, record_path, digest)
+    if record is not None:
         if log:
             log(f"converted checkpoint (cached, sha256 {digest[:12]}): {out}")
-        return Converted(out, digest, False, json.loads(record_path.read_text()))
-    if log and problem != "absent":
+        return Converted(out, digest, False, record)
+    if log and problem:
         log(f"the cached conversion {out} is unusable ({problem}): converting again")
     if log:
         log(f"converting {source} (sha256 {digest[:12]}) into {out} ...")
