@@ -106,4 +106,5 @@ def test_a_pickle_with_code_is_one_line_naming_what_it_would_call(tmp_path):
 
 def test_text_is_written_whole_and_as_given(tmp_path):
     write_text_atomic(tmp_path / "a" / "rows.csv", "a,b\r\n1,2\r\n")
-    assert (tmp_path / "a" / "rows.csv").read_bytes() == b"a,b\r\n1,2\r\n" and os.listdir(tmp_path / "a") == ["rows.csv"]
+    assert (tmp_path / "a" / "rows.csv").read_bytes() == b"a,b\r\n1,2\r\n"
+    assert os.listdir(tmp_path / "a") == ["rows.csv"]

@@ -31,8 +31,8 @@ def _refused(argv, capsys, folder):
 def test_an_input_is_never_its_own_output(files, capsys):
     for argv in (["convert", "official", str(files / "official.pth"), "-o", str(files / "official.pth")],
                  ["convert", "restorevar", str(files / "released" / "restorevar.pth"), "--vae",
-                  str(files / "released" / "vae_restorevar.ckpt"), "-o", str(files / "released" / "vae_restorevar.ckpt"),
-                  "--overwrite"]):
+                  str(files / "released" / "vae_restorevar.ckpt"), "-o",
+                  str(files / "released" / "vae_restorevar.ckpt"), "--overwrite"]):
         assert "is also an input" in _refused(argv, capsys, files)
 
 

@@ -68,9 +68,8 @@ def _inputs(args: argparse.Namespace) -> List[str]:
 
 
 def _what_it_is(path: str) -> str:
-    # start-up: the registry imports every method's model code
-    from varformer.errors import VarformerError
-    from varformer.methods import registry
+    from varformer.errors import VarformerError  # start-up: imported when the command runs
+    from varformer.methods import registry  # start-up: the registry imports every method's model code
     try:
         return registry.inspect_weights(path).describe()
     except VarformerError:
