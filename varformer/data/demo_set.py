@@ -38,7 +38,7 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from varformer.data.degradations import DEGRADATIONS, motorcycle_depth
-from varformer.errors import DataError
+from varformer.errors import DataError, OutputError
 from varformer.files import atomic_output, claim_folder, folder_entries, make_folder, mark_folder, write_text_atomic
 
 DEMO_VERSION = 2
@@ -207,7 +207,10 @@ def ensure_demo(cache_dir: Optional[str] = None, spec: Optional[DemoSpec] = None
         log(f"demo set in {folder}: {problem}; rebuilding")
     parent = os.path.dirname(folder)
     make_folder(parent, "the demo set's parent folder")
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.build-", dir=parent)  # new: ours alone
+    try:  # built beside the folder (the same file system: renamed into place), in a new folder: ours alone
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.build-", dir=parent)
+    except OSError as e:
+        raise OutputError(f"cannot build the demo set beside {folder}: {e.strerror or e} in {parent}") from None
     try:
         mark_folder(tmp, DEMO_KIND)
         manifest = build_demo(tmp, spec or DemoSpec())

@@ -15,7 +15,8 @@
   and the ways out. ``train.resume=none`` into a used folder is refused; ``--overwrite`` removes the old run's
   files first (and only those, and only from a marked folder). A run that stopped before its first checkpoint
   (a failed start: only ``config.yaml`` and ``tb/``) has nothing to continue: the next run replaces it.
-- Interrupted checkpoint writes (``ckpt_*.pt.tmp.PID``) of dead processes are removed under the lock.
+- Interrupted checkpoint writes (``.ckpt_*.pt.PID.tmp``, before ``ckpt_*.pt.tmp.PID``) of dead processes are
+  removed under the lock.
 
 The config comparison reads only ``step`` and ``config`` of the checkpoint (memory-mapped), not its tensors.
 """
