@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from varformer.cli import main
-from varformer.errors import DataError, VarformerError, WeightsNotFoundError
+from varformer.errors import DataError, OutputError, VarformerError, WeightsNotFoundError
 from varformer.inference import identity_restorer, load_restorer, model_restorer
 from varformer.restore import apply_exif_orientation, collect_inputs, plan_jobs, restore_paths
 
@@ -220,12 +220,21 @@ def test_replacing_an_existing_output_is_noted(tmp_path):
     d.mkdir()
     out.mkdir()
     Image.fromarray(_rgb(16, 16, 0)).save(d / "a.png")
-    Image.fromarray(_rgb(9, 9, 1)).save(out / "a.png")  # another picture of the same name
+    Image.fromarray(_rgb(9, 9, 1)).save(out / "a.png")  # another picture of the same name, not a restore's
+    before = (out / "a.png").read_bytes()
+    with pytest.raises(OutputError, match="not written by varformer restore: pass --overwrite"):
+        restore_paths([str(d)], str(out), identity_restorer("cpu"), tile=64, overlap=8, progress=False)
+    assert (out / "a.png").read_bytes() == before
     logs = []
     rep = restore_paths([str(d)], str(out), identity_restorer("cpu"), tile=64, overlap=8, progress=False,
-                        log=logs.append)
+                        overwrite=True, log=logs.append)
     assert rep.written == [out / "a.png"] and np.asarray(Image.open(out / "a.png")).shape == (16, 16, 3)
-    assert any("a.png existed and is replaced" in m and "--skip-existing" in m for m in logs)
+    assert any("a.png is replaced" in m and "--overwrite" in m for m in logs)
+    logs = []  # now an earlier restore's output: replaced again without --overwrite, with a note
+    rep = restore_paths([str(d)], str(out), identity_restorer("cpu"), tile=64, overlap=8, progress=False,
+                        log=logs.append)
+    assert rep.written == [out / "a.png"]
+    assert any("an earlier restore's output) is replaced" in m and "--skip-existing" in m for m in logs)
 
 
 def test_ctrl_c_says_interrupted(tmp_path, capsys):

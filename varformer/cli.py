@@ -55,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     module = importlib.import_module(f"varformer.commands.{name}")
     sub = argparse.ArgumentParser(prog=f"varformer {name}", description=SUBCOMMANDS[name])
     module.add_arguments(sub)
-    args = sub.parse_args(argv[1:])
+    args = _parse(sub, argv[1:])
     if from_command_line:
         # imported here: runtime imports torch, which `varformer --help` must not wait for (start-up)
         from varformer.runtime import keep_freed_memory
@@ -71,6 +71,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         # an error raised in a DataLoader worker arrives with the worker's traceback as its message
         print(f"varformer {name}: error: {worker_message(str(e))}", file=sys.stderr)
         return 2
+
+
+def _is_override(token: str) -> bool:
+    return "=" in token and not token.startswith("-")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
+    """``parser.parse_args``, except that ``key=value`` overrides of a command that takes them may also follow
+    its flags (``--no-progress train.lr=1e-4``): argparse leaves a positional list behind once an option came."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all(_is_override(t) for t in extra):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _one_line_warning(name: str):

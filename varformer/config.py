@@ -254,7 +254,9 @@ def _typed(parts: Sequence[Tuple[dict, str]]) -> DictConfig:
     try:
         OmegaConf.to_container(cfg, resolve=True)  # an interpolation that cannot be resolved fails here, in one line
     except OmegaConfBaseException as e:
-        raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+        where = " + ".join(source for _, source in parts) or "config"
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"{where}: {key + ': ' if key else ''}{str(e).splitlines()[0]}") from None
     return cfg
 
 

@@ -25,6 +25,11 @@ class RunFolderError(VarformerError, RuntimeError):
     """A training output folder that cannot take this run: another run's, locked by a running process, finished."""
 
 
+class OutputError(VarformerError, RuntimeError):
+    """An output that cannot be written without losing something: a file or folder this program did not make, an
+    input named as the output, two outputs of one name, a place that cannot be written."""
+
+
 def worker_message(text: str) -> str:
     """The original message of an error a DataLoader worker raised. PyTorch re-raises it in the main process with
     the worker's whole traceback as its message ("Caught DataError in DataLoader worker process 0. Original

@@ -5,10 +5,13 @@ Inputs are files, folders (their images, top level, sorted by name) and glob pat
 come out upright), restored with overlapping, window-blended tiles (``varformer.inference.tiling``; tiles of consecutive
 images share batches) and written as an 8-bit PNG with the input's name (``photo.jpg`` -> ``OUT/photo.png``).
 Each output is written atomically (temporary file, then rename) as soon as its last tile is done, so an
-interrupted run leaves only complete files and ``--skip-existing`` resumes it. Unreadable files are reported
-and skipped; the run goes on. Before anything is restored (``plan_restore``) the inputs are listed and the output
-checked: a folder (not ``-o result.png``), not one the inputs come from, writable; an existing output of the same
-name is replaced with a note.
+interrupted run leaves only complete files and ``--skip-existing`` resumes it. Unreadable files (a corrupt header,
+a decompression bomb: a header claiming more pixels than Pillow decodes) are reported and skipped; the run goes
+on. Before anything is restored (``plan_restore``) the inputs are listed and the output checked: a folder (not
+``-o result.png``), not one the inputs come from, writable; every output name is decided first, unique
+(case-insensitively) among all of them, so the count of written files is the count of files on disk; an existing
+output is replaced only if an earlier ``varformer restore`` wrote it (its PNG says so: ``Software`` text chunk),
+else only with ``--overwrite``.
 
 The restorer is a ``varformer.inference.Restorer`` (``load_restorer``: a weights file of any method, or
 ``identity`` for a pipeline check without a model); images meet its network as its method's release runs them
@@ -26,12 +29,17 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 from varformer.data.image_io import IMAGE_EXTENSIONS, image_size, read_image, tensor_to_uint8, to_tensor
-from varformer.errors import DataError
+from varformer.errors import DataError, OutputError
+from varformer.files import atomic_output
 from varformer.inference import Restorer
 from varformer.inference.images import calls_needed, image_run, restore_stream
+
+
+SOFTWARE = "varformer restore"   # the PNG text chunk that marks an output as this command's
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -72,22 +80,26 @@ def collect_inputs(inputs: Sequence[str]) -> List[Path]:
 
 
 def plan_jobs(sources: Sequence[Path], out_dir: Path) -> Tuple[List[Job], List[str]]:
-    """Output ``OUT/<stem>.png`` per input; name clashes (``a.jpg`` and ``a.png``) get the extension in the name."""
+    """Output ``OUT/<stem>.png`` per input, every name decided before anything is written: inputs that share a
+    stem (``a.jpg`` and ``a.png``) get their extension in the name (``a_jpg.png``), and a name still taken (by
+    ``a_jpg.jpg``'s own ``a_jpg.png``, or in another letter case) a number (``a_jpg_2.png``)."""
     out_dir = Path(out_dir)
-    stems = {}
+    stems: dict = {}
     for s in sources:
-        stems.setdefault(s.stem, []).append(s)
-    jobs, notes, taken = [], [], set()
+        stems.setdefault(s.stem.casefold(), []).append(s)
+    plain = {s: s.stem + ".png" for s in sources if len(stems[s.stem.casefold()]) == 1}
+    taken = {name.casefold() for name in plain.values()}
+    jobs, notes = [], []
     for s in sources:
-        name = s.stem + ".png"
-        if len(stems[s.stem]) > 1:
-            name = f"{s.stem}_{s.suffix.lstrip('.').lower() or 'noext'}.png"
-            n = 1
-            while name in taken:
+        name = plain.get(s)
+        if name is None:  # shares its stem with another input
+            base = f"{s.stem}_{s.suffix.lstrip('.').lower() or 'noext'}"
+            name, n = base + ".png", 1
+            while name.casefold() in taken:
                 n += 1
-                name = f"{s.stem}_{s.suffix.lstrip('.').lower() or 'noext'}_{n}.png"
+                name = f"{base}_{n}.png"
+            taken.add(name.casefold())
             notes.append(f"{s}: name shared with another input, written as {name}")
-        taken.add(name)
         jobs.append(Job(s, out_dir / name))
     inputs = {s.resolve() for s in sources}
     clash = [j for j in jobs if j.out.resolve() in inputs]
@@ -117,12 +129,46 @@ def check_output_folder(out_dir: Path, sources: Sequence[Path]) -> None:
         raise DataError(f"cannot write into the output folder {out_dir}: {e.strerror or e}") from None
 
 
-def plan_restore(inputs: Sequence[str], out_dir: str) -> Tuple[List[Job], List[str]]:
-    """Inputs, output names and the output folder checked: what ``varformer restore`` does before it loads a
-    model."""
+def written_by_restore(path: Path) -> bool:
+    """Whether ``path`` is a PNG an earlier ``varformer restore`` wrote (its ``Software`` text chunk)."""
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and im.info.get("Software") == SOFTWARE
+    except Exception:  # any file Pillow cannot open as an image is not one of ours
+        return False
+
+
+def check_existing_outputs(jobs: Sequence[Job], overwrite: bool = False, skip_existing: bool = False) -> List[str]:
+    """Existing outputs: kept (``skip_existing``), replaced if an earlier restore wrote them or with ``overwrite``
+    (a note each), else refused in one line before anything is restored."""
+    notes, foreign = [], []
+    for j in jobs:
+        if not os.path.lexists(j.out) or skip_existing:
+            continue
+        if j.out.is_dir():
+            raise OutputError(f"{j.out} is a folder where the output of {j.src.name} goes; choose another -o")
+        if written_by_restore(j.out):
+            notes.append(f"{j.out} (an earlier restore's output) is replaced by the restored {j.src.name} "
+                         "(--skip-existing keeps existing outputs)")
+        elif overwrite:
+            notes.append(f"{j.out} is replaced by the restored {j.src.name} (--overwrite)")
+        else:
+            foreign.append(j.out)
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise OutputError(f"{foreign[0]}{more} already exist(s) and were not written by varformer restore: pass "
+                          f"--overwrite to replace them, --skip-existing to keep them, or choose another -o")
+    return notes
+
+
+def plan_restore(inputs: Sequence[str], out_dir: str, overwrite: bool = False,
+                 skip_existing: bool = False) -> Tuple[List[Job], List[str]]:
+    """Inputs, output names, existing outputs and the output folder checked: what ``varformer restore`` does
+    before it loads a model."""
     sources = collect_inputs(inputs)
     check_output_folder(Path(out_dir), sources)
-    return plan_jobs(sources, Path(out_dir))
+    jobs, notes = plan_jobs(sources, Path(out_dir))
+    return jobs, notes + check_existing_outputs(jobs, overwrite, skip_existing)
 
 
 _EXIF_ORIENTATION = 0x0112
@@ -151,15 +197,12 @@ def load_input(path: Path) -> Tuple[torch.Tensor, List[str]]:
 
 
 def write_png_atomic(path: Path, img_HW3_uint8: np.ndarray) -> None:
-    """Write to a hidden temporary file in the same folder, then rename: readers never see a partial PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(img_HW3_uint8).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write to a hidden temporary file in the same folder, then rename: readers never see a partial PNG. The
+    PNG says it was written here (``Software``), so a later run knows it may replace it."""
+    info = PngInfo()
+    info.add_text("Software", SOFTWARE)
+    with atomic_output(path) as tmp:
+        Image.fromarray(img_HW3_uint8).save(tmp, format="PNG", pnginfo=info)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -179,8 +222,8 @@ class RestoreReport:
 
 def restore_paths(inputs: Sequence[str], out_dir: str, restorer: Union[Restorer, Callable], *,
                   tile: Optional[int] = None, overlap: Optional[int] = None, batch_size: int = 4,
-                  fit: Optional[str] = None, skip_existing: bool = False, device: Optional[torch.device] = None,
-                  progress: bool = True,
+                  fit: Optional[str] = None, skip_existing: bool = False, overwrite: bool = False,
+                  device: Optional[torch.device] = None, progress: bool = True,
                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> RestoreReport:
     """Restore every input image into ``out_dir``; returns what was written, skipped and why files failed.
     ``tile`` (any-size restorers; default 256), ``overlap``, ``fit``: the method's defaults unless given."""
@@ -189,15 +232,12 @@ def restore_paths(inputs: Sequence[str], out_dir: str, restorer: Union[Restorer,
     run = image_run(restorer, fit=fit, tile=tile, overlap=overlap, batch_size=batch_size)
     device = device or getattr(restorer, "device", torch.device("cpu"))
     report = RestoreReport()
-    jobs, report.notes = plan_restore(inputs, out_dir)
+    jobs, report.notes = plan_restore(inputs, out_dir, overwrite, skip_existing)
     todo: List[Tuple[Job, int]] = []
     for j in jobs:
-        if j.out.exists():
-            if skip_existing:
-                report.skipped.append(j.out)
-                continue
-            report.notes.append(f"{j.out} existed and is replaced by the restored {j.src.name} (--skip-existing "
-                                "keeps existing outputs)")
+        if skip_existing and j.out.exists():
+            report.skipped.append(j.out)
+            continue
         try:
             h, w = image_size(str(j.src))
         except DataError as e:

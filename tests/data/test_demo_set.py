@@ -98,3 +98,35 @@ def test_data_check_on_the_demo_folder(tmp_path, capsys):
         fh.write(b"extra bytes")  # still decodes, but the checksum no longer matches
     assert main(["data", "check", folder]) == 1
     assert "corrupt file test/blur/target/coffee_0.png" in capsys.readouterr().out
+
+
+def test_a_folder_that_is_not_a_demo_set_is_refused_not_emptied(tmp_path, monkeypatch, capsys):
+    """``--demo-cache ~/Pictures`` (or ``VARFORMER_DEMO_CACHE``) used to be emptied for a rebuild."""
+    from safety_utils import one_line, snapshot
+    from varformer.cli import main
+    from varformer.errors import OutputError
+    pictures = tmp_path / "Pictures"
+    pictures.mkdir()
+    (pictures / "holiday.jpg").write_bytes(b"\xff\xd8 a photo")
+    (pictures / "manifest.json").write_text('{"mine": true}')  # even a file of the manifest's name
+    before = snapshot(tmp_path)
+    with pytest.raises(OutputError, match="non-empty folder that varformer did not make"):
+        ensure_demo(str(pictures), SMALL, log=None)
+    monkeypatch.setenv("VARFORMER_DEMO_CACHE", str(pictures))
+    assert main(["evaluate", "--benchmarks", "demo-rain", "--quiet", "-o", str(tmp_path / "eval")]) == 2
+    assert "VARFORMER_DEMO_CACHE" in one_line(capsys.readouterr().err)
+    assert main(["demo", "--baseline-only", "--demo-cache", str(pictures), "--quiet"]) == 2
+    assert "Pictures is a non-empty folder" in one_line(capsys.readouterr().err)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_marked_demo_set_or_an_earlier_build_is_rebuilt(tmp_path):
+    from varformer.files import MARKER_NAME, folder_kind
+    folder = ensure_demo(str(tmp_path / "d"), SMALL, log=None)
+    assert folder_kind(folder) == "demo set"
+    os.remove(os.path.join(folder, MARKER_NAME))  # as builds before the marker existed
+    os.remove(os.path.join(folder, "test", "rain", "input", "coffee_0.png"))
+    messages = []
+    ensure_demo(folder, SMALL, log=messages.append)  # recognised by its manifest and folders alone
+    assert verify_demo(folder, SMALL) is None and folder_kind(folder) == "demo set" and "rebuilding" in messages[0]
+    assert not [n for n in os.listdir(tmp_path) if n != "d"]  # no build folder left beside it

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from varformer.cli import main
 from varformer.data.demo_set import DemoSpec, ensure_demo
-from varformer.errors import ConfigError, DataError
+from varformer.errors import ConfigError, DataError, OutputError
 from varformer.evaluation import evaluate
 from varformer.evaluation.compare import compare_runs
 from varformer.evaluation.crops import CropGallery, choose_box, sample_key
@@ -116,7 +116,8 @@ def test_crops_are_the_same_window_in_both_runs_and_match_the_metrics(runs):
     entry = index["a"]["benchmarks"]["demo-rain"][0]
     lq, out = (np.asarray(Image.open(os.path.join(runs["a"], "crops", entry["files"][k]))) for k in ("lq", "out"))
     assert lq.shape == (128, 128, 3) and np.array_equal(lq, out)  # identity: restored == degraded
-    assert not [f for f in os.listdir(runs["a"]) if f.startswith(".")]  # no temporary left behind
+    # no temporary left behind (the folder's marker says the evaluator made it: varformer.files.MARKER_NAME)
+    assert [f for f in os.listdir(runs["a"]) if f.startswith(".")] == [".varformer-owned"]
 
 
 def test_gallery_keeps_the_worst_best_and_a_sample_whatever_the_order():
@@ -221,7 +222,8 @@ def test_evaluate_refuses_a_folder_with_someone_elses_report(runs, tmp_path):
     out = tmp_path / "eval"
     out.mkdir()
     (out / "report.html").write_text("mine")
-    with pytest.raises(DataError, match="already has results"):
-        evaluate(identity_restorer(), [("demo-rain", runs["demo"])], "paper", output_dir=str(out), progress=False,
-                 log=None)
+    for overwrite in (False, True):  # not the evaluator's folder: even --overwrite replaces nothing in it
+        with pytest.raises(OutputError, match="non-empty folder that varformer did not make"):
+            evaluate(identity_restorer(), [("demo-rain", runs["demo"])], "paper", output_dir=str(out),
+                     overwrite=overwrite, progress=False, log=None)
     assert (out / "report.html").read_text() == "mine"

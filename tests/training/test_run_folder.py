@@ -11,6 +11,7 @@ import torch
 from varformer.cli import main
 from varformer.config import load_config
 from varformer.errors import DataError, RunFolderError
+from varformer.files import MARKER_NAME
 from varformer.training import checkpoint as ckpt_io
 from varformer.training.run import run_training
 from varformer.training.run_folder import LOCK_NAME, open_run_folder, run_lock
@@ -63,7 +64,7 @@ def test_a_used_folder_needs_overwrite(small_runs, tmp_path):
     assert "would remove" in plan.notes[0] and (out / "final_ema.pt").exists()  # a dry run changes nothing
     decision = open_run_folder(str(out), cfg, overwrite=True)
     assert decision.resume_path is None and "removed the old run's" in decision.notes[0]
-    assert not os.listdir(out)
+    assert os.listdir(out) == [MARKER_NAME]  # the folder stays marked as a run folder
 
 
 def test_a_second_run_into_a_locked_folder_stops(tmp_path):

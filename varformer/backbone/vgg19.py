@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -44,6 +44,26 @@ def find_vgg19_weights(path: Optional[str] = None, search_dirs: Sequence[str] = 
         "perceptual term: train.loss.perceptual=0")
 
 
+def _trunk(last: int) -> nn.Module:
+    with torch.device("meta"):  # no random init: every tensor comes from the file
+        return make_layers(cfgs["E"])[: last + 1]  # VGG19's conv trunk only (not the 120 M classifier)
+
+
+def trunk_tensors(weights_path: str, last: int = max(VGG19_RELU.values())) -> Dict[str, torch.Tensor]:
+    """The conv-trunk tensors (up to layer ``last``) of torchvision's VGG19 file, every name and shape checked:
+    one line for a file that is not it (unreadable, a pickle with code, another network)."""
+    sd = read_state_dict(weights_path)
+    own = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
+    needed = _trunk(last).state_dict()
+    missing = [k for k in needed if k not in own]
+    wrong = [k for k in needed if k in own and tuple(own[k].shape) != tuple(needed[k].shape)]
+    if missing or wrong:
+        what = f"missing {missing[:4]}" if missing else f"{wrong[0]} is {tuple(own[wrong[0]].shape)}, not " \
+                                                          f"{tuple(needed[wrong[0]].shape)}"
+        raise WeightsNotFoundError(f"{weights_path} is not torchvision's VGG19 ({VGG19_URL}): {what}")
+    return {k: own[k] for k in needed}
+
+
 class VGGPerceptualLoss(nn.Module):
     """Distance between frozen VGG19 features of two [-1, 1] images (ImageNet-normalised, as torchvision's
     weights expect), at one ReLU layer (official: ``relu5_4``, L1)."""
@@ -55,16 +75,9 @@ class VGGPerceptualLoss(nn.Module):
         if criterion not in ("l1", "l2"):
             raise ConfigError(f"train.loss.perceptual_criterion must be 'l1' or 'l2', got '{criterion}'")
         last = VGG19_RELU[layer]
-        with torch.device("meta"):  # no random init: every tensor comes from the file
-            features = make_layers(cfgs["E"])[: last + 1]  # VGG19's conv trunk only (not the 120 M classifier)
-        sd = read_state_dict(weights_path)
-        own = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
-        needed = features.state_dict().keys()
-        missing = [k for k in needed if k not in own]
-        if missing:
-            raise WeightsNotFoundError(f"{weights_path} is not torchvision's VGG19 ({VGG19_URL}): "
-                                       f"missing {missing[:4]}")
-        features.load_state_dict({k: own[k].float() for k in needed}, strict=True, assign=True)
+        features = _trunk(last)
+        tensors = trunk_tensors(weights_path, last)
+        features.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True, assign=True)
         features.requires_grad_(False).eval()
         self.features = features
         self.criterion = criterion

@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="minimum overlap of neighbouring tiles in px (default: the method's, 32; VARestorer 128)")
     p.add_argument("--batch", type=int, default=4, help="tiles per model call, shared across images (default 4)")
     p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output PNG already exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing files of the output names that an earlier restore did not write "
+                        "(refused otherwise; an earlier restore's outputs are replaced anyway)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -42,11 +45,13 @@ def run(args: argparse.Namespace) -> int:
     from varformer.inference import load_restorer
     from varformer.restore import plan_restore, restore_paths  # start-up
 
-    plan_restore(args.inputs, args.output)  # inputs and output folder checked before a model is loaded
+    # inputs, output names and existing outputs checked before a model is loaded
+    plan_restore(args.inputs, args.output, args.overwrite, args.skip_existing)
     restorer = load_restorer(args.weights, device=args.device, precision=args.precision, compile_unet=args.compile,
                              scale=args.scale, prompt=args.prompt)
     report = restore_paths(args.inputs, args.output, restorer, tile=args.tile, overlap=args.overlap,
                            batch_size=args.batch, fit=args.fit, skip_existing=args.skip_existing,
+                           overwrite=args.overwrite,
                            progress=not args.no_progress)
     print(f"{report.summary()} -> {args.output}")
     return 1 if report.failed else 0

@@ -33,11 +33,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
 
+def _overrides(args) -> list:
+    """The overrides before and after the flags (``--config FILE k=v``, ``k=v --config FILE``, and after any flag:
+    varformer.cli), one value per key whatever the order."""
+    from varformer.errors import ConfigError  # start-up: the error class only when the command runs
+    overrides = [*args.overrides, *args.config[1:]]
+    given = {}
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if given.setdefault(key, item) != item:
+            raise ConfigError(f"{key} is given twice ({given[key]}, {item}): give it once")
+    return overrides
+
+
 def run(args) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.config import load_config
     from varformer.training.run import run_training  # start-up
-    cfg = load_config(args.config[0], [*args.overrides, *args.config[1:]])
+    cfg = load_config(args.config[0], _overrides(args))
     if args.world_size is not None and not args.dry_run:
         from varformer.errors import ConfigError  # start-up: the error class only on this path
         raise ConfigError("--world-size only plans a dry run; a real run's world size is torchrun's --nproc_per_node")

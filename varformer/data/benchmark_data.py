@@ -31,7 +31,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from varformer.data.catalog import Benchmark, Located, get_benchmark, locate
-from varformer.data.image_io import image_size, read_image_as, reader_refusal, to_tensor
+from varformer.data.image_io import header_problem, image_size, read_image_as, reader_refusal, to_tensor
 from varformer.data.pairing import PairingResult, describe_unpaired, pair_files
 from varformer.data.roots import resolve_root
 from varformer.data.sidd import SiddBlocks
@@ -97,7 +97,32 @@ class BenchmarkDataset(Dataset):
             if not allow_unpaired:
                 raise DataError(msg + " (fix the folder, or pass --allow-unpaired to skip these files)")
             self.notes.append("skipped unpaired files: " + msg)
+        self._skip_unreadable_headers()
         self._check_readers()
+
+    def _skip_unreadable_headers(self) -> None:
+        """Pairs with a file whose header cannot be read (corrupt, or a decompression bomb: a header claiming more
+        pixels than Pillow decodes) are skipped with a note, found now from the headers (before any restoration);
+        the other pairs are evaluated."""
+        if self._sidd is not None:
+            return
+        clean = self.benchmark.kind == "clean"
+        keep, bad = [], []
+        for pair in self.pairing.pairs:
+            paths = [os.path.join(self.located.lq_dir, pair[0])]
+            paths += [] if clean else [os.path.join(self.located.gt_dir, pair[1])]
+            why = next((p for p in map(header_problem, paths) if p), None)
+            if why:
+                bad.append(why)
+            else:
+                keep.append(pair)
+        if not bad:
+            return
+        if not keep:
+            raise DataError(f"{self.benchmark.name}: no pair whose images can be read ({bad[0]})")
+        self.pairing.pairs = keep
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        self.notes.append(f"skipped {len(bad)} pair(s) whose image cannot be read: {bad[0]}{more}")
 
     def _check_readers(self) -> None:
         """Every file the readers would refuse, found from the headers now (before any restoration)."""

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from varformer.data.catalog import Located, find_all
 from varformer.data.demo_set import verify_demo
-from varformer.data.image_io import image_size, verify_image
+from varformer.data.image_io import header_problem, image_size, verify_image
 from varformer.data.pairing import PairingResult, pair_files
 from varformer.data.sidd import SiddBlocks
 from varformer.errors import DataError
@@ -59,7 +59,7 @@ def _check_one(loc: Located, full: bool, progress: bool) -> BenchmarkReport:
     files = sorted({os.path.join(loc.lq_dir, f) for f in loc.lq} | {os.path.join(loc.gt_dir, f) for f in loc.gt})
     bad = set()
     for path in tqdm(files, desc=f"check {b.name}", disable=not progress, leave=False):
-        reason = verify_image(path) if full else _header_problem(path)
+        reason = header_problem(path) or (verify_image(path) if full else None)
         if reason:
             rep.unreadable.append(path)
             bad.add(path)
@@ -74,12 +74,6 @@ def _check_one(loc: Located, full: bool, progress: bool) -> BenchmarkReport:
     return rep
 
 
-def _header_problem(path: str) -> Optional[str]:
-    try:
-        image_size(path)
-        return None
-    except DataError as e:
-        return str(e)
 
 
 def check_root(root: str, names: Sequence[str] = (), full: bool = True, progress: bool = True) -> List[BenchmarkReport]:

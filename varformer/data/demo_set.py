@@ -17,7 +17,9 @@ on every machine with the same scikit-image photos.
 Cache: ``$XDG_CACHE_HOME/varformer/demo`` (default ``~/.cache/varformer/demo``), or any folder given. The
 manifest lists every file with its SHA-256 and the build parameters; a missing or corrupt file, or other
 parameters, rebuild the set (into a temporary folder renamed into place, so an interrupted build leaves no half
-set behind).
+set behind). Only a demo set is ever rebuilt: a folder marked as one (``varformer.files.MARKER_NAME``, written with
+every build) or an unmarked build of an earlier version (its manifest and folders alone); any other non-empty
+folder given as the cache is refused in one line and left as it is.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -35,13 +38,15 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from varformer.data.degradations import DEGRADATIONS, motorcycle_depth
-from varformer.errors import DataError
+from varformer.errors import DataError, OutputError
+from varformer.files import atomic_output, claim_folder, folder_entries, make_folder, mark_folder, write_text_atomic
 
 DEMO_VERSION = 2
 DEMO_TASKS = ("rain", "haze", "blur", "lowlight", "noise")
 TEST_PHOTOS = ("astronaut", "coffee", "motorcycle")
 TRAIN_PHOTOS = ("chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 NOISE_SIGMA = 25.0
+DEMO_KIND = "demo set"      # the folder marker's kind (varformer.files.mark_folder)
 
 
 @dataclass(frozen=True)
@@ -112,9 +117,9 @@ def _degrade(task: str, clean: np.ndarray, depth: Optional[np.ndarray], seed: in
 
 
 def _save_png(path: str, img01: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     arr = np.clip(np.round(np.asarray(img01, np.float64) * 255.0), 0, 255).astype(np.uint8)
-    Image.fromarray(arr).save(path, format="PNG")
+    with atomic_output(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
 
 
 def _sha256(path: str) -> str:
@@ -146,8 +151,7 @@ def build_demo(folder: str, spec: DemoSpec = DemoSpec()) -> Dict[str, object]:
                         _save_png(os.path.join(folder, rel), im)
                         files[rel] = _sha256(os.path.join(folder, rel))
     manifest = {"spec": spec.to_json(), "files": files, "build_seconds": round(time.perf_counter() - t0, 3)}
-    with open(os.path.join(folder, "manifest.json"), "w") as fh:
-        json.dump(manifest, fh, indent=1, sort_keys=True)
+    write_text_atomic(os.path.join(folder, "manifest.json"), json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
 
 
@@ -174,29 +178,53 @@ def verify_demo(folder: str, spec: Optional[DemoSpec] = None) -> Optional[str]:
     return None if manifest.get("files") else "empty manifest"
 
 
+def _earlier_build(folder: str) -> bool:
+    """An unmarked folder holding what an earlier version built (before folder markers): a manifest of this
+    module's layout, and nothing but the set's own entries."""
+    entries = folder_entries(folder)
+    if "manifest.json" not in entries or not set(entries) <= {"manifest.json", "test", "train"}:
+        return False
+    try:
+        with open(os.path.join(folder, "manifest.json")) as fh:
+            manifest = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return (isinstance(manifest, dict) and isinstance(manifest.get("spec"), dict) and "version" in manifest["spec"]
+            and isinstance(manifest.get("files"), dict))
+
+
 def ensure_demo(cache_dir: Optional[str] = None, spec: Optional[DemoSpec] = None, log=print) -> str:
     """The demo folder, built (or rebuilt) first if missing or corrupt, or built with other parameters than an
-    explicitly given ``spec`` (``spec=None`` accepts any valid build, and builds the default one)."""
+    explicitly given ``spec`` (``spec=None`` accepts any valid build, and builds the default one). A non-empty
+    folder that is not a demo set is refused (``OutputError``), never emptied."""
     folder = os.path.abspath(cache_dir or default_cache_dir())
     problem = verify_demo(folder, spec)
     if problem is None:
         return folder
-    if log and os.path.exists(folder):
+    state = claim_folder(folder, DEMO_KIND, "the demo set folder (--demo-cache, $VARFORMER_DEMO_CACHE)",
+                         recognized=_earlier_build)
+    if log and state in ("marked", "recognized"):
         log(f"demo set in {folder}: {problem}; rebuilding")
-    tmp = f"{folder}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    parent = os.path.dirname(folder)
+    make_folder(parent, "the demo set's parent folder")
+    try:  # built beside the folder (the same file system: renamed into place), in a new folder: ours alone
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.build-", dir=parent)
+    except OSError as e:
+        raise OutputError(f"cannot build the demo set beside {folder}: {e.strerror or e} in {parent}") from None
     try:
+        mark_folder(tmp, DEMO_KIND)
         manifest = build_demo(tmp, spec or DemoSpec())
         if verify_demo(folder, spec) is None:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
             return folder
-        if os.path.exists(folder):
-            shutil.rmtree(folder)
-        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        if state == "empty":
+            os.rmdir(folder)
+        elif state != "new":  # a demo set (marked, or an earlier build): moved aside, then removed
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.old-", dir=parent)
+            os.replace(folder, os.path.join(old, "set"))
+            shutil.rmtree(old)
         os.replace(tmp, folder)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed into place
     if log:
         n = len(manifest["files"]) // 2
         log(f"built the demo set in {folder}: {n} pairs in {manifest['build_seconds']:.1f} s")

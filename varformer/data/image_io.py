@@ -8,7 +8,9 @@ Conversion policy (documented, never silent: every conversion returns a note the
 - 16-bit: grayscale 16-bit PNGs keep full precision (value / 65535); 16-bit RGB PNGs are decoded by Pillow to
   8 bits (high byte), which the 8-bit metrics would quantise anyway;
 - CMYK / YCbCr / other modes -> converted to RGB by Pillow.
-An unreadable or truncated file raises ``DataError`` naming the file.
+An unreadable or truncated file raises ``DataError`` naming the file, and so does a decompression bomb: a header
+claiming more pixels than Pillow decodes (``Image.MAX_IMAGE_PIXELS`` x 2; such a file is corrupt or hostile), found
+from the header before any pixel is decoded (``header_problem``).
 
 ``read_image_as(path, reader)`` reads a file the way a peer's own test or metric script does (the peer presets,
 docs/evaluation.md); ``reader_refusal`` says from the header alone whether that reader takes the file:
@@ -31,6 +33,7 @@ docs/evaluation.md); ``reader_refusal`` says from the header alone whether that 
 from __future__ import annotations
 
 import os
+import re
 from typing import Optional, Tuple
 
 import numpy as np
@@ -38,10 +41,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from varformer.errors import DataError
+from varformer.files import atomic_output
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 READERS = ("varformer", "cv2", "pil", "matlab", "matlab_rgb", "skimage")
 _SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N")
+# what opening or decoding a bad file raises (Pillow's DecompressionBombError is a plain Exception)
+_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def is_image_file(name: str) -> bool:
@@ -73,10 +79,8 @@ def read_image(path: str) -> Tuple[np.ndarray, Optional[str]]:
                 note = f"{mode} converted to RGB"
             if mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
                 note = f"16-bit {mode} PNG decoded to 8 bits by Pillow (high byte)" + (", alpha dropped" if note else "")
-    except FileNotFoundError:
-        raise DataError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"unreadable or corrupt image: {path} ({type(e).__name__}: {e})") from None
+    except _READ_ERRORS as e:
+        raise _open_failed(path, e) from None
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"unexpected image shape {arr.shape} in {path}")
     return np.ascontiguousarray(arr), note
@@ -85,6 +89,11 @@ def read_image(path: str) -> Tuple[np.ndarray, Optional[str]]:
 def _open_failed(path: str, e: Exception) -> DataError:
     if isinstance(e, FileNotFoundError):
         return DataError(f"image not found: {path}")
+    if isinstance(e, Image.DecompressionBombError):
+        size = re.search(r"\((\d+) pixels\)", str(e))
+        claimed = f"{int(size.group(1)):,} pixels" if size else "more pixels than Pillow decodes"
+        return DataError(f"{path}: its header claims {claimed}, over Pillow's decompression-bomb limit of "
+                         f"{2 * Image.MAX_IMAGE_PIXELS:,}: not decoded (a corrupt or hostile file)")
     return DataError(f"unreadable or corrupt image: {path} ({type(e).__name__}: {e})")
 
 
@@ -93,7 +102,7 @@ def _header(path: str) -> Tuple[str, int]:
     try:
         with Image.open(path) as im:
             mode = im.mode
-    except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except _READ_ERRORS as e:
         raise _open_failed(path, e) from None
     if mode == "I" and _png_bit_depth(path) == 16:
         mode = "I;16"  # Pillow < 10 opens a 16-bit grayscale PNG as 32-bit "I"; the file holds 16 bits
@@ -161,7 +170,7 @@ def read_image_as(path: str, reader: str) -> Tuple[np.ndarray, Optional[str], bo
                 high = (np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8)
                 rgb = np.repeat(high[..., None], 3, axis=2)
                 note = f"16-bit grayscale ({im.mode}): high byte kept and replicated to RGB (as cv2.imread)"
-    except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except _READ_ERRORS as e:
         raise _open_failed(path, e) from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
         raise DataError(f"unexpected image shape {rgb.shape} in {path}")
@@ -183,10 +192,17 @@ def image_size(path: str) -> Tuple[int, int]:
         with Image.open(path) as im:
             w, h = im.size
             return h, w
-    except FileNotFoundError:
-        raise DataError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"unreadable or corrupt image: {path} ({type(e).__name__}: {e})") from None
+    except _READ_ERRORS as e:
+        raise _open_failed(path, e) from None
+
+
+def header_problem(path: str) -> Optional[str]:
+    """Why ``path``'s header cannot be read (missing, corrupt, a decompression bomb), or None."""
+    try:
+        image_size(path)
+        return None
+    except DataError as e:
+        return str(e)
 
 
 def verify_image(path: str) -> Optional[str]:
@@ -215,8 +231,13 @@ def tensor_to_uint8(x_3HW: torch.Tensor) -> np.ndarray:
 
 
 def write_image(path: str, img: np.ndarray) -> None:
-    """Write (H, W, 3) uint8 or float [0, 1]; the format follows the extension (PNG recommended: lossless)."""
+    """Write (H, W, 3) uint8 or float [0, 1]; the format follows the extension (PNG recommended: lossless),
+    through a temporary renamed into place."""
     arr = img if img.dtype == np.uint8 else to_uint8(img)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    kwargs = {"quality": 95} if path.lower().endswith((".jpg", ".jpeg")) else {}
-    Image.fromarray(arr).save(path, **kwargs)
+    ext = os.path.splitext(path)[1].lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None:
+        raise DataError(f"cannot write {path}: unknown image extension {ext!r}")
+    kwargs = {"quality": 95} if ext in (".jpg", ".jpeg") else {}
+    with atomic_output(path) as tmp:
+        Image.fromarray(arr).save(tmp, format=fmt, **kwargs)

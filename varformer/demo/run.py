@@ -27,6 +27,7 @@ from varformer.data.demo_set import DEMO_TASKS, DemoSpec, ensure_demo
 from varformer.data.resize import resize_bilinear
 from varformer.evaluation import EvalResult, check_output_dir, evaluate
 from varformer.evaluation.report import TASK_COLUMNS
+from varformer.files import atomic_output, claim_folder, folder_entries, mark_folder
 from varformer.inference import Restorer, identity_restorer, load_restorer, model_restorer
 from varformer.model import load_varformer
 from varformer.restorevar import load_restorevar
@@ -85,13 +86,42 @@ def combined_table(results: Dict[Tuple[str, str], EvalResult]) -> str:
     return "\n".join(lines)
 
 
+DEMO_OUTPUT_KIND = "demo results"   # the -o folder's marker (varformer.files.mark_folder)
+
+
+def _earlier_demo_output(folder: str) -> bool:
+    """An unmarked folder an earlier version's demo wrote: its grid, and <restorer>/<protocol>/ results alone."""
+    for name in folder_entries(folder):
+        sub = os.path.join(folder, name)
+        if name == "demo_grid.png":
+            continue
+        if not os.path.isdir(sub) or not all(os.path.isfile(os.path.join(sub, p, "summary.json"))
+                                             for p in folder_entries(sub)):
+            return False
+    return True
+
+
+def check_demo_output(output_dir: str, overwrite: bool, protocols: Sequence[str] = DEMO_PROTOCOLS) -> None:
+    """``demo -o``, checked before anything is built or trained: a new or empty folder, or an earlier demo's; one
+    holding results only with ``overwrite`` (a folder of the user's never)."""
+    claim_folder(output_dir, DEMO_OUTPUT_KIND, "-o", recognized=_earlier_demo_output)
+    found = [os.path.join(output_dir, r, p) for r in folder_entries(output_dir) for p in protocols
+             if os.path.isdir(os.path.join(output_dir, r, p)) and folder_entries(os.path.join(output_dir, r, p))]
+    for d in found:
+        check_output_dir(d, overwrite)  # refuses results without --overwrite, in one line
+
+
 def run_demo(cache_dir: Optional[str] = None, output_dir: Optional[str] = None, overwrite: bool = False,
              device: str = "auto", spec: Optional[DemoSpec] = None, train_steps: Sequence[TrainStep] = (),
              batch_size: int = 4, progress: bool = True, log: Callable[[str], None] = print,
              protocols: Sequence[str] = DEMO_PROTOCOLS, tasks: Sequence[str] = DEMO_TASKS) -> DemoOutcome:
+    if output_dir is not None:  # before the demo set is built or anything trained
+        check_demo_output(output_dir, overwrite, protocols)
     t0 = time.perf_counter()
     demo_dir = ensure_demo(cache_dir, spec, log=log)
     build_seconds = time.perf_counter() - t0
+    if output_dir is not None:
+        mark_folder(output_dir, DEMO_OUTPUT_KIND)
     restorers: List[Restorer] = [identity_restorer(device)]
     for step in train_steps:
         restorers.append(step(demo_dir))
@@ -252,7 +282,8 @@ def save_demo_grid(restorer: Restorer, demo_dir: str, path: str) -> None:
         lq, gt = (resize_bilinear(item[k].float(), 256).clamp(0, 1)[None] for k in ("lq", "gt"))
         rows += [lq[0], restorer(lq).cpu()[0], gt[0]]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_image(torch.stack(rows), path, nrow=3, padding=4, pad_value=1.0)
+    with atomic_output(path) as tmp:
+        save_image(torch.stack(rows), tmp, format="png", nrow=3, padding=4, pad_value=1.0)
 
 
 def pretrained_restorers(paths: Sequence[str], device: str = "auto") -> List[TrainStep]:

@@ -15,7 +15,11 @@ files. Metrics: ``psnr``, ``ssim``, ``lpips`` (ours) and pyiqa's no-reference me
 
 Outputs (``output_dir``): ``per_image.csv``, ``summary.json``, ``results.md``, ``crops/`` and ``report.html`` (the
 visual report: ``varformer.evaluation.crops``, ``html_report``) and, with ``save_images``,
-``images/<benchmark>/<name>.png``. A folder that already holds results is refused unless ``overwrite``.
+``images/<benchmark>/<name>.png``. Every output folder is checked before any work (docs/safety.md): a new or empty
+folder, or one an earlier evaluation wrote (marked ``evaluation results``, ``varformer.files.MARKER_NAME``); a
+folder that already holds results is refused unless ``overwrite``, which then removes the earlier results
+(``RESULT_FILES``, ``images/`` included) once every check passed, and nothing else; a folder of the user's, a file,
+a place that cannot be written, are refused in one line.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from varformer.data.catalog import expand_names, get_benchmark
 from varformer.data.image_io import tensor_to_uint8, write_image
 from varformer.data.json_list import list_datasets
 from varformer.errors import ConfigError, DataError
+from varformer.files import claim_folder, folder_entries, mark_folder, remove_owned, write_text_atomic
 from varformer.data.resize import resize_bilinear, resize_to
 from varformer.evaluation.crops import CropGallery
 from varformer.evaluation.html_report import write_html_report
@@ -52,6 +57,7 @@ from varformer.inference import Restorer
 from varformer.inference.images import image_run, restore_batch
 
 RESULT_FILES = ("per_image.csv", "summary.json", "results.md", "images", "crops", "report.html")
+EVAL_KIND = "evaluation results"    # the output folder's marker (varformer.files.mark_folder)
 
 
 def official_test_protocol(model: Callable[[torch.Tensor], torch.Tensor], image_rgb_uint8: np.ndarray) -> np.ndarray:
@@ -130,11 +136,37 @@ def parse_benchmarks(items: Sequence[str], root: Optional[str] = None,
     return out
 
 
+def _earlier_results(folder: str) -> bool:
+    """An unmarked folder holding what an earlier version of the evaluator wrote: result files alone (and hidden
+    temporaries), its summary.json one of ours."""
+    entries = folder_entries(folder)
+    if "summary.json" not in entries or not all(e in RESULT_FILES or e.startswith(".") for e in entries):
+        return False
+    try:
+        with open(os.path.join(folder, "summary.json")) as fh:
+            summary = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and "protocol" in summary and "benchmarks" in summary
+
+
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Refused in one line before any work: a file, a place that cannot be written, a non-empty folder the
+    evaluator did not write, and one holding results unless ``overwrite`` (module doc)."""
+    claim_folder(output_dir, EVAL_KIND, "output folder", recognized=_earlier_results)
     existing = [f for f in RESULT_FILES if os.path.exists(os.path.join(output_dir, f))]
     if existing and not overwrite:
         raise DataError(f"output folder {output_dir} already has results ({', '.join(existing)}); "
                         f"choose another folder or pass --overwrite")
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool, log: Optional[Callable[[str], None]] = None) -> None:
+    """Once every check passed: the folder marked as evaluation results, and with ``overwrite`` the earlier
+    results removed (all of them: stale images or crops never sit beside new results)."""
+    mark_folder(output_dir, EVAL_KIND)
+    removed = remove_owned(output_dir, EVAL_KIND, RESULT_FILES) if overwrite else []
+    if removed and log:
+        log(f"--overwrite: removed the earlier results in {output_dir} ({', '.join(removed)})")
 
 
 def metric_names(protocol: Protocol, metrics: Optional[Sequence[str]] = None) -> Tuple[str, ...]:
@@ -226,6 +258,8 @@ def evaluate(restorer: Union[Restorer, Callable], benchmarks: Sequence[Tuple[str
     if not datasets:
         raise ConfigError("nothing to evaluate: give benchmarks or a --list file")
     scorer = IqaScorer(names, restorer.device) if iqa_names(names) else None
+    if output_dir is not None:
+        prepare_output_dir(output_dir, overwrite, log)
     rows: List[Dict[str, object]] = []
     per_bench: Dict[str, Dict[str, object]] = {}
     gallery = CropGallery() if output_dir is not None else None
@@ -437,13 +471,6 @@ def _log_benchmark(log: Callable[[str], None], ds: BenchmarkDataset, entry: Dict
         log(f"  note: {note}")
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _write_outputs(output_dir: str, rows: List[Dict[str, object]], summary: Dict[str, object], markdown: str) -> None:
     os.makedirs(output_dir, exist_ok=True)
     measured = list(dict.fromkeys(k for r in rows for k in r))
@@ -454,6 +481,6 @@ def _write_outputs(output_dir: str, rows: List[Dict[str, object]], summary: Dict
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
-    _atomic_write(os.path.join(output_dir, "per_image.csv"), buf.getvalue())
-    _atomic_write(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=1))
-    _atomic_write(os.path.join(output_dir, "results.md"), markdown)
+    write_text_atomic(os.path.join(output_dir, "per_image.csv"), buf.getvalue())
+    write_text_atomic(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=1))
+    write_text_atomic(os.path.join(output_dir, "results.md"), markdown)

@@ -11,9 +11,10 @@ import base64
 import csv
 import html
 import math
-import os
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from varformer.files import write_text_atomic
 
 GENERATOR_PREFIX = "varformer"  # <meta name="generator" content="varformer report|compare">: marks our own files
 
@@ -67,10 +68,7 @@ def is_our_page(path: str, generator: str) -> bool:
 
 
 def write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 # ----------------------------------------------------------------------------------------------- markdown -> HTML

@@ -187,6 +187,8 @@ class Converter:
     add_arguments: Callable[[Any], None]          # argparse parser -> its options beyond SOURCE and -o
     run: Callable[[Any], List[str]]               # parsed args -> lines to print (the files written)
     writes_folder: bool = False                   # -o names a folder (several files) rather than one file
+    folder_files: Tuple[str, ...] = ()            # writes_folder: the names it writes there (checked before it
+                                                  # runs: an existing one is replaced only with --overwrite)
 
 
 @dataclass(frozen=True)

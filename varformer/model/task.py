@@ -30,7 +30,7 @@ from varformer.model.files import METHOD, load_weights, read_varformer, recogniz
 from varformer.model.loss import VarFormerLoss
 from varformer.model.settings import VarFormerSettings
 from varformer.model.unet import AttnBlock, PriorGuidance, ResnetBlock
-from varformer.model.varformer import build_varformer
+from varformer.model.varformer import IMAGE_SIZE, build_varformer
 
 VAL_SIZE = 256
 STAGES = {"stage1": 1, "stage2": 2}
@@ -294,6 +294,9 @@ def check_inputs(cfg, stage: int) -> InputsFound:
     m = cfg.model
     settings = VarFormerSettings.from_config(m).replace(stage=stage)
     found = InputsFound()
+    if cfg.data.crop_size != IMAGE_SIZE:  # found here, not at step 1 after the run folder was written
+        raise ConfigError(f"data.crop_size={cfg.data.crop_size}, but VarFormer trains on {IMAGE_SIZE}x{IMAGE_SIZE} "
+                          f"crops (its VQVAE's 16x16 latent); set data.crop_size={IMAGE_SIZE}")
     if m.weights:
         if not os.path.isfile(m.weights):
             raise WeightsNotFoundError(f"model.weights: {m.weights} does not exist")

@@ -10,13 +10,16 @@ offline). The conversion and the check of the backbone files against the convert
 
 Cache: ``$VARFORMER_CACHE`` else ``$XDG_CACHE_HOME/varformer`` else ``~/.cache/varformer``; the converted file is
 ``converted/<sha256 of the source>.safetensors`` beside a JSON record of the conversion and the backbone check.
-The hash itself is remembered per (path, size, mtime), so a second run does not read a 7 GB source again.
+The hash itself is remembered per (path, size, mtime), so a second run does not read the 7 GB source again. The
+folder is marked as this program's cache (``varformer.files.MARKER_NAME``); a cached file that is cut short or
+unreadable, or a record that is not valid JSON, is converted again (what is replaced is the cache's own file).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -25,8 +28,8 @@ from huggingface_hub import constants as hf_constants
 
 from varformer.backbone.hub import checkpoint_dirs, resolve_weight_file
 from varformer.checkpoints import save_model_file
-from varformer.errors import WeightsNotFoundError
-from varformer.files import write_text_atomic
+from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
+from varformer.files import check_safetensors, claim_folder, folder_entries, mark_folder, write_text_atomic
 from varformer.methods.api import MethodSpec, PaperSpec, ReleasedFile
 
 
@@ -135,6 +138,43 @@ def file_sha256(path: Path, memo_path: Optional[Path] = None) -> str:
     return digest
 
 
+CACHE_KIND = "converted weights cache"     # the cache folder's marker (varformer.files.mark_folder)
+_CACHE_ENTRY = re.compile(r"^([0-9a-f]{64}\.(safetensors|json)|hashes\.json|\..*\.tmp)$")
+
+
+def _cache_entries_only(folder: str) -> bool:
+    """An unmarked folder holding only what an earlier version cached there."""
+    return all(_CACHE_ENTRY.match(n) for n in folder_entries(folder))
+
+
+def open_cache_folder(folder: Path) -> None:
+    """The conversion cache, checked and marked before anything is written into it: a new or empty folder, a
+    marked cache or an earlier version's; a folder of the user's is refused in one line."""
+    claim_folder(folder, CACHE_KIND, "the converted-weights cache (--cache-dir)", recognized=_cache_entries_only)
+    mark_folder(folder, CACHE_KIND)
+
+
+def cached_record(out: Path, record_path: Path, digest: str) -> Tuple[Optional[dict], Optional[str]]:
+    """(the record, None) if the cached conversion of ``digest`` can be used; else (None, why not: absent, a
+    file of the pair missing, a record that is not JSON or not this file's, a model file cut short). The caller
+    converts again over the cache's own files."""
+    if not out.exists() and not record_path.exists():
+        return None, None
+    if not out.is_file() or not record_path.is_file():
+        return None, "incomplete (a file of the pair is missing)"
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError) as e:
+        return None, f"its record {record_path.name} is not valid JSON ({type(e).__name__})"
+    if not isinstance(record, dict) or record.get("sha256") != digest:
+        return None, f"its record {record_path.name} is not this file's"
+    try:
+        check_safetensors(out)
+    except CheckpointMismatchError as e:
+        return None, str(e)
+    return record, None
+
+
 @dataclass
 class Converted:
     path: Path               # our model file (.safetensors)
@@ -153,21 +193,23 @@ def converted_checkpoint(spec: MethodSpec, files: Dict[str, Path], cache_dir: Op
     ``<cache>/<sha256>.safetensors``."""
     paper = spec.paper
     folder = conversion_folder(cache_dir)
+    open_cache_folder(folder)
     source = files[paper.source]
     digest = file_sha256(source, folder / "hashes.json")
     out, record_path = folder / f"{digest}.safetensors", folder / f"{digest}.json"
-    if out.is_file() and record_path.is_file():
-        record = json.loads(record_path.read_text())
+    record, problem = cached_record(out, record_path, digest)
+    if record is not None:
         if log:
             log(f"converted model file (cached, sha256 {digest[:12]}): {out}")
         return Converted(out, digest, False, record)
+    if log and problem:
+        log(f"the cached conversion {out} is unusable ({problem}): converting again")
     if log:
         log(f"converting {source} (sha256 {digest[:12]}) into {out} ...")
     model, summary = paper.convert(files)
     record = {"method": spec.name, "source": str(source), "sha256": digest,
               "settings": model.settings().to_metadata(), "conversion": summary,
               "backbone": paper.check_backbone(model, files)}
-    folder.mkdir(parents=True, exist_ok=True)
     save_model_file(out, spec.name, record["settings"], model.state_dict())     # atomic
     write_text_atomic(record_path, json.dumps(record, indent=1))
     if log:

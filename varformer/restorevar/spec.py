@@ -19,6 +19,7 @@ from varformer.restorevar.settings import RestoreVARSettings, architecture_of
 
 # official train.sh: 2 GPUs x 24 per step, both stages; the decoder fine-tuning was not released
 OFFICIAL_BATCH, OFFICIAL_LAYOUT = 48, "24 per GPU x 2 GPUs"
+OFFICIAL_FILES = ("restorevar.pth", "vae_restorevar.ckpt")   # what restorevar-to-official writes into -o
 
 
 def _add_official_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +42,7 @@ def _to_official(args) -> List[str]:
     settings, sd = read_restorevar(args.checkpoint)
     var_sd, vae_sd = to_official_restorevar(sd, settings)
     lines = []
-    for name, part in (("restorevar.pth", var_sd), ("vae_restorevar.ckpt", vae_sd)):
+    for name, part in zip(OFFICIAL_FILES, (var_sd, vae_sd)):
         path = os.path.join(args.output, name)
         save_torch_atomic(part, path)
         lines.append(f"wrote {path} ({len(part)} tensors)")
@@ -92,7 +93,8 @@ SPEC = MethodSpec(
                   _add_official_arguments, _convert_official),
         Converter("restorevar-to-official", "our RestoreVAR model file -> OUT/restorevar.pth and "
                                             "OUT/vae_restorevar.ckpt in the official layouts",
-                  lambda parser: None, _to_official, writes_folder=True)),
+                  lambda parser: None, _to_official, writes_folder=True,
+                  folder_files=OFFICIAL_FILES)),
     benchmark=BenchmarkEntry(released=lambda: RestoreVARSettings(), inputs=_benchmark_inputs,
                              input_size=lambda settings: settings.image_size, parts=PARTS, part_labels=PART_LABELS,
                              flop_groups=FLOP_GROUPS, flop_rest="transformer (blocks, embeddings, head, quantiser)",

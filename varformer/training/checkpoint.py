@@ -7,9 +7,10 @@ never change) are not stored; they come from their own weight files when the mod
 ``load_trainable_state`` checks that exactly those were left out. A checkpoint is written only after its weights
 were checked finite (``weights_finite: True``).
 
-Only complete files count: an interrupted write leaves ``ckpt_*.pt.tmp.PID``, which is never listed and is
-removed by the next run into the folder (``remove_stale_temporaries``); a truncated checkpoint is skipped by
-``resume=auto`` and not counted toward ``keep_last``.
+Only complete files count: an interrupted write leaves ``.ckpt_*.pt.PID.tmp`` (``varformer.files``' temporary;
+``ckpt_*.pt.tmp.PID`` before), which is never listed and is removed by the next run into the folder
+(``remove_stale_temporaries``); a truncated checkpoint is skipped by ``resume=auto`` and not counted toward
+``keep_last``.
 """
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ from torch import nn
 
 from varformer.backbone.hub import read_torch_file
 from varformer.errors import CheckpointMismatchError, ConfigError
+from varformer.files import save_torch_atomic
 
 CKPT_PATTERN = re.compile(r"^ckpt_(\d{8})\.pt$")
-TMP_PATTERN = re.compile(r"^ckpt_\d{8}\.pt\.tmp\.(\d+)$")
+# a checkpoint write's temporary: varformer.files' ".NAME.PID.tmp", and this module's older "NAME.tmp.PID"
+TMP_PATTERN = re.compile(r"^(?:\.ckpt_\d{8}\.pt\.(\d+)\.tmp|ckpt_\d{8}\.pt\.tmp\.(\d+))$")
 
 
 def checkpoint_name(step: int) -> str:
@@ -35,20 +38,9 @@ def checkpoint_name(step: int) -> str:
 
 
 def atomic_torch_save(obj, path: str) -> None:
-    """Write to ``path.tmp`` in the same folder, flush to disk, then rename: a crash never leaves a half file
-    under the final name."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Written to a temporary in the same folder, flushed to disk, then renamed (``varformer.files``): a crash
+    never leaves a half file under the final name."""
+    save_torch_atomic(obj, path, fsync=True)
 
 
 def list_checkpoints(folder: str) -> List[Tuple[int, str]]:
@@ -94,11 +86,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: str) -> List[str]:
-    """Remove ``ckpt_*.pt.tmp.PID`` files left by writes that were interrupted (their process is gone)."""
+    """Remove the temporaries of checkpoint writes that were interrupted (their process is gone)."""
     removed = []
-    for path in glob.glob(os.path.join(folder, "ckpt_*.pt.tmp.*")):
+    for path in glob.glob(os.path.join(folder, "ckpt_*.pt.tmp.*")) + glob.glob(os.path.join(folder, ".ckpt_*.tmp")):
         m = TMP_PATTERN.match(os.path.basename(path))
-        if m and not pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1) or m.group(2))):
             os.remove(path)
             removed.append(path)
     return removed

@@ -2,10 +2,12 @@
 ``method`` names the method (``varformer.methods.registry``); ``stage`` is one of its ``StageSpec`` names, whose
 ``build_task`` gives the ``TrainTask`` the shared ``Trainer`` runs.
 
-Order: the inputs are checked (``preflight``: config numbers, training data, validation set, weight files), then
-the output folder is locked and its state decided (``run_folder``: a new run, or the same run continued), and
-only then is ``config.yaml`` written and the model built. A bad input thus stops the run in seconds with one
-line, and never leaves anything in a folder that holds another run.
+Order: the inputs are checked (``preflight``: config numbers, training data, validation set, weight files located),
+then the output folder is locked and its state decided (``run_folder``: a new run, or the same run continued;
+a refusal stops here), then the model is built (its weight files read), and only then is the decision carried
+out (an old run removed with ``--overwrite``, the folder marked as a run's) and ``config.yaml`` written. A bad
+input thus stops the run with one line and leaves the folder as it was: nothing of another run or of the user's
+is touched, and a new folder is not left behind.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from varformer.errors import VarformerError
 from varformer.training.distributed import (DistInfo, broadcast_object, cleanup_distributed, seed_everything,
                                             setup_distributed)
 from varformer.training.preflight import check_run_inputs
-from varformer.training.run_folder import FolderDecision, open_run_folder, run_lock
+from varformer.training.run_folder import FolderDecision, check_ownership, open_run_folder, run_lock
 from varformer.training.trainer import FitResult, Trainer
 
 
@@ -56,10 +58,16 @@ def run_training(stage: str, cfg, progress: bool = True, print_config: bool = Tr
 
         found = check_run_inputs(cfg, stage_spec)  # before anything is built or written
         out_dir = cfg.train.output_dir
+        check_ownership(out_dir)  # a folder of the user's is refused before the lock is put into it
         with contextlib.ExitStack() as stack:
             if info.is_main:
                 for note in stack.enter_context(run_lock(out_dir)):
                     announce(note)
+            # decided (a refusal raised) before the model is built, carried out after: a weight file that fails
+            # to load stops the run with the folder as it was
+            _decided_on_rank0(info, lambda: open_run_folder(out_dir, cfg, overwrite, dry_run=True))
+            seed_everything(cfg.train.seed, info.rank)  # official: 114514 + rank
+            task = stage_spec.build_task(cfg, announce)
             decision = _decided_on_rank0(info, lambda: open_run_folder(out_dir, cfg, overwrite))
             for note in found.notes + decision.notes:
                 announce(f"note: {note}")
@@ -69,8 +77,6 @@ def run_training(stage: str, cfg, progress: bool = True, print_config: bool = Tr
                 announce(f"resolved config saved to {save_config(cfg, out_dir)}")
             if decision.resume_path:
                 announce(f"resuming {out_dir} from {decision.resume_path} at step {decision.resume_step}")
-            seed_everything(cfg.train.seed, info.rank)  # official: 114514 + rank
-            task = stage_spec.build_task(cfg, announce)
             announce(f"training data: {len(found.dataset)} samples per nominal epoch under {cfg.data.root}")
             train_cfg = OmegaConf.merge(cfg.train, {"resume": decision.resume_path or "none"})
             trainer = stack.enter_context(Trainer(task, found.dataset, train_cfg, cfg.data, info, out_dir,
