@@ -98,7 +98,8 @@ SPEC = MethodSpec(
                   _add_official_arguments, _convert_official),
         Converter("varestorer-to-official", f"our VARestorer model file -> OUT/{VARESTORER_FILE}, OUT/{VAE_FILE} and "
                                             f"OUT/{SWINIR_FILE} in the official layouts",
-                  lambda parser: None, _to_official, writes_folder=True),
+                  lambda parser: None, _to_official, writes_folder=True,
+                  folder_files=(VARESTORER_FILE, VAE_FILE, SWINIR_FILE)),
         Converter("varestorer-captions", "a folder of clean training images -> OUT.jsonl, Infinity's metadata with "
                                          "BLIP-large captions (through the text cache; --encode: their T5 features "
                                          "too), the distill stage's data.root",
