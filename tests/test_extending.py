@@ -65,13 +65,13 @@ def plugin_runs(tmp_path_factory):
         "train": ["train", "l1", "--config", str(FIXTURE / "tinyres.yaml"), "train.total_iters=2",
                   "train.save_every=2", "train.log_every=1", f"train.output_dir={run}", "train.device=cpu",
                   "--no-progress"],
-        "evaluate": ["evaluate", "--restorer", str(run / "final_ema.safetensors"), "--benchmarks", "demo-rain",
+        "evaluate": ["evaluate", "--weights", str(run / "final_ema.safetensors"), "--benchmarks", "demo-rain",
                      "--protocol", "full", "-o", str(base / "eval"), "--device", "cpu", "--precision", "fp32",
-                     "--workers", "0", "--quiet"],
+                     "--workers", "0", "--no-progress"],
         "restore": ["restore", str(image), "-o", str(base / "restored"), "--weights", str(run / "ckpt_00000002.pt"),
                     "--device", "cpu", "--precision", "fp32", "--no-progress"],
         "benchmark": ["benchmark", "model", "--method", "tinyres", "--device", "cpu", "--precision", "fp32",
-                      "--batch", "1", "--warmup", "0", "--repeat", "1"],
+                      "--batch-size", "1", "--warmup", "0", "--repeat", "1"],
     }
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1")

@@ -77,7 +77,7 @@ def test_evaluate_checks_its_output_before_any_work(rain_root, tmp_path, capsys,
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "summary.csv").write_text("the user's too")
     before = snapshot(tmp_path)
-    base = ["evaluate", "--benchmarks", "rain100h", "--root", str(rain_root), "--protocol", "full", "--quiet"]
+    base = ["evaluate", "--benchmarks", "rain100h", "--root", str(rain_root), "--protocol", "full", "--no-progress"]
     for out, expect in ((tmp_path / "results.txt", "results.txt cannot be written: it is a file, not a folder"),
                         (tmp_path / "results.txt" / "sub", "is a file, not a folder"),
                         (tmp_path / "mine", "non-empty folder that varformer did not make (summary.csv")):

@@ -58,7 +58,7 @@ def test_stage1_files_are_not_restorers(small_runs, tmp_path, capsys):
         err = _one_line_error(capsys, ["restore", str(img), "-o", str(tmp_path / "o"), "--weights",
                                        str(small_runs["s1"] / f)], "it is not a restorer")
         assert "model.stage1_weights=" in err
-    _one_line_error(capsys, ["evaluate", "--restorer", str(small_runs["s1"] / "final_ema.pt"), "--benchmarks",
+    _one_line_error(capsys, ["evaluate", "--weights", str(small_runs["s1"] / "final_ema.pt"), "--benchmarks",
                              "demo", "-o", str(tmp_path / "e")], "not a restorer")
 
 
@@ -73,7 +73,7 @@ def test_unreadable_weights_get_one_line(tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
     for name, expect in (("truncated.pt", "is truncated"), ("random.pth", "is not a torch checkpoint")):
         for argv in (["restore", str(img), "-o", str(tmp_path / "o"), "--weights", str(tmp_path / name)],
-                     ["evaluate", "--restorer", str(tmp_path / name), "--benchmarks", "demo",
+                     ["evaluate", "--weights", str(tmp_path / name), "--benchmarks", "demo",
                       "-o", str(tmp_path / "e")],
                      ["convert", "official", str(tmp_path / name), "-o", str(tmp_path / "x.pt")]):
             _one_line_error(capsys, argv, expect)
@@ -116,7 +116,7 @@ def test_evaluate_size_mismatch_in_a_loader_worker_is_one_line(tmp_path, capsys)
         os.makedirs(tmp_path / "Test100" / sub)
         Image.fromarray(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)).save(tmp_path / "Test100" / sub / "1.png")
     _one_line_error(capsys, ["evaluate", "--benchmarks", "test100", "--root", str(tmp_path), "--protocol", "full",
-                             "--workers", "1", "--quiet", "-o", str(tmp_path / "out")], "size mismatch")
+                             "--workers", "1", "--no-progress", "-o", str(tmp_path / "out")], "size mismatch")
 
 
 def test_data_check_of_a_file_says_it_is_a_file(tmp_path, capsys):

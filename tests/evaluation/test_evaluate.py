@@ -85,7 +85,7 @@ def test_restormer_pads_to_multiple_of_8():
 def test_cli_evaluate_both_protocols_and_refusal(demo_dir, tmp_path, capsys):
     out = str(tmp_path / "eval")
     args = ["evaluate", "--benchmarks", "demo-rain", "demo-noise", "--demo-cache", demo_dir,
-            "--protocol", "paper", "full", "-o", out, "--quiet", "--workers", "0", "--save-images"]
+            "--protocol", "paper", "full", "-o", out, "--no-progress", "--workers", "0", "--save-images"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "| Method | Deraining | Denoising |" in text and "| ours: identity |" in text
@@ -103,7 +103,7 @@ def test_cli_evaluate_both_protocols_and_refusal(demo_dir, tmp_path, capsys):
     assert main(args) == 2  # results there: refused ...
     assert "already has results" in capsys.readouterr().err
     full_only = ["evaluate", "--benchmarks", "demo-rain", "--demo-cache", demo_dir, "--protocol", "full",
-                 "-o", os.path.join(out, "full"), "--quiet", "--workers", "0"]
+                 "-o", os.path.join(out, "full"), "--no-progress", "--workers", "0"]
     assert main(full_only) == 2
     assert main(full_only + ["--overwrite"]) == 0  # ... unless --overwrite
 

@@ -37,7 +37,7 @@ def runs(tmp_path_factory):
     demo = ensure_demo(str(base / "demo"), SMALL, log=None)
     a, b, c = (str(base / n) for n in ("a", "b", "c"))
     assert main(["evaluate", "--benchmarks", "demo-rain", "demo-noise", "--demo-cache", demo, "--protocol", "paper",
-                 "-o", a, "--quiet", "--workers", "0"]) == 0
+                 "-o", a, "--no-progress", "--workers", "0"]) == 0
     evaluate(Restorer("blur3", _blur3), [("demo-rain", demo), ("demo-noise", demo)], "paper", output_dir=b,
              progress=False, log=None)
     evaluate(identity_restorer(), [("demo-rain", demo)], "full", output_dir=c, progress=False, log=None)

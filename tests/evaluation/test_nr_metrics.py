@@ -93,7 +93,7 @@ def test_cli_stops_before_any_restoration(fake, caches, tmp_path, monkeypatch, c
     monkeypatch.setattr(inference, "load_restorer", lambda *a, **k: pytest.fail("model loaded before the check"))
     _rain_set(tmp_path / "data")
     args = ["evaluate", "--benchmarks", "rain100l", "--root", str(tmp_path / "data"), "--protocol", "full",
-            "--metrics", "psnr", "musiq", "-o", str(tmp_path / "out"), "--quiet", "--workers", "0"]
+            "--metrics", "psnr", "musiq", "-o", str(tmp_path / "out"), "--no-progress", "--workers", "0"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "musiq_koniq_ckpt-e95806b9.pth" in err and len(err.splitlines()) == 1 and "Traceback" not in err

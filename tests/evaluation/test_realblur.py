@@ -114,6 +114,6 @@ def test_without_opencv_the_preset_says_which_extra_before_any_work(tmp_path, mo
     check_protocol_needs(get_protocol("restormer"), ["gopro", "rain100h"])  # other sets need no OpenCV
     check_protocol_needs(get_protocol("full"), ["realblur-j"])               # nor do other presets
     rc = main(["evaluate", "--benchmarks", "realblur-j", "--root", str(tmp_path), "--protocol", "restormer",
-               "-o", str(tmp_path / "out"), "--quiet"])
+               "-o", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "[realblur]" in err and len(err.strip().splitlines()) == 1

@@ -146,7 +146,7 @@ def test_auto_precision_never_changes_a_published_protocol(tmp_path, monkeypatch
     monkeypatch.setattr(inference, "load_restorer", lambda spec, device, precision: asked.append(precision)
                         or identity_restorer())
     path = _list(tmp_path, "LOLv1.json", [("LOLv1", "Low-light", "7.png", "7.png", (30, 30), (30, 30))])
-    base = ["evaluate", "--list", path, "--root", str(tmp_path), "--metrics", "psnr", "ssim", "--quiet",
+    base = ["evaluate", "--list", path, "--root", str(tmp_path), "--metrics", "psnr", "ssim", "--no-progress",
             "--workers", "0", "--protocol", "restorevar", "paper", "full"]
     assert main(base + ["-o", str(tmp_path / "a")]) == 0
     assert asked == ["fp32", "auto"]  # restorevar and paper record fp32 (one model for both); full does not

@@ -20,7 +20,7 @@ from varformer.restorevar import RestoreVAR
 from varformer.restorevar.files import save_restorevar
 
 TINY = ["--set", "depth=2", "vae_ch=32", "varformer.n_cross=1", "patch_nums=[1,2,3,4]", "refiner_depth=1"]
-QUICK = ["--precision", "fp32", "--batch", "1", "--warmup", "0", "--repeat", "1", "--no-bounds"]
+QUICK = ["--precision", "fp32", "--batch-size", "1", "--warmup", "0", "--repeat", "1", "--no-bounds"]
 
 
 def test_two_methods_side_by_side_from_one_run(tmp_path, capsys):

@@ -18,7 +18,7 @@ def test_steps_of_a_later_stage_carry_the_earlier_one(tmp_path, monkeypatch, cap
     """RestoreVAR's stage 2 needs a stage-1 file: the demo's stage 1 is built, exported and carried over."""
     monkeypatch.setenv("VARFORMER_DEMO_CACHE", ensure_demo(str(tmp_path / "demo"), SMALL, log=None))
     threads = torch.get_num_threads()
-    assert main(["benchmark", "train", "--method", "restorevar", "--stage", "stage2", "--batch", "1", "--steps",
+    assert main(["benchmark", "train", "--method", "restorevar", "--stage", "stage2", "--batch-size", "1", "--steps",
                  "1", "--precision", "fp32", "--device", "cpu", "--threads", str(threads + 1)]) == 0
     assert torch.get_num_threads() == threads
     out, err = capsys.readouterr()

@@ -76,7 +76,7 @@ def test_fetch_convert_evaluate_table(fake_hub, offline_env, tmp_path, capsys, m
     _pairs(str(root / "SOTS" / "outdoor"), "hazy", "gt", "0001_0.8_0.2.jpg", "0001.png", 4)
     out = tmp_path / "out"
     rc = main(["reproduce", "paper", "--root", str(root), "--offline", "--checkpoints-dir", offline_env,
-               "-o", str(out), "--quiet", "--workers", "0", "--device", "cpu"])
+               "-o", str(out), "--no-progress", "--workers", "0", "--device", "cpu"])
     captured = capsys.readouterr()
     text = captured.out
     assert rc == 0, captured.err
@@ -118,7 +118,7 @@ def test_fetch_convert_evaluate_table(fake_hub, offline_env, tmp_path, capsys, m
     monkeypatch.setattr(method_paper, "convert_official", no_conversion)
     _pairs(str(root / "test" / "Rain100H"), "input", "target", "2.png", "2.png", 5)
     assert main(["reproduce", "paper", "--root", str(root), "--offline", "--checkpoints-dir", offline_env,
-                 "-o", str(tmp_path / "quick"), "--quiet", "--workers", "0", "--device", "cpu",
+                 "-o", str(tmp_path / "quick"), "--no-progress", "--workers", "0", "--device", "cpu",
                  "--max-images", "1"]) == 0
     text = capsys.readouterr().out
     assert "converted model file (cached" in text and "**PARTIAL TABLE: at most 1 images per set" in text

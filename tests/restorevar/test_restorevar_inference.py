@@ -56,9 +56,9 @@ def test_evaluate_restorevar_protocol_and_restore(checkpoint, tmp_path, monkeypa
     monkeypatch.setattr(metrics, "alexnet_search_paths", lambda: [tmp_path / metrics.ALEXNET_FILE])
     demo = ensure_demo(str(tmp_path / "demo"), SPEC, log=None)
     out = tmp_path / "eval"
-    assert main(["evaluate", "--restorer", str(ours), "--benchmarks", "demo-rain", "--demo-cache", demo,
+    assert main(["evaluate", "--weights", str(ours), "--benchmarks", "demo-rain", "--demo-cache", demo,
                  "--protocol", "restorevar", "-o", str(out), "--device", "cpu", "--batch-size", "3", "--workers", "0",
-                 "--quiet"]) == 0
+                 "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     b = summary["benchmarks"]["demo-rain"]
     assert summary["protocol"] == "restorevar" and summary["restorer"] == "restorevar.pt"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from varformer.commands import add_old_spelling
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True,
@@ -16,7 +18,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="benchmarks to draw from (default: the demo sets, or those found of rain100h, rain100l, "
                              "test100, sots-outdoor, gopro, lol, cbsd68-s25, sidd-val)")
     parser.add_argument("--max-images", type=int, default=8, help="images per task (default 8)")
-    parser.add_argument("--output-dir", "-o", default="outputs/analysis")
+    parser.add_argument("-o", "--output", dest="output_dir", default="outputs/analysis")
+    add_old_spelling(parser, "--output-dir", "-o/--output", "output_dir")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=4)
 

@@ -9,6 +9,7 @@ import json
 import sys
 from dataclasses import asdict
 
+from varformer.commands import add_old_spelling
 from varformer.errors import VarformerError
 
 # old size flags of `model`, kept as aliases of --set: (flag, setting, nargs)
@@ -38,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b = sub.add_parser("backbone", help="VQVAE encoding, teacher-forced VAR forward, KV-cached generation")
     b.add_argument("--depth", type=int, default=16)
     b.add_argument("--vae-ch", type=int, default=160)
-    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--batch-size", type=int, default=1)
+    add_old_spelling(b, "--batch", "--batch-size", "batch_size", type=int)
     b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     b.add_argument("--precision", nargs="+", choices=["fp32", "bf16", "fp16"], default=["fp32", "bf16"])
     b.add_argument("--repeat", type=int, default=1)
@@ -71,7 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "natively, else fp32 again); bf16 runs as restore runs it: a copy of the model with its "
                         "bf16-eligible weights held in bf16 where the model offers it; fp32 and the reference use "
                         "the float32 model")
-    m.add_argument("--batch", type=int, default=4, help="batch for the throughput measurement (1: skip it)")
+    m.add_argument("--batch-size", type=int, default=4, help="batch for the throughput measurement (1: skip it)")
+    add_old_spelling(m, "--batch", "--batch-size", "batch_size", type=int)
     m.add_argument("--warmup", type=int, default=1)
     m.add_argument("--repeat", type=int, default=2, help="timed rounds (median)")
     m.add_argument("--no-reference", action="store_true", help="skip a method's official-style reference path")
@@ -93,7 +96,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="one of the method's stages (" + "; ".join(f"{s.name}: {', '.join(s.stage_names())}"
                                                                   for s in registry.methods().values())
                         + "); default: the last stage of its demo recipe")
-    t.add_argument("--batch", type=int, default=None, help="images per step (default: the demo recipe's)")
+    t.add_argument("--batch-size", type=int, default=None, help="images per step (default: the demo recipe's)")
+    add_old_spelling(t, "--batch", "--batch-size", "batch_size", type=int)
     t.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto (default): bf16 where the device computes it natively, else fp32")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -149,20 +153,20 @@ def run(args: argparse.Namespace) -> int:
     log = lambda msg: print(f"benchmark: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:
         if args.what == "backbone":
-            result = run_backbone_benchmark(depth=args.depth, batch=args.batch, device=args.device,
+            result = run_backbone_benchmark(depth=args.depth, batch=args.batch_size, device=args.device,
                                             precisions=tuple(args.precision), vae_ch=args.vae_ch,
                                             repeat=args.repeat, ops=tuple(args.ops), threads=args.threads)
             print(format_table(result))
             _write_json(args.json, result)
         elif args.what == "train":
-            print("\n".join(run_training_benchmark(args.method, _stage(args.stage), args.batch, args.precision,
+            print("\n".join(run_training_benchmark(args.method, _stage(args.stage), args.batch_size, args.precision,
                                                    args.device, args.steps, small=not args.skip_small,
                                                    estimate=not args.no_estimate, threads=args.threads, log=log)))
         else:
             methods, overrides, switches = _model_arguments(args)
             opts = ModelBenchmarkOptions(
                 methods=methods, overrides=overrides, switches=switches, weights=args.weights, device=args.device,
-                precisions=tuple(dict.fromkeys(resolved(p) for p in args.precision)), batch=args.batch,
+                precisions=tuple(dict.fromkeys(resolved(p) for p in args.precision)), batch=args.batch_size,
                 warmup=args.warmup, repeat=args.repeat, reference=not args.no_reference, bounds=not args.no_bounds,
                 bf16_check=args.bf16_check is not None, bf16_check_images_per_task=args.bf16_check or None,
                 image_hw=args.image, full_size_flops=args.full_size_flops, threads=args.threads)

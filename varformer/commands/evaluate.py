@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import os
 
+from varformer.commands import add_old_spelling
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--restorer", default="identity",
+    parser.add_argument("--weights", default="identity",
                         help="'identity' (the degraded input itself), VarFormer weights (a model file, ours or "
                              "official, or a stage-2 training run's final_ema.pt / ckpt_*.pt: EMA weights), or a "
                              "RestoreVAR / VARestorer model file of ours (varformer convert restorevar / varestorer)")
@@ -30,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="paper (256x256, official code), full (native resolution) or a peer preset: "
                              "varformer-code, restormer, diffuir, airnet, restorevar, varestorer; several protocols "
                              "write one sub-folder each")
-    parser.add_argument("--output-dir", "-o", default=None, help="where results go (default: outputs/eval)")
+    parser.add_argument("-o", "--output", default=None, help="where results go (default: outputs/eval)")
+    add_old_spelling(parser, "--output-dir", "-o/--output", "output")
+    add_old_spelling(parser, "--restorer", "--weights", "weights")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in the output folder")
     parser.add_argument("--save-images", action="store_true", help="also write the restored images (PNG)")
     parser.add_argument("--batch-size", type=int, default=None)
@@ -55,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssim", default=None, help="full protocol: SSIM variant (basicsr, replicate, skimage_default)")
     parser.add_argument("--crop-border", type=int, default=None, help="full protocol: pixels dropped at each edge")
     parser.add_argument("--config", default=None, help="YAML config whose 'eval' section supplies defaults")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_old_spelling(parser, "--quiet", "--no-progress", "no_progress", takes_value=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     ev = load_config(args.config).eval
     protocols = args.protocol or [ev.protocol]
-    output_dir = args.output_dir or ev.output_dir
+    output_dir = args.output or ev.output_dir
     root = args.root or ev.root
     items = args.benchmarks or ([] if args.lists else list(ev.benchmarks))
     benchmarks = parse_benchmarks(items, root, args.demo_cache) if items or not args.lists else []
@@ -101,13 +106,13 @@ def run(args: argparse.Namespace) -> int:
         precision = run_precision(args.precision, ev.precision, proto)
         if precision not in restorers:
             extra = {k: v for k, v in (("scale", args.scale), ("prompt", args.prompt)) if v is not None}
-            restorers[precision] = load_restorer(args.restorer, args.device, precision, **extra)
+            restorers[precision] = load_restorer(args.weights, args.device, precision, **extra)
         out = outs[name]
         result = evaluate(restorers[precision], benchmarks, proto, lists=args.lists or [], list_root=root,
                           metrics=metrics, output_dir=out, batch_size=args.batch_size or ev.batch_size,
                           overlap=args.overlap if args.overlap is not None else ev.overlap, tile=args.tile,
                           save_images=args.save_images or ev.save_images, overwrite=args.overwrite,
-                          allow_unpaired=args.allow_unpaired, workers=args.workers, progress=not args.quiet)
+                          allow_unpaired=args.allow_unpaired, workers=args.workers, progress=not args.no_progress)
         print(result.markdown)
         print(f"results written to {out}")
     return 0

@@ -7,6 +7,8 @@ import argparse
 import shlex
 import sys
 
+from varformer.commands import add_old_spelling
+
 PROGRAM = __name__.split(".")[0]     # the command-line program is named after the package
 
 
@@ -19,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                  "(`varformer data check ROOT` shows what is recognised)")
     p.add_argument("--protocol", nargs="+", default=None,
                    help="the method's paper protocol(s) (default: its first; e.g. paper and/or full)")
-    p.add_argument("--output-dir", "-o", default="outputs/reproduce", help="tables, per-image CSVs, summaries")
+    p.add_argument("-o", "--output", default="outputs/reproduce", help="tables, per-image CSVs, summaries")
+    add_old_spelling(p, "--output-dir", "-o/--output", "output")
     p.add_argument("--offline", action="store_true",
                    help="never download: checkpoints/ and the Hugging Face cache only (local_files_only)")
     p.add_argument("--checkpoints-dir", default=None, help="folder searched before the hub (default: checkpoints/)")
@@ -36,14 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="check the data, the released files, the cache and the output folder, print the plan and "
                         "stop (nothing downloaded, converted, evaluated or written)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_old_spelling(p, "--quiet", "--no-progress", "no_progress", takes_value=False)
 
     a = sub.add_parser("ablations", help="train and evaluate every row of a method's ablation table")
     a.add_argument("--method", default=None, help="whose ablations (default: the registry's default method)")
     a.add_argument("--small", action="store_true",
                    help="every row on the demo set with the small demo recipes (CPU, minutes)")
     a.add_argument("--rows", nargs="+", default=None, help="row names (default: all; --dry-run lists them)")
-    a.add_argument("--output-dir", "-o", default=None,
+    add_old_spelling(a, "--output-dir", "-o/--output", "output")
+    a.add_argument("-o", "--output", default=None,
                    help="runs and tables (default runs/ablations, or runs/ablations-small with --small)")
     a.add_argument("--device", default="auto")
     a.add_argument("--steps", type=int, default=40, help="--small: steps per row (default 40)")
@@ -56,21 +61,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--dry-run", action="store_true",
                    help="print what would run and stop, training nothing (full size: the training commands, e.g. "
                         "to run them under torchrun)")
-    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_old_spelling(a, "--quiet", "--no-progress", "no_progress", takes_value=False)
     a.add_argument("overrides", nargs="*", metavar="key=value", help="full size: config overrides for every run")
 
 
 def _paper(args) -> int:
     # imported when the command runs, not at module level: keeps `varformer --help` start-up instant
     from varformer.reproduce import plan_paper, reproduce_paper
-    common = dict(method=args.method, protocols=args.protocol, output_dir=args.output_dir, offline=args.offline,
+    common = dict(method=args.method, protocols=args.protocol, output_dir=args.output, offline=args.offline,
                   checkpoints_dir=args.checkpoints_dir, cache_dir=args.cache_dir, precision=args.precision,
                   overwrite=args.overwrite, max_images=args.max_images)
     if args.dry_run:
         print("\n".join(plan_paper(args.root, **common)))
         return 0
     outcome = reproduce_paper(args.root, device=args.device, batch_size=args.batch_size, workers=args.workers,
-                              progress=not args.quiet, **common)
+                              progress=not args.no_progress, **common)
     print(outcome.table)
     print(f"tables and per-image results: {outcome.output_dir}")
     return 0
@@ -85,25 +91,25 @@ def _ablations(args) -> int:
     if args.small:
         if args.overrides or args.train_root or args.root:
             raise ConfigError("--small runs the demo recipes on the demo set: no data roots or overrides")
-        out = args.output_dir or "runs/ablations-small"
+        out = args.output or "runs/ablations-small"
         if args.dry_run:
             print("\n".join(plan_small(ablation_spec(args.method), out, args.rows, args.stage1_steps, args.steps,
                                        args.demo_cache)))
             return 0
         outcome = run_small_ablations(out, args.rows, args.stage1_steps, args.steps, args.device, args.demo_cache,
-                                      progress=not args.quiet, method=args.method)
+                                      progress=not args.no_progress, method=args.method)
     else:
         if not args.train_root or not (args.root or args.dry_run):
             raise ConfigError("full-size ablations need --train-root (the rows' training data) and --root (test "
                               "sets); or --small for the demo set")
-        out = args.output_dir or "runs/ablations"
+        out = args.output or "runs/ablations"
         if args.dry_run:
             for stage, recipe, *rest in plan_full_ablations(args.train_root, args.stage1_weights, args.stage1_root,
                                                             out, args.rows, args.overrides, args.method):
                 print(shlex.join([PROGRAM, "train", stage, "--config", recipe, *rest]))
             return 0
         outcome = run_full_ablations(args.train_root, args.root, out, args.stage1_weights, args.stage1_root,
-                                     args.rows, args.overrides, args.device, progress=not args.quiet,
+                                     args.rows, args.overrides, args.device, progress=not args.no_progress,
                                      method=args.method)
     print(outcome.table)
     print(f"runs and tables: {outcome.output_dir}", file=sys.stderr)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from varformer.commands import add_old_spelling
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (top level) or glob patterns")
@@ -32,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tile size: the model's input size (default: VarFormer 256, RestoreVAR and VARestorer 512)")
     p.add_argument("--overlap", type=int, default=None,
                    help="minimum overlap of neighbouring tiles in px (default: the method's, 32; VARestorer 128)")
-    p.add_argument("--batch", type=int, default=4, help="tiles per model call, shared across images (default 4)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per model call, shared across images (default 4)")
+    add_old_spelling(p, "--batch", "--batch-size", "batch_size", type=int)
     p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output PNG already exists")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing files of the output names that an earlier restore did not write "
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     restorer = load_restorer(args.weights, device=args.device, precision=args.precision, compile_unet=args.compile,
                              scale=args.scale, prompt=args.prompt)
     report = restore_paths(args.inputs, args.output, restorer, tile=args.tile, overlap=args.overlap,
-                           batch_size=args.batch, fit=args.fit, skip_existing=args.skip_existing,
+                           batch_size=args.batch_size, fit=args.fit, skip_existing=args.skip_existing,
                            overwrite=args.overwrite,
                            progress=not args.no_progress)
     print(f"{report.summary()} -> {args.output}")
