@@ -235,15 +235,33 @@ class BenchmarkEntry:
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    """``varformer demo --method NAME``: shipped configs trained in order, then evaluated on the demo set. A
-    method without training stages yet gives ``untrained``: its small random-init model, evaluated as it is (the
-    demo then shows the pipeline running, not restoration; ``summary`` says so)."""
+    """``varformer demo --method NAME``: shipped configs trained in order, then evaluated on the demo set.
+
+    Each stage runs its config for the config's ``train.total_iters`` (seeded: the same table on every machine);
+    ``varformer demo --steps`` gives other lengths, ``--train-minutes`` a wall-clock budget split by
+    ``time_split``. The last stage's export is the demo's restorer. A method without training stages yet gives
+    ``untrained``: its small random-init model, evaluated as it is (``summary`` says what that shows)."""
     stages: Tuple[Tuple[str, str], ...]                     # (stage name, shipped config) in training order
     carry: Callable[[str, str], List[str]]                  # (stage name, previous stage's export) -> overrides
-    summary: str = ""                                       # what the demo's numbers can and cannot show
-    untrained: Optional[Callable[[], nn.Module]] = None     # no stages: () -> the demo's model (eval mode)
+    summary: str = ""                                       # what the demo's numbers can and cannot show (printed
+                                                            # after the table and on the demo's page)
+    model: str = ""                                         # the demo model in a sentence (logged before training)
+    time_split: Tuple[float, ...] = ()                      # shares of a --train-minutes budget, one per stage
+                                                            # (empty: equal shares)
+    untrained: Optional[Callable[[], nn.Module]] = None     # no stages: () -> the demo's model (eval mode), shown
+                                                            # as it is (the pipeline running, not restoration)
     scale: Optional[int] = None                             # a super-resolver's scale on the demo's same-size
                                                             # pairs (1), for ``inference.with_scale``
+
+    def shares(self) -> Tuple[float, ...]:
+        """The share of a wall-clock budget each stage trains for (they sum to 1)."""
+        if not self.time_split:
+            return tuple(1.0 / len(self.stages) for _ in self.stages)
+        if len(self.time_split) != len(self.stages) or min(self.time_split) <= 0:
+            raise ConfigError(f"a demo recipe's time_split needs one share > 0 per stage ({len(self.stages)}), got "
+                              f"{self.time_split}")
+        total = sum(self.time_split)
+        return tuple(s / total for s in self.time_split)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -103,8 +103,12 @@ SPEC = MethodSpec(
                                                       "keeps it float32 by default)", _bf16_transformer),)),
     demo=DemoRecipe(stages=(("stage1", "demo_stage1.yaml"), ("stage2", "demo_stage2.yaml")),
                     carry=lambda stage, previous: [f"model.stage1_weights={previous}"] if stage == "stage2" else [],
-                    summary="a small, randomly initialised VarFormer: it shows the pipeline learning, not the "
-                            "paper's numbers"),
+                    model="VQVAE/U-Net width 32, VAR depth 2, two cross-attention blocks, a RANDOM-INIT VQVAE/VAR "
+                          "backbone (no pretrained VAR weights offline)",
+                    summary="The demo VarFormer is small (width 32, VAR depth 2) on a random-init VQVAE/VAR "
+                            "backbone and trains for minutes on the demo photos: it shows the pipeline learning, "
+                            "not the paper's numbers (those need the released weights: docs/evaluation.md).",
+                    time_split=(1, 5)),
     default_protocol="paper",
     default_weights="checkpoints/varformer_d16.pt",
     release=RELEASE_HINT,

@@ -101,8 +101,12 @@ SPEC = MethodSpec(
                              released_note=TABLE_3),
     demo=DemoRecipe(stages=(("stage1", "demo_restorevar_stage1.yaml"), ("stage2", "demo_restorevar_stage2.yaml")),
                     carry=lambda stage, previous: [f"model.stage1_weights={previous}"] if stage == "stage2" else [],
-                    summary="a small RestoreVAR (VQVAE width 32, VAR depth 2, 128x128 inputs) on a random-init "
-                            "VQVAE: its tokens learn, its images cannot (the random decoder bounds them)"),
+                    model="VQVAE width 32, VAR depth 2, scales up to 8x8 (128x128 inputs, tiled), a 2-layer "
+                          "refiner, RANDOM-INIT VQVAE and VAR (no pretrained weights offline)",
+                    summary="The demo RestoreVAR is small (VQVAE width 32, VAR depth 2, 128x128 inputs) on a "
+                            "random-init VQVAE: its tokens learn, its images cannot (its decoder never saw an "
+                            "image), so its outputs show the pipeline running, not restoration.",
+                    time_split=(1, 2)),
     default_protocol="restorevar",
     default_weights="checkpoints/restorevar.safetensors",
     release=("the released RestoreVAR weights are restorevar.pth and vae_restorevar.ckpt from the RestoreVAR "
