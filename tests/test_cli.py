@@ -41,7 +41,6 @@ def test_every_subcommand_has_help():
         assert f"varformer {name}" in r.stdout
 
 
-ONE_SPELLING = {"-o": "--output", "--batch-size": None, "--no-progress": None}
 OLD_SPELLINGS = ("--output-dir", "--batch", "--quiet", "--restorer")
 
 

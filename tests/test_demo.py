@@ -53,11 +53,11 @@ def test_method_and_its_old_spelling_take_the_same_generic_path(tmp_path, capsys
     for i, flag in enumerate(["--method", "--model"]):
         run_dir = tmp_path / f"run{i}"
         rc = main(["demo", flag, "restorevar", "--steps", "1", "2", "--demo-cache", str(tmp_path / "cache"),
-                   "--device", "cpu", "--quiet", "--run-dir", str(run_dir)])
+                   "--device", "cpu", "--no-progress", "--run-dir", str(run_dir)])
         out, err = capsys.readouterr()
         assert rc == 0, err
         outs.append(out)
-        assert ("--model is now --method; use --method restorevar" in err) == (flag == "--model")
+        assert ("--model is now --method" in err) == (flag == "--model")
         page = (run_dir / "report" / "demo.html").read_text()
         assert "<polyline" in page and page.count("data:image/png;base64,") == 5 * 3  # 5 tasks: in | out | target
         assert "demo-restorevar (1+2 steps)" in page and "stage2" in page

@@ -10,8 +10,8 @@ Read with ``ast``, per module of ``varformer/``, for every built-in method (its 
     ``PROJECT_NAME_ROLE``);
 (c) an identifier (function, class, variable, parameter, attribute, keyword) holding the method's name
     (case-insensitive; ``VarFormer`` in CamelCase for the default method).
-Allowed: the method's own package and ``ALLOWED``. ``PENDING`` lists the modules that still name a method (being
-converted to the registry); a module on it that no longer does fails the second test, so the list only shrinks.
+Allowed: the method's own package and ``ALLOWED`` (the registry, the evaluation protocols and published tables,
+the dataset catalogue).
 """
 import ast
 import pathlib
@@ -33,18 +33,6 @@ ALLOWED = {
 }
 
 # modules that still name a method on main; each entry must still fail (test_pending_modules_still_name_a_method)
-PENDING = {
-    # ---- being converted to the registry by other branches (demo/, reproduce/, analysis/, commands/)
-    "varformer.commands.data": "imports restorevar.schedule for the RestoreVAR training-list schedule",
-    "varformer.commands.demo": "--model choices varformer/restorevar and per-method demo branches",
-    "varformer.commands.evaluate": "help text names VarFormer and RestoreVAR weights and the restorevar preset",
-    "varformer.commands.restore": "help text names VarFormer and RestoreVAR weights and tile sizes",
-    "varformer.demo": "exports restorevar_training_step",
-    "varformer.demo.run": "per-method demo recipes (imports both method packages)",
-    # ---- outside those areas
-    "varformer.evaluation.saved_images": "RESTOREVAR_NR: the RestoreVAR paper's no-reference settings outside "
-                                         "evaluation/protocols",
-}
 
 # "varformer" as the program, the package or a folder, not the method: the role of the string (see _role)
 PROJECT_NAME_ROLE = re.compile(r"^(prog|join|Path|files|import_module|/|command line)$|reader|generator", re.I)
@@ -173,20 +161,13 @@ def test_the_method_packages_are_the_registrys():
     assert METHODS and all(pkg.startswith("varformer.") for pkg in METHODS.values()), METHODS
     for pkg in METHODS.values():
         assert pkg in MODULES, f"a built-in spec's package {pkg} is not a package of varformer/"
-    assert not set(PENDING) - set(MODULES), f"PENDING names modules that do not exist: {set(PENDING) - set(MODULES)}"
 
 
-@pytest.mark.parametrize("module", sorted(set(MODULES) - set(PENDING)))
+@pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_module_names_a_method_outside_its_package(module):
     found = _violations(module)
     assert not found, (f"{MODULES[module].relative_to(PACKAGE.parent)} names a method outside its package (go "
                        "through varformer.methods.registry and the method's MethodSpec):\n" + "\n".join(found))
-
-
-@pytest.mark.parametrize("module", sorted(PENDING))
-def test_pending_modules_still_name_a_method(module):
-    assert _violations(module), (f"{module} no longer names a method: remove it from PENDING in "
-                                 "tests/test_method_names.py")
 
 
 def test_the_rules_catch_each_kind_of_naming():

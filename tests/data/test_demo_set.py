@@ -115,7 +115,7 @@ def test_a_folder_that_is_not_a_demo_set_is_refused_not_emptied(tmp_path, monkey
     monkeypatch.setenv("VARFORMER_DEMO_CACHE", str(pictures))
     assert main(["evaluate", "--benchmarks", "demo-rain", "--no-progress", "-o", str(tmp_path / "eval")]) == 2
     assert "VARFORMER_DEMO_CACHE" in one_line(capsys.readouterr().err)
-    assert main(["demo", "--baseline-only", "--demo-cache", str(pictures), "--quiet"]) == 2
+    assert main(["demo", "--baseline-only", "--demo-cache", str(pictures), "--no-progress"]) == 2
     assert "Pictures is a non-empty folder" in one_line(capsys.readouterr().err)
     assert snapshot(tmp_path) == before
 

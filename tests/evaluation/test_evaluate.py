@@ -141,7 +141,7 @@ def test_bad_restorer_and_protocol():
 
 
 def test_demo_command_baseline_only_prints_baseline_table(demo_dir, capsys):
-    rc = main(["demo", "--demo-cache", demo_dir, "--quiet", "--baseline-only"])
+    rc = main(["demo", "--demo-cache", demo_dir, "--no-progress", "--baseline-only"])
     out, err = capsys.readouterr()
     assert rc == 0
     assert "| identity | paper |" in out and "| identity | full |" in out

@@ -9,8 +9,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     check = sub.add_parser("check", help="report every known benchmark found under ROOT: pairs, expected count, "
                                          "unpaired / unreadable / mismatched files; or an authors' JSON list "
-                                         "(entries per dataset, missing files, and for a training list the "
-                                         "release's RestoreVAR schedule)")
+                                         "(entries per dataset, missing files, and for a training list what it "
+                                         "implies for the methods' recipes)")
     check.add_argument("root", help="folder to search (up to 6 levels deep), or a JSON list file")
     check.add_argument("--list-root", default=None,
                        help="JSON list: the folder its relative paths start from (the one holding data/)")
@@ -45,14 +45,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_list(path: str, root, limit: int) -> int:
     """An authors' JSON list: what it holds, which files are missing, and the training length it implies."""
-    # imported here: start-up time of the other data commands
-    from varformer.data.json_list import describe_list
-    from varformer.restorevar.schedule import schedule_for_list  # start-up
+    from varformer.data.json_list import describe_list  # start-up: only this data command reads lists
+    from varformer.methods import registry  # start-up
     lines, n_missing = describe_list(path, root, limit or 5)
     print("\n".join(lines))
-    sched = schedule_for_list(path)
-    print(f"as a RestoreVAR training list (release: 50 epochs, global batch 48): {sched.describe()}")
-    for stage in (1, 2):
-        print(f"  stage {stage}: varformer train stage{stage} --config configs/restorevar_stage{stage}.yaml "
-              + " ".join(sched.overrides(stage)))
+    for spec in registry.methods().values():
+        if spec.training_list is not None:
+            print("\n".join(spec.training_list(path)))
     return 1 if n_missing else 0

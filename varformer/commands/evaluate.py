@@ -4,34 +4,32 @@ from __future__ import annotations
 import argparse
 import os
 
-from varformer.commands import add_old_spelling
+from varformer.commands import add_old_spelling, weights_help
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", default="identity",
-                        help="'identity' (the degraded input itself), VarFormer weights (a model file, ours or "
-                             "official, or a stage-2 training run's final_ema.pt / ckpt_*.pt: EMA weights), or a "
-                             "RestoreVAR / VARestorer model file of ours (varformer convert restorevar / varestorer)")
+    # imported here: the protocols list their presets (start-up time of `varformer --help` is unaffected)
+    from varformer.evaluation.protocols import PROTOCOLS  # start-up
+    parser.add_argument("--weights", default="identity", help=weights_help("identity"))
     parser.add_argument("--scale", type=int, default=None,
-                        help="output scale of a pre-upsampling super-resolver (VARestorer: 4); 'identity' with a "
-                             "scale: bicubic upsampling")
+                        help="output scale of a pre-upsampling super-resolver (default: its method's); 'identity' "
+                             "with a scale: bicubic upsampling")
     parser.add_argument("--prompt", default=None, metavar="TEXT",
-                        help="one text prompt for every image (text-conditioned models; VARestorer's benchmarks: a "
-                             "BLIP caption of each LQ, the default)")
+                        help="one text prompt for every image (text-conditioned models; default: their method's, "
+                             "e.g. a caption of each LQ)")
     parser.add_argument("--benchmarks", nargs="+", default=None, metavar="NAME[=ROOT]",
                         help="benchmark names ('varformer data list'), each optionally with its own root; "
                              "'demo' = every demo-<task> set")
     parser.add_argument("--list", nargs="+", default=None, metavar="FILE.json", dest="lists",
-                        help="the authors' JSON lists (RestoreVAR test_jsons/*.json: image_path, target_path, "
-                             "degradation, dataset); relative paths are under --root; one benchmark per dataset "
-                             "value; the restorevar preset scores the first 5,001 entries of each, as the release")
+                        help="the authors' JSON lists (test_jsons/*.json: image_path, target_path, degradation, "
+                             "dataset); relative paths are under --root; one benchmark per dataset value; a preset "
+                             "may cap the entries as its release does (docs/evaluation.md)")
     parser.add_argument("--root", default=None, help="folder holding the benchmarks (searched 6 levels deep); for "
                                                      "--list, the folder the list's relative paths start from")
     parser.add_argument("--demo-cache", default=None, help="demo set folder (default: the user's cache directory)")
     parser.add_argument("--protocol", nargs="+", default=None,
-                        help="paper (256x256, official code), full (native resolution) or a peer preset: "
-                             "varformer-code, restormer, diffuir, airnet, restorevar, varestorer; several protocols "
-                             "write one sub-folder each")
+                        help="one or more of: " + ", ".join(PROTOCOLS) + " (docs/evaluation.md); several "
+                             "protocols write one sub-folder each")
     parser.add_argument("-o", "--output", default=None, help="where results go (default: outputs/eval)")
     add_old_spelling(parser, "--output-dir", "-o/--output", "output")
     add_old_spelling(parser, "--restorer", "--weights", "weights")
@@ -41,11 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=int, default=None, help="tile overlap (pixels shared by neighbour tiles)")
     parser.add_argument("--tile", type=int, default=None,
                         help="any-size restorers: images larger than this run on tiles of this size "
-                             "(fixed-size restorers such as VarFormer always tile at their input size)")
+                             "(fixed-size restorers always tile at their input size)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
-                        help="default: the preset's own precision where it records one (paper, restorevar: fp32, "
-                             "as their papers), else eval.precision (auto: bf16 where the device computes it "
+                        help="default: the preset's own precision where it records one (the papers' evaluations: "
+                             "fp32), else eval.precision (auto: bf16 where the device computes it "
                              "natively, else fp32); fp32 or bf16 given explicitly apply to every protocol")
     parser.add_argument("--workers", type=int, default=2, help="image-loading processes")
     parser.add_argument("--lpips", action="store_true", help="also measure LPIPS (needs the AlexNet weights file)")

@@ -3,27 +3,26 @@ from __future__ import annotations
 
 import argparse
 
-from varformer.commands import add_old_spelling
+from varformer.commands import add_old_spelling, weights_help
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (top level) or glob patterns")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder (PNG files named like the inputs); not a file name, not an input folder")
+    # imported here: the registry names the default weights (start-up time of `varformer --help` is unaffected)
+    from varformer.methods import registry  # start-up
     p.add_argument("--weights", default=None, metavar="PATH",
-                   help="a model file of any method (default: checkpoints/varformer_d16.pt, made by 'varformer "
-                        "convert official'; RestoreVAR / VARestorer: 'varformer convert restorevar' / 'varestorer'), "
-                        "a training run's final_ema.pt or ckpt_*.pt (EMA weights), or 'identity' (the pipeline "
-                        "without a model)")
+                   help=weights_help(registry.get(registry.DEFAULT).default_weights))
     p.add_argument("--scale", type=int, default=None,
-                   help="output scale of a super-resolver that upsamples its input first (VARestorer: 4 by default, "
-                        "its release's sr_scale); 'identity' with a scale: bicubic upsampling")
+                   help="output scale of a super-resolver that upsamples its input first (default: its method's, "
+                        "as its release); 'identity' with a scale: bicubic upsampling")
     p.add_argument("--prompt", default=None, metavar="TEXT",
-                   help="the text prompt of a text-conditioned model (VARestorer; default: a BLIP caption of each "
-                        "input, through its text cache)")
+                   help="the text prompt of a text-conditioned model (default: its method's, e.g. a caption of "
+                        "each input through its text cache)")
     p.add_argument("--fit", choices=["tile", "resize"], default=None,
                    help="images of another size than the model's input: overlapping tiles, or resized to the input "
-                        "and back (default: as the method's release does: VARestorer resize, the others tile)")
+                        "and back (default: as the method's release does)")
     p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto (default): bf16 where the device computes it natively (CUDA, CPUs with AVX-512 BF16 "
@@ -31,9 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the U-Net (CUDA: with CUDA graphs); the first call compiles for minutes")
     p.add_argument("--tile", type=int, default=None,
-                   help="tile size: the model's input size (default: VarFormer 256, RestoreVAR and VARestorer 512)")
+                   help="tile size (default: the model's input size)")
     p.add_argument("--overlap", type=int, default=None,
-                   help="minimum overlap of neighbouring tiles in px (default: the method's, 32; VARestorer 128)")
+                   help="minimum overlap of neighbouring tiles in px (default: the method's; 32 for most)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per model call, shared across images (default 4)")
     add_old_spelling(p, "--batch", "--batch-size", "batch_size", type=int)
     p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output PNG already exists")

@@ -30,7 +30,7 @@ names them and the largest difference measured against literal translations of t
 - ``restorevar``: LQ and GT resized to 512x512 with Lanczos (PIL, on 8-bit images), RGB, scikit-image default
   SSIM, LPIPS (AlexNet), on the float output clipped to [0, 1] (RestoreVAR's infer.py does not quantise it); the
   authors' JSON lists (``--list``) capped at their first 5,001 entries as infer.py stops; fp32 (infer.py); no-reference
-  metrics on the image as the release stores it (``saved_images.RESTOREVAR_NR``: 8-bit floor, its JPEG rule, pyiqa
+  metrics on the image as the release stores it (``RESTOREVAR_NR``: 8-bit floor, its JPEG rule, pyiqa
   0.1.13 MUSIQ and CLIP-IQA).
 - ``varestorer``: super-resolution as VARestorer's benchmark driver (tools/infer4eval.py) runs it: the LQ alone
   resized to 512x512 by PIL's default filter (bicubic), the network on it once (no further upsampling, no resize
@@ -53,7 +53,7 @@ import torch
 
 from varformer.data.resize import center_crop_to_multiple, resize_bilinear, resize_lanczos_pil, resize_pil
 from varformer.errors import ConfigError
-from varformer.evaluation.saved_images import RESTOREVAR_NR, NrSettings, SavedImageRule
+from varformer.evaluation.saved_images import NrSettings, SavedImageRule
 from varformer.metrics import SSIM_MODES, Quantize
 
 
@@ -156,6 +156,14 @@ _RESTORMER = {
     # Denoising/evaluate_gaussian_color_denoising.py: PSNR of the saved uint8 PNGs (it reports no SSIM)
     "noise": MetricSettings(quantize="float32", gt_reader="cv2"),
 }
+
+# RestoreVAR's Table 2: its no-reference metrics on the image as its release stores it (docs/restorevar.md)
+RESTOREVAR_NR = NrSettings(
+    pyiqa_version="0.1.13", metrics=("musiq", "clipiqa"), colour="RGB", crop="none (the stored 512x512 image)",
+    saving=SavedImageRule(to_uint8="floor", grid3=True, jpeg_first=75, jpeg_again=95,
+                          jpeg_benchmarks=("cdd", "lolblur"), jpeg_forced=95),
+    source="RestoreVAR infer.py, split_saved_imgs.py, conv_png.py, calc_metric.py, requirements_iqa.txt")
+
 
 PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in [
     Protocol("paper", "paper protocol (what the official VarFormer code computes; the paper's own metric "

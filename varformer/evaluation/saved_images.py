@@ -129,10 +129,3 @@ class NrSettings:
         what = f" ({', '.join(self.metrics)})" if self.metrics else ""
         return (f"{version}{what}, defaults, {self.colour}, crop {self.crop}, input as stored: {self.saving.describe()}"
                 + (f" [{self.source}]" if self.source else ""))
-
-
-RESTOREVAR_NR = NrSettings(
-    pyiqa_version="0.1.13", metrics=("musiq", "clipiqa"), colour="RGB", crop="none (the stored 512x512 image)",
-    saving=SavedImageRule(to_uint8="floor", grid3=True, jpeg_first=75, jpeg_again=95,
-                          jpeg_benchmarks=("cdd", "lolblur"), jpeg_forced=95),
-    source="RestoreVAR infer.py, split_saved_imgs.py, conv_png.py, calc_metric.py, requirements_iqa.txt")

@@ -364,6 +364,8 @@ class MethodSpec:
     default_protocol: str = "full"              # the evaluation protocol of its paper
     default_weights: str = ""                   # the converted release's usual path, for hints
     release: str = ""                           # where the released weights are and how to convert them (hints)
+    training_list: Optional[Callable[[str], List[str]]] = None   # an authors' JSON training list -> what it implies
+                                                # for the method's recipes (lines: `varformer data check LIST.json`)
     package: str = ""                           # the method's own package (the no-names-outside test)
     paper: Optional[PaperSpec] = None           # varformer reproduce paper --method NAME
     analyses: Tuple[AnalysisSpec, ...] = ()     # varformer analyze NAME

@@ -15,6 +15,7 @@ from varformer.restorevar.config import RestoreVARLossConfig, RestoreVARModelCon
 from varformer.restorevar.convert import to_official_restorevar
 from varformer.restorevar.files import METHOD, describe, read_restorevar, recognize, restorer_model, save_restorevar
 from varformer.restorevar.model import PARTS, RestoreVAR
+from varformer.restorevar.schedule import schedule_for_list
 from varformer.restorevar.settings import RestoreVARSettings, architecture_of
 
 # official train.sh: 2 GPUs x 24 per step, both stages; the decoder fine-tuning was not released
@@ -47,6 +48,14 @@ def _to_official(args) -> List[str]:
         save_torch_atomic(part, path)
         lines.append(f"wrote {path} ({len(part)} tensors)")
     return lines
+
+
+def _training_list(path: str) -> List[str]:
+    """What one of the authors' training lists implies for the recipes: the release's 50 epochs at batch 48."""
+    sched = schedule_for_list(path)
+    return ([f"as a RestoreVAR training list (release: 50 epochs, global batch 48): {sched.describe()}"]
+            + [f"  stage {stage}: varformer train stage{stage} --config configs/restorevar_stage{stage}.yaml "
+               + " ".join(sched.overrides(stage)) for stage in (1, 2)])
 
 
 def _benchmark_inputs(settings: RestoreVARSettings, batch: int, device: torch.device) -> tuple:
@@ -109,6 +118,7 @@ SPEC = MethodSpec(
                     time_split=(1, 2)),
     default_protocol="restorevar",
     default_weights="checkpoints/restorevar.safetensors",
+    training_list=_training_list,
     release=("the released RestoreVAR weights are restorevar.pth and vae_restorevar.ckpt from the RestoreVAR "
              "README's checkpoints archive (convert with `varformer convert restorevar restorevar.pth --vae "
              "vae_restorevar.ckpt -o checkpoints/restorevar.safetensors`)"),
