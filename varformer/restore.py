@@ -29,12 +29,10 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
-from varformer.data.image_io import IMAGE_EXTENSIONS, image_size, read_image, tensor_to_uint8, to_tensor
+from varformer.data.image_io import IMAGE_EXTENSIONS, image_size, read_image, tensor_to_uint8, to_tensor, write_image
 from varformer.errors import DataError, OutputError
-from varformer.files import atomic_output
 from varformer.inference import Restorer
 from varformer.inference.images import calls_needed, image_run, restore_stream
 
@@ -197,12 +195,9 @@ def load_input(path: Path) -> Tuple[torch.Tensor, List[str]]:
 
 
 def write_png_atomic(path: Path, img_HW3_uint8: np.ndarray) -> None:
-    """Write to a hidden temporary file in the same folder, then rename: readers never see a partial PNG. The
-    PNG says it was written here (``Software``), so a later run knows it may replace it."""
-    info = PngInfo()
-    info.add_text("Software", SOFTWARE)
-    with atomic_output(path) as tmp:
-        Image.fromarray(img_HW3_uint8).save(tmp, format="PNG", pnginfo=info)
+    """Through a temporary, renamed into place (readers never see a partial PNG); the PNG says it was written
+    here (``Software``), so a later run knows it may replace it."""
+    write_image(path, img_HW3_uint8, text={"Software": SOFTWARE})
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -38,8 +38,9 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from varformer.data.degradations import DEGRADATIONS, motorcycle_depth
+from varformer.data.image_io import write_image
 from varformer.errors import DataError, OutputError
-from varformer.files import atomic_output, claim_folder, folder_entries, make_folder, mark_folder, write_text_atomic
+from varformer.files import claim_folder, folder_entries, make_folder, mark_folder, write_text_atomic
 
 DEMO_VERSION = 2
 DEMO_TASKS = ("rain", "haze", "blur", "lowlight", "noise")
@@ -117,9 +118,7 @@ def _degrade(task: str, clean: np.ndarray, depth: Optional[np.ndarray], seed: in
 
 
 def _save_png(path: str, img01: np.ndarray) -> None:
-    arr = np.clip(np.round(np.asarray(img01, np.float64) * 255.0), 0, 255).astype(np.uint8)
-    with atomic_output(path) as tmp:
-        Image.fromarray(arr).save(tmp, format="PNG")
+    write_image(path, np.clip(np.round(np.asarray(img01, np.float64) * 255.0), 0, 255).astype(np.uint8))
 
 
 def _sha256(path: str) -> str:

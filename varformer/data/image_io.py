@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from varformer.errors import DataError
 from varformer.files import atomic_output
@@ -230,14 +231,21 @@ def tensor_to_uint8(x_3HW: torch.Tensor) -> np.ndarray:
     return x.permute(1, 2, 0).cpu().numpy()
 
 
-def write_image(path: str, img: np.ndarray) -> None:
-    """Write (H, W, 3) uint8 or float [0, 1]; the format follows the extension (PNG recommended: lossless),
-    through a temporary renamed into place."""
+def write_image(path: str | os.PathLike, img: np.ndarray, text: Optional[Dict[str, str]] = None) -> None:
+    """Write (H, W[, 3]) uint8 or float [0, 1]; the format follows the extension (PNG recommended: lossless),
+    through a temporary renamed into place (the one image writer of the package). ``text``: PNG text chunks
+    (e.g. which program wrote the file)."""
+    path = str(path)
     arr = img if img.dtype == np.uint8 else to_uint8(img)
     ext = os.path.splitext(path)[1].lower()
     fmt = Image.registered_extensions().get(ext)
     if fmt is None:
         raise DataError(f"cannot write {path}: unknown image extension {ext!r}")
-    kwargs = {"quality": 95} if ext in (".jpg", ".jpeg") else {}
+    kwargs: Dict[str, object] = {"quality": 95} if ext in (".jpg", ".jpeg") else {}
+    if text and fmt == "PNG":
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        kwargs["pnginfo"] = info
     with atomic_output(path) as tmp:
         Image.fromarray(arr).save(tmp, format=fmt, **kwargs)
