@@ -1,4 +1,5 @@
 import argparse
+import shutil
 
 import pytest
 import torch
@@ -39,16 +40,32 @@ def test_checkpoints_folder_is_searched_first(files, loaded_vae, monkeypatch):
     assert var.depth == 2
 
 
-def test_hub_download_is_used_with_repo_and_local_files_only(files, tmp_path, monkeypatch, loaded_vae):
+def test_the_hub_cache_is_read_without_writing_and_a_download_goes_through_the_hub(files, tmp_path, monkeypatch,
+                                                                                    loaded_vae):
+    """local_files_only: the file from the Hugging Face cache's own layout, and a miss creates nothing there (old
+    huggingface_hub's hf_hub_download made cache folders even on a miss; a dry run must write nothing); otherwise
+    hf_hub_download with the repository."""
+    cache = tmp_path / 'hf'
+    repo = cache / 'models--FoundationVision--var'
+    (repo / 'snapshots' / 'abc123').mkdir(parents=True)
+    shutil.copy(files / 'var_d2.pth', repo / 'snapshots' / 'abc123' / 'var_d2.pth')
+    (repo / 'refs').mkdir()
+    (repo / 'refs' / 'main').write_text('abc123')
+    monkeypatch.setattr('huggingface_hub.constants.HF_HUB_CACHE', str(cache), raising=False)
+    before = sorted(cache.rglob('*'))
+    var = load_var(2, vae=loaded_vae, checkpoints_dir=tmp_path / 'none', local_files_only=True)
+    assert var.depth == 2
+    with pytest.raises(WeightsNotFoundError, match='var_d3.pth'):
+        hub.resolve_weight_file('var_d3.pth', checkpoints_dir=tmp_path / 'none', local_files_only=True)
+    assert sorted(cache.rglob('*')) == before
     calls = []
 
-    def fake_download(repo_id, filename, local_files_only=False, **kwargs):
-        calls.append((repo_id, filename, local_files_only))
+    def fake_download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename))
         return str(files / 'var_d2.pth')
     monkeypatch.setattr('varformer.backbone.hub.hf_hub_download', fake_download)
-    var = load_var(2, vae=loaded_vae, checkpoints_dir=tmp_path, local_files_only=True)
-    assert calls == [('FoundationVision/var', 'var_d2.pth', True)]
-    assert var.depth == 2
+    assert hub.resolve_weight_file('var_d3.pth', checkpoints_dir=tmp_path / 'none') == files / 'var_d2.pth'
+    assert calls == [('FoundationVision/var', 'var_d3.pth')]
 
 
 def test_offline_cache_miss_gives_clear_error(tmp_path, monkeypatch):

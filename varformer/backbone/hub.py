@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from huggingface_hub import constants as hf_constants
-from huggingface_hub import hf_hub_download
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
 from varformer.backbone.state_dict_check import check_filled, key_mismatch
 from varformer.backbone.var import VAR
@@ -80,10 +80,23 @@ def _download_hint(filename: str, repo_id: str, dirs: list[Path]) -> str:
             f"{dirs[0]}/, or pass its path")
 
 
+def hub_file(repo_id: str, filename: str, local_files_only: bool = False) -> Path:
+    """A file of a Hugging Face repository, from the hub's cache or downloaded into it. ``local_files_only``: the
+    cache only, looked up without touching the hub or writing anything (``hf_hub_download`` of older
+    huggingface_hub creates cache folders even on a miss, which a dry run must not)."""
+    cache = hf_constants.HF_HUB_CACHE  # read at call time (huggingface_hub < 0.23 fixed its default at import)
+    if local_files_only:
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache)
+        if isinstance(found, str) and os.path.isfile(found):
+            return Path(found)
+        raise FileNotFoundError(f"{repo_id}/{filename} is not in the Hugging Face cache {cache}")
+    return Path(hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=cache))
+
+
 def resolve_weight_file(filename: str, *, path: str | os.PathLike | None = None, repo_id: str = VAR_REPO_ID,
                         checkpoints_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> Path:
     """Find `filename`: the explicit `path` if given (must exist), else the checkpoint folders, else
-    `huggingface_hub.hf_hub_download(repo_id, filename)`; raises `WeightsNotFoundError` when all fail."""
+    the Hugging Face cache or a download (`hub_file`); raises `WeightsNotFoundError` when all fail."""
     dirs = checkpoint_dirs(checkpoints_dir)
     if path is not None:
         p = Path(path)
@@ -96,9 +109,7 @@ def resolve_weight_file(filename: str, *, path: str | os.PathLike | None = None,
         if (d / filename).is_file():
             return d / filename
     try:
-        # the cache read at call time (huggingface_hub < 0.23 fixed its default at import)
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=local_files_only,
-                                    cache_dir=hf_constants.HF_HUB_CACHE))
+        return hub_file(repo_id, filename, local_files_only)
     except Exception as exc:  # offline, cache miss, missing repo/file, network error: all mean "not available"
         where = ', '.join(str(d) for d in dirs)
         raise WeightsNotFoundError(

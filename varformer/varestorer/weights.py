@@ -21,10 +21,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from huggingface_hub import constants as hf_constants
-from huggingface_hub import hf_hub_download
 
-from varformer.backbone.hub import checkpoint_dirs, find_local_file
+from varformer.backbone.hub import checkpoint_dirs, find_local_file, hub_file
 from varformer.files import read_torch_file
 from varformer.errors import CheckpointMismatchError, WeightsNotFoundError
 
@@ -90,8 +88,7 @@ def locate_release_file(filename: str, path: Optional[str | os.PathLike] = None,
             if (d / name).is_file():
                 return d / name
     try:
-        return Path(hf_hub_download(repo_id=repo, filename=repo_path, local_files_only=local_files_only,
-                                    cache_dir=hf_constants.HF_HUB_CACHE))
+        return hub_file(repo, repo_path, local_files_only)
     except Exception as exc:  # offline, cache miss, missing repo or file, network error: all mean "not available"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         where = "in the Hugging Face cache (offline)" if local_files_only else "from the Hugging Face hub"
