@@ -186,3 +186,43 @@ def run():
 def test_file_length(module):
     n = len(MODULES[module].read_text().splitlines())
     assert n <= MAX_LINES, f"{MODULES[module]} has {n} lines: it holds two concepts, split it"
+
+
+# One owner per job (docs/architecture.md): the calls that only these modules make. Everything else goes through
+# them: ``runtime.autocast`` / ``runtime.fp32_region``, ``files.read_torch_file`` (weights_only, one-line
+# errors), ``files.save_torch_atomic`` / ``save_safetensors_atomic`` / ``atomic_output`` (temporary, then rename).
+OWNED_CALLS: Dict[str, Tuple[str, ...]] = {
+    "torch.autocast": ("varformer.runtime",),
+    "torch.load": ("varformer.files",),
+    "torch.save": ("varformer.files",),
+    "save_file": ("varformer.files",),
+    # a whole folder swapped into place (the crops of a report, a rebuilt demo set); files go through files.py
+    "os.replace": ("varformer.files", "varformer.evaluation.crops", "varformer.data.demo_set"),
+    "os.rename": ("varformer.files",),
+}
+
+
+def owned_calls_outside_owners(source: str, module: str) -> List[Tuple[int, str]]:
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = (f.id if isinstance(f, ast.Name) else
+                f"{f.value.id}.{f.attr}" if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else None)
+        if name in OWNED_CALLS and module not in OWNED_CALLS[name]:
+            out.append((node.lineno, name))
+    return sorted(out)
+
+
+def test_each_job_has_one_owner():
+    bad = [f"{path.relative_to(PACKAGE.parent)}:{line}: {name} (owner: {', '.join(OWNED_CALLS[name])})"
+           for module, path in MODULES.items() for line, name in owned_calls_outside_owners(path.read_text(), module)]
+    assert not bad, "calls outside the module that owns the job:\n" + "\n".join(bad)
+
+
+def test_the_owner_rule_sees_calls():
+    source = "import torch, os\nwith torch.autocast('cpu'):\n    torch.save({}, 'x')\nos.replace('a', 'b')\n"
+    assert owned_calls_outside_owners(source, "varformer.model.task") == [(2, "torch.autocast"), (3, "torch.save"),
+                                                                          (4, "os.replace")]
+    assert owned_calls_outside_owners(source, "varformer.files") == [(2, "torch.autocast")]

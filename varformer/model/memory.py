@@ -14,6 +14,7 @@ from varformer.methods.memory import parameter_bytes, saved_activation_bytes
 from varformer.model.settings import VarFormerSettings
 from varformer.model.task import checkpointed_unet_modules, freeze_for
 from varformer.model.varformer import build_varformer
+from varformer.runtime import autocast
 
 
 def estimate_saved_activations(settings: VarFormerSettings, checkpointing: bool, formulation: str = "official",
@@ -33,7 +34,7 @@ def estimate_saved_activations(settings: VarFormerSettings, checkpointing: bool,
         if "fp32" in precisions:
             out["fp32"] = saved_activation_bytes(lambda: model.training_outputs(lq))
         if "bf16" in precisions:
-            with torch.autocast("cpu", torch.bfloat16):
+            with autocast(torch.device("cpu"), "bf16"):
                 out["bf16"] = saved_activation_bytes(lambda: model.training_outputs(lq))
     return out, pb
 

@@ -31,6 +31,7 @@ from varformer.model.loss import VarFormerLoss
 from varformer.model.settings import VarFormerSettings
 from varformer.model.unet import AttnBlock, PriorGuidance, ResnetBlock
 from varformer.model.varformer import IMAGE_SIZE, build_varformer
+from varformer.runtime import fp32_region
 
 VAL_SIZE = 256
 STAGES = {"stage1": 1, "stage2": 2}
@@ -186,7 +187,7 @@ class VarFormerTask(TrainTask):
     def clean_targets(self, gt_pm1: torch.Tensor):
         """GT token maps and the cumulative reconstruction after all scales, float32 (quantizer code search)."""
         vae = self.model.vae
-        with torch.autocast(device_type=gt_pm1.device.type, enabled=False):
+        with fp32_region(gt_pm1.device):
             idx, fhats = vae.f_to_indices_and_fhats(vae.encode(gt_pm1.float()))
         return idx, fhats[-1]
 

@@ -45,10 +45,6 @@ from varformer import ops
 from varformer.runtime import cpu_features, device_name, resolve_device, synchronize
 
 
-def _device(device) -> torch.device:
-    return device if isinstance(device, torch.device) else resolve_device(device)
-
-
 @contextlib.contextmanager
 def process_settings(threads: Optional[int] = None, allow_tf32: Optional[bool] = None) -> Iterator[None]:
     """Process-wide settings for a benchmark, all restored on leaving (also on an error): torch's CPU threads
@@ -86,7 +82,7 @@ class Machine:
 
     @classmethod
     def here(cls, device) -> "Machine":
-        dev = _device(device)
+        dev = resolve_device(device)
         return cls(device=str(dev), device_name=device_name(dev), threads=torch.get_num_threads(),
                    load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                    cpu_flags=cpu_features() if dev.type == "cpu" else {})
@@ -116,7 +112,7 @@ def interleaved_timings(fns: Dict[str, Callable[[], object]], device: torch.devi
     less than its wall time, so ratios of CPU times are the fairer comparison there."""
     if repeat < 1 or warmup < 0:
         raise ValueError(f"need repeat >= 1 and warmup >= 0, got repeat={repeat}, warmup={warmup}")
-    device = _device(device)
+    device = resolve_device(device)
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -144,7 +140,7 @@ def interleaved_timings(fns: Dict[str, Callable[[], object]], device: torch.devi
 
 def time_fn(fn: Callable[[], object], *, warmup: int = 1, repeat: int = 3, device: str | torch.device = 'cpu') -> float:
     """Median wall-clock seconds of ``fn()`` over ``repeat`` runs after ``warmup`` untimed runs."""
-    return interleaved_timings({'fn': fn}, _device(device), warmup, repeat, with_memory=False)['fn'].wall_s
+    return interleaved_timings({'fn': fn}, resolve_device(device), warmup, repeat, with_memory=False)['fn'].wall_s
 
 
 @dataclass
@@ -159,7 +155,7 @@ def matmul_roofline(device: str | torch.device = 'cpu', dtype: torch.dtype = tor
     ``repeat`` timed runs, since a roofline is what the hardware can reach (a median would fold in interference),
     and the better of the two kernels the package runs: ``torch.mm`` and ``varformer.ops.linear`` (on a CPU in
     float32 inference oneDNN's matmul, which can be faster than PyTorch's default kernel)."""
-    dev = _device(device)
+    dev = resolve_device(device)
     gen = torch.Generator(device='cpu').manual_seed(0)
     a, b = (torch.randn(n, n, generator=gen).to(device=dev, dtype=dtype) for _ in range(2))
     kernels = {'mm': lambda: torch.mm(a, b), 'linear': lambda: ops.linear(a, b)}
@@ -191,7 +187,7 @@ def range_seconds(fn: Callable[[], object], names: Sequence[str], device: torch.
     """Seconds spent in each ``record_function`` range of ``names`` during one call of ``fn``, and the call's own
     seconds under ``'total'``, from one profiled call (device time on CUDA, CPU time elsewhere). The profiler adds
     a little overhead per op, so read the results as shares of ``total``."""
-    device = _device(device)
+    device = resolve_device(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
     synchronize(device)
     t0 = time.perf_counter()
@@ -370,7 +366,7 @@ def _status_kib(field: str) -> int | None:
 
 def current_memory(device: str | torch.device = 'cpu') -> int:
     """Memory in use now: CUDA allocated tensor bytes, or the process's resident set size on CPU (0 if unknown)."""
-    dev = _device(device)
+    dev = resolve_device(device)
     if dev.type == 'cuda':
         return int(torch.cuda.memory_allocated(dev))
     kib = _status_kib('VmRSS')
@@ -388,7 +384,7 @@ def _reset_rss_peak() -> bool:
 
 def measure_peak_memory(fn: Callable[[], object], device: str | torch.device = 'cpu') -> int:
     """Peak memory in bytes during `fn()` (see the module docstring for what is measured on each device)."""
-    dev = _device(device)
+    dev = resolve_device(device)
     if dev.type == 'cuda':
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)

@@ -50,6 +50,7 @@ from varformer.restorevar.model import RestoreVAR
 from varformer.restorevar.refiner import LatentRefiner
 from varformer.restorevar.settings import RestoreVARSettings
 from varformer.restorevar.weights import DECODER_VAE_FILE, find_weight_file
+from varformer.runtime import fp32_region
 
 DECODER_STAGE = 3
 STAGE_NAMES = {1: "stage 1 (transformer)", 2: "stage 2 (refiner)", DECODER_STAGE: "decoder fine-tuning"}
@@ -231,7 +232,7 @@ class DecoderFinetuneTask(TrainTask):
     def forward(self, batch) -> StepOutput:
         gt_pm1 = batch["gt"] * 2 - 1
         vae = self.model
-        with torch.no_grad(), torch.autocast(gt_pm1.device.type, enabled=False):
+        with torch.no_grad(), fp32_region(gt_pm1.device):
             f = vae.quant_conv(vae.encoder(gt_pm1.float()))
         rec = vae.decoder(vae.post_quant_conv(f)).float()
         l1 = F.l1_loss(rec, gt_pm1)

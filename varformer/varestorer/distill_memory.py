@@ -21,6 +21,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from varformer.backbone.infinity.text_pool import PaddedText
+from varformer.runtime import autocast, fp32_region
 from varformer.varestorer.distill_models import (cast_frozen_blocks, decoder_checkpoint_units,
                                                  freeze_for_distillation, teacher_of)
 from varformer.varestorer.distill_stage import loss_config, model_settings
@@ -134,9 +135,7 @@ def estimate_distill_memory(cfg, micro: int, precision: str) -> Tuple[int, int, 
         counter = SavedBytesByUnit(units)
         batch = {"lq": torch.rand(1, 3, size, size), "gt": torch.rand(1, 3, size, size),
                  "caption": ["a photo"]}
-        autocast = (torch.autocast("cpu", torch.bfloat16) if precision == "bf16" else torch.autocast("cpu",
-                                                                                                    enabled=False))
-        with autocast:
+        with autocast(torch.device("cpu"), "bf16") if precision == "bf16" else fp32_region("cpu"):
             counter.run(lambda: task(batch))
     per_image = counter.checkpointed_total() if cfg.train.grad_checkpointing else counter.total()
     parts = [student] + ([teacher] if teacher is not None else []) + ([lpips] if lpips is not None else [])

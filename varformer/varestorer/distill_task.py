@@ -18,7 +18,6 @@ their EMA); everything frozen comes back from its files (or the seed, for random
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Dict, List, Optional
 
@@ -34,7 +33,7 @@ from varformer.errors import ConfigError
 from varformer.files import save_torch_atomic
 from varformer.methods.api import StepOutput, TrainTask
 from varformer.methods.validation import restoration_metrics
-from varformer.runtime import fp32_region
+from varformer.runtime import autocast, fp32_region
 from varformer.varestorer.convert import to_official_varestorer
 from varformer.varestorer.distill_config import VARestorerDistillConfig
 from varformer.varestorer.distill_losses import (attention_mask, bit_accuracy, bitwise_cross_entropy, bitwise_kl,
@@ -49,14 +48,12 @@ class ValidationRestorer(nn.Module):
     """``restoration_metrics`` calls ``model(lq)``: the student with one prompt for every image, argmax bits (a
     deterministic measure), under the training's autocast when its frozen blocks are stored in bf16."""
 
-    def __init__(self, model: VARestorer, prompt_rows: torch.Tensor, autocast_dtype: Optional[torch.dtype]):
+    def __init__(self, model: VARestorer, prompt_rows: torch.Tensor, precision: str):
         super().__init__()
-        self.model, self.prompt_rows, self.autocast_dtype = model, prompt_rows, autocast_dtype
+        self.model, self.prompt_rows, self.precision = model, prompt_rows, precision
 
     def forward(self, lq01: torch.Tensor) -> torch.Tensor:
-        ctx = (torch.autocast(lq01.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
-               else contextlib.nullcontext())
-        with ctx:
+        with autocast(lq01.device, self.precision):
             return self.model(lq01, [self.prompt_rows] * lq01.shape[0], argmax_bits=True).float()
 
 
@@ -186,7 +183,7 @@ class DistillTask(TrainTask):
             return {}
         rows = self.text([self.cfg.val_prompt])[0]
         bf16 = self.cfg.frozen_dtype == "bf16"
-        restorer = ValidationRestorer(model, rows, torch.bfloat16 if bf16 else None)
+        restorer = ValidationRestorer(model, rows, "bf16" if bf16 else "fp32")
         metrics, self._val_visuals = restoration_metrics(restorer, self.val_pairs, self.val_batch)
         return metrics
 
