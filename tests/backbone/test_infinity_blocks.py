@@ -53,6 +53,17 @@ def test_rope_table_and_rotation_match_the_naive_pair_rotation():
         apply_rope2d(q, k, cos[:49], sin[:49])
 
 
+def test_rope_table_builds_under_fake_tensors_and_refuses_a_schedule_beyond_its_grid():
+    # the full-size benchmark counts FLOPs on fake tensors: building the table there must not read a value
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        cos, sin = rope2d_table(64)
+    assert cos.shape == sin.shape == (10521, 32)
+    with pytest.raises(ValueError, match="reaches position 63, beyond the 32 grid"):
+        rope2d_table(64, SCHEDULE_1M, grid=32)
+    assert rope2d_table(64, SCHEDULE_1M, grid=64)[0].shape == (10521, 32)   # positions up to 63 fit a 64 grid
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_self_attention_is_cosine_attention_with_clamped_scale_and_rope(causal):
     C, H, L = 64, 2, 21

@@ -49,9 +49,11 @@ def rope2d_table(head_dim: int, schedule: Sequence[int] = SCHEDULE_1M, base: flo
     half = head_dim // 2
     inv_freq = 1.0 / (base ** (torch.arange(0, half, 2, dtype=torch.int64).float() / half))   # (head_dim / 4,)
     freqs = torch.outer(torch.arange(grid, dtype=torch.int64).float(), inv_freq)           # (grid, head_dim / 4)
+    # positions run up to schedule[-1] - 1 (the finest scale's own grid); checked on the schedule itself, not on
+    # the position tensor, so the table also builds under fake tensors (FLOP counting)
+    if schedule[-1] > grid:
+        raise ValueError(f"schedule {tuple(schedule)} reaches position {schedule[-1] - 1}, beyond the {grid} grid")
     rows, cols = rope2d_positions(schedule)
-    if int(rows.max()) >= grid:
-        raise ValueError(f"schedule {tuple(schedule)} reaches position {int(rows.max())}, beyond the {grid} grid")
     angles = torch.cat([freqs[rows], freqs[cols]], dim=-1)                                  # (L, head_dim / 2)
     return angles.cos(), angles.sin()
 
