@@ -107,6 +107,11 @@ def test_a_512_image_is_priced_from_the_restorer_traits():
     assert sr.inputs == 1 and sr.exact and "a 128x128 input gives the 512x512 output" in sr.note
     sr_tiled = per_512(RestorerTraits(input_size=64, scale=4), 64, 16)
     assert sr_tiled.inputs == 9 and "128x128 input" in sr_tiled.note        # 128 px in 64 px tiles, overlap 16
+    # a pre-upsampling super-resolver (VARestorer) runs at the output's resolution, tiled at its release's overlap
+    pre = per_512(RestorerTraits(input_size=512, scale=4, upsample="lanczos", tile_overlap=128), 512, 32)
+    assert pre.inputs == 1 and "1 tile of 512x512 at overlap 128" in pre.note and "upsampled (lanczos)" in pre.note
+    small = per_512(RestorerTraits(input_size=256, scale=4, upsample="lanczos", tile_overlap=64), 256, 32)
+    assert small.inputs == 9 and "9 tiles of 256x256 at overlap 64" in small.note   # 512 px, stride 192
 
 
 def test_flop_groups_of_a_method_come_from_its_spec():
@@ -138,6 +143,11 @@ def test_tables():
     assert "wall 1.50x, CPU time 1.50x" in text and "10.0% more" in text and "| p | 75.0% |" in text
     assert "| M | tiny | fp32 | 3x256x256 | 10.0 | 100.0 | 2.000 | 4.000 | 0.50 GiB | 900.0 | 18.00 |" in text
     assert "a 60.0 GFLOP / 10.00 M" in text
+    # batch 1 only: no throughput columns (they would repeat the batch-1 ones under the same names)
+    res.batch = 1
+    one = format_model_report(ModelBenchmark(machine, [res], 32))
+    assert "| fp32 | 2.000 | 4.000 | 0.50 GiB | 1.00 GiB | 50.0 / 25.0 | 50.0 / 25.0 |" in one
+    assert "throughput" not in one and one.count("CPU time b1 (s/input)") == 1
 
 
 def test_image_size_argument(capsys):

@@ -182,16 +182,21 @@ def per_512(traits: RestorerTraits, measured: int, overlap: int) -> Per512:
     with a scale > 1, the input that gives a 512x512 output."""
     side = max(1, round(TARGET / traits.scale))
     sr = (f"; x{traits.scale}: a {side}x{side} input gives the {TARGET}x{TARGET} output" if traits.scale > 1 else "")
+    net = TARGET if traits.upsample else side     # a pre-upsampling model runs at the output's resolution
+    if traits.upsample and traits.scale > 1:
+        sr += f", upsampled ({traits.upsample}) before the network"
     if traits.input_size and traits.resize_to_input:
         s = traits.input_size
         return Per512(1, True, f"one call: the image resized to {s}x{s} as its papers run it" + sr)
     if traits.input_size:
         s = traits.input_size
-        n = count_tiles(side, side, s, overlap)
-        return Per512(n, True, f"{n} tiles of {s}x{s} at overlap {overlap} (as evaluate and restore tile it), "
+        ov = traits.tile_overlap if traits.tile_overlap is not None else overlap   # as inference.images tiles
+        n = count_tiles(net, net, s, ov)
+        tiles = "1 tile" if n == 1 else f"{n} tiles"
+        return Per512(n, True, f"{tiles} of {s}x{s} at overlap {ov} (as evaluate and restore tile it), "
                                "its batch-1 figures x the tile count" + sr)
-    exact = measured == side
-    return Per512((side / measured) ** 2, exact, f"one {side}x{side} call" + sr + (
+    exact = measured == net
+    return Per512((net / measured) ** 2, exact, f"one {net}x{net} call" + sr + (
         "" if exact else f"; measured at {measured}x{measured}, scaled by the pixel count (approx.)"))
 
 

@@ -22,6 +22,7 @@ def _groups(flops: dict, params: dict) -> str:
 
 def format_method_table(r: MethodBenchmark, run: ModelBenchmark) -> str:
     on_cpu = run.machine.device == "cpu"
+    batched = r.batch > 1      # batch 1 only: no throughput columns (they would repeat the batch-1 ones)
     lines = [f"## {r.title}: {r.description} | {r.params / 1e6:.1f} M params | {r.weights_note}",
              run.machine.describe(),
              f"FLOPs per input ({_shape(r.input_shapes)}): {r.flops_per_input / 1e9:.1f} GFLOP"
@@ -29,18 +30,20 @@ def format_method_table(r: MethodBenchmark, run: ModelBenchmark) -> str:
              *([f"by module (FLOPs / parameters): {_groups(r.flop_groups, r.param_groups)}"]
                if len(r.flop_groups) > 1 else []),
              "",
-             f"| precision | latency b1 wall (s/input) | CPU time b1 (s/input) | throughput b{r.batch} (inputs/s) "
-             f"| CPU time b{r.batch} (s/input) | peak tensor mem b1 | peak {'RSS' if on_cpu else 'mem'} b1 "
+             "| precision | latency b1 wall (s/input) | CPU time b1 (s/input) "
+             + (f"| throughput b{r.batch} (inputs/s) | CPU time b{r.batch} (s/input) " if batched else "")
+             + f"| peak tensor mem b1 | peak {'RSS' if on_cpu else 'mem'} b1 "
              f"| achieved GFLOP/s b1, wall / CPU | matmul GFLOP/s, wall / CPU |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|" + ("---|---|" if batched else "") + "---|---|---|---|"]
     rows = [(p.precision, p.precision, p.b1, p.throughput_ips, p.throughput_cpu_s_per_img,
              (p.matmul_gflops, p.matmul_cpu_gflops)) for p in r.results]
     if r.reference:
         rows.append((r.reference["label"], "reference", r.reference["b1"], None, None, None))
     for name, key, t, thr, thr_cpu, roof in rows:
         flops = r.reference["flops_per_input"] if key == "reference" else r.flops_per_input
-        lines.append(f"| {name} | {t.wall_s:.3f} | {t.cpu_s:.3f} | {'-' if thr is None else f'{thr:.3f}'} | "
-                     f"{'-' if thr_cpu is None else f'{thr_cpu:.3f}'} | {_gib(r.tensor_peaks.get(key))} | "
+        throughput = (f"{'-' if thr is None else f'{thr:.3f}'} | {'-' if thr_cpu is None else f'{thr_cpu:.3f}'} | "
+                      if batched else "")
+        lines.append(f"| {name} | {t.wall_s:.3f} | {t.cpu_s:.3f} | {throughput}{_gib(r.tensor_peaks.get(key))} | "
                      f"{_gib(t.peak_mem_bytes)} | "
                      f"{flops / t.wall_s / 1e9:.1f} / {flops / max(t.cpu_s, 1e-9) / 1e9:.1f} | "
                      f"{'-' if roof is None else f'{roof[0]:.1f} / {roof[1]:.1f}'} |")
