@@ -135,6 +135,16 @@ def read_torch_file(path: str | os.PathLike, map_location: str | torch.device = 
                                       f"({type(exc).__name__}: {first})") from None
 
 
+def read_json_or_none(path: str | os.PathLike) -> Optional[object]:
+    """A JSON file's content, or None when it is missing or unreadable (for files that only say what a folder is:
+    a missing or broken one means "not ours" or "not built", never an error)."""
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
 def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Dict[str, torch.Tensor]:
     """A plain state dict of tensors from a torch file (memory-mapped when the file format allows it)."""
     sd = read_torch_file(path, map_location)

@@ -6,7 +6,6 @@ fully is the only way to find truncated files; ``full=False`` reads headers only
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
@@ -19,6 +18,7 @@ from varformer.data.image_io import header_problem, image_size, verify_image
 from varformer.data.pairing import PairingResult, pair_files
 from varformer.data.sidd import SiddBlocks
 from varformer.errors import DataError
+from varformer.files import read_json_or_none
 
 
 @dataclass
@@ -101,11 +101,8 @@ def _note_demo_manifest(root: str, reports: List[BenchmarkReport]) -> None:
     if not os.path.isfile(os.path.join(root, "manifest.json")):
         return
     problem = verify_demo(root)
-    try:
-        with open(os.path.join(root, "manifest.json")) as fh:
-            listed = list(json.load(fh).get("files", {}))
-    except (OSError, ValueError):
-        listed = []
+    manifest = read_json_or_none(os.path.join(root, "manifest.json"))
+    listed = list(manifest.get("files", {})) if isinstance(manifest, dict) else []
     for rep in reports:
         if rep.name.startswith("demo-"):
             rep.expected = sum(f.startswith(f"test/{rep.task}/input/") for f in listed) or None

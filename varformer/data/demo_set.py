@@ -40,7 +40,8 @@ from skimage import data as skimage_data
 from varformer.data.degradations import DEGRADATIONS, motorcycle_depth
 from varformer.data.image_io import write_image
 from varformer.errors import DataError, OutputError
-from varformer.files import claim_folder, folder_entries, make_folder, mark_folder, write_text_atomic
+from varformer.files import (claim_folder, folder_entries, make_folder, mark_folder, read_json_or_none,
+                             write_text_atomic)
 
 DEMO_VERSION = 2
 DEMO_TASKS = ("rain", "haze", "blur", "lowlight", "noise")
@@ -183,11 +184,7 @@ def _earlier_build(folder: str) -> bool:
     entries = folder_entries(folder)
     if "manifest.json" not in entries or not set(entries) <= {"manifest.json", "test", "train"}:
         return False
-    try:
-        with open(os.path.join(folder, "manifest.json")) as fh:
-            manifest = json.load(fh)
-    except (OSError, ValueError):
-        return False
+    manifest = read_json_or_none(os.path.join(folder, "manifest.json"))
     return (isinstance(manifest, dict) and isinstance(manifest.get("spec"), dict) and "version" in manifest["spec"]
             and isinstance(manifest.get("files"), dict))
 

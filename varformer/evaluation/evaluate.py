@@ -44,7 +44,8 @@ from varformer.data.catalog import expand_names, get_benchmark
 from varformer.data.image_io import tensor_to_uint8, write_image
 from varformer.data.json_list import list_datasets
 from varformer.errors import ConfigError, DataError
-from varformer.files import claim_folder, folder_entries, mark_folder, remove_owned, write_text_atomic
+from varformer.files import (claim_folder, folder_entries, mark_folder, read_json_or_none, remove_owned,
+                             write_text_atomic)
 from varformer.data.resize import resize_bilinear, resize_to
 from varformer.evaluation.crops import CropGallery
 from varformer.evaluation.html_report import write_html_report
@@ -142,11 +143,7 @@ def _earlier_results(folder: str) -> bool:
     entries = folder_entries(folder)
     if "summary.json" not in entries or not all(e in RESULT_FILES or e.startswith(".") for e in entries):
         return False
-    try:
-        with open(os.path.join(folder, "summary.json")) as fh:
-            summary = json.load(fh)
-    except (OSError, ValueError):
-        return False
+    summary = read_json_or_none(os.path.join(folder, "summary.json"))
     return isinstance(summary, dict) and "protocol" in summary and "benchmarks" in summary
 
 

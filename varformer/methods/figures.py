@@ -161,9 +161,12 @@ def pyplot():
 
 
 def save_figure(fig, path: str) -> str:
-    """A matplotlib figure as a PNG, written atomically."""
+    """A finished matplotlib figure laid out, written atomically as a PNG and closed (pyplot keeps every open
+    figure alive until it is closed)."""
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
+    pyplot().close(fig)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_bytes_atomic(path, buf.getvalue())
     return path

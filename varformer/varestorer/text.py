@@ -35,7 +35,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, List, Optional, Protocol, Sequence
+from typing import Any, Callable, List, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -99,6 +99,15 @@ def _import_transformers(model_name: str):
     return transformers
 
 
+def _pretrained(model_name: str, local_files_only: bool, load: Callable[[Any], Any]) -> Any:
+    """``load(transformers)``, with transformers' "not found / not cached / no connection" errors as one line."""
+    tf = _import_transformers(model_name)
+    try:
+        return load(tf)
+    except (OSError, ValueError) as e:
+        raise missing_model(model_name, local_files_only, e) from None
+
+
 def missing_model(model_name: str, local_files_only: bool, exc: BaseException) -> WeightsNotFoundError:
     """One line: which model is missing and the command that fetches it."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -146,14 +155,11 @@ class T5PromptEncoder:
     def load(self) -> None:
         if self.loaded:
             return
-        tf = _import_transformers(self.model_name)
-        try:
-            # legacy=True: the tokenizer as Infinity's load_tokenizer builds it
-            self.tokenizer = tf.AutoTokenizer.from_pretrained(self.model_name, legacy=True,
-                                                              local_files_only=self.local_files_only)
-            model = tf.T5EncoderModel.from_pretrained(self.model_name, local_files_only=self.local_files_only)
-        except (OSError, ValueError) as e:  # transformers' "not found / not cached / no connection" errors
-            raise missing_model(self.model_name, self.local_files_only, e) from None
+        name, local = self.model_name, self.local_files_only
+        # legacy=True: the tokenizer as Infinity's load_tokenizer builds it
+        self.tokenizer, model = _pretrained(name, local, lambda tf: (
+            tf.AutoTokenizer.from_pretrained(name, legacy=True, local_files_only=local),
+            tf.T5EncoderModel.from_pretrained(name, local_files_only=local)))
         self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
 
     @torch.no_grad()
@@ -202,13 +208,10 @@ class BlipCaptioner:
     def load(self) -> None:
         if self.loaded:
             return
-        tf = _import_transformers(self.model_name)
-        try:
-            processor = tf.BlipProcessor.from_pretrained(self.model_name, local_files_only=self.local_files_only)
-            model = tf.BlipForConditionalGeneration.from_pretrained(self.model_name,
-                                                                    local_files_only=self.local_files_only)
-        except (OSError, ValueError) as e:
-            raise missing_model(self.model_name, self.local_files_only, e) from None
+        name, local = self.model_name, self.local_files_only
+        processor, model = _pretrained(name, local, lambda tf: (
+            tf.BlipProcessor.from_pretrained(name, local_files_only=local),
+            tf.BlipForConditionalGeneration.from_pretrained(name, local_files_only=local)))
         self.image_processor, self.tokenizer = processor.image_processor, processor.tokenizer
         self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
 

@@ -89,10 +89,7 @@ def _plot(xy, labels, kinds, summary, projection: str, var_label: str, path: str
     axes[0][-1].legend(fontsize=6, ncol=2, loc="best")
     fig.suptitle(f"VAR features (f_hat), one {projection.upper()} for all panels: degraded x, clean o; VAR: "
                  f"{var_label}", fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def add_arguments(parser) -> None:

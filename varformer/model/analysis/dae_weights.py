@@ -56,10 +56,7 @@ def _plot(result, levels: List[str], path: str) -> str:
         ax.set_xlabel("VAR scale (tokens per side)", fontsize=8)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("DAE scale weights per task (dotted: uniform 1/10)", fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run(args, info) -> List[str]:

@@ -129,10 +129,7 @@ def _plot(res: ScaleReplacementResult, var_label: str, path: str) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"Scale replacement; VAR: {var_label}", fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def add_arguments(parser) -> None:
