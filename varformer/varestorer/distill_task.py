@@ -182,8 +182,8 @@ class DistillTask(TrainTask):
         if not self.val_pairs:
             return {}
         rows = self.text([self.cfg.val_prompt])[0]
-        bf16 = self.cfg.frozen_dtype == "bf16"
-        restorer = ValidationRestorer(model, rows, "bf16" if bf16 else "fp32")
+        # frozen blocks stored in bf16 need bf16 autocast; frozen_dtype is "bf16" or "fp32", a precision's spelling
+        restorer = ValidationRestorer(model, rows, self.cfg.frozen_dtype)
         metrics, self._val_visuals = restoration_metrics(restorer, self.val_pairs, self.val_batch)
         return metrics
 
